@@ -1,0 +1,114 @@
+"""Atomic artifacts and stage completion: what makes every stage killable at any moment and rerunnable.
+
+Rules: an artifact is written under a temporary name in the same folder and renamed when complete (rename is
+atomic on POSIX file systems), so a reader never sees half a file. A stage's folder gets a ``COMPLETE`` file,
+holding the config fields the stage depends on, only after the stage returned; a rerun skips such a stage,
+and refuses to reuse it when those fields have changed since.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+
+from bobjax.errors import UserError
+
+COMPLETE = "COMPLETE"
+
+# The config sections each stage's output depends on (later stages inherit the earlier ones').
+_STAGE_INPUTS = {
+    "caption": ("seed", "data", "caption"),
+    "finetune": ("seed", "data", "caption", "model", "finetune"),
+    "generate": ("seed", "data", "caption", "model", "finetune", "generate"),
+    "classify": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method"),
+    "report": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method"),
+}
+
+
+class ArtifactError(UserError):
+    """An artifact cannot be written or reused; the message names the path."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path next to ``path``; renames it to ``path`` if the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+    except OSError as e:
+        raise ArtifactError(f"cannot write in {folder}: {e.strerror or e}") from e
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ArtifactError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def stage_inputs(config, stage: str) -> dict:
+    """The part of ``config`` that ``stage``'s artifact depends on, as plain JSON values."""
+    full = json.loads(config.to_json_best_effort())
+    return {key: full[key] for key in _STAGE_INPUTS[stage] if key in full}
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [prefix.rstrip(".")] if a != b else []
+
+
+def is_complete(config, workdir: str, stage: str) -> bool:
+    """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
+    marker = os.path.join(workdir, stage, COMPLETE)
+    if not os.path.exists(marker):
+        return False
+    with open(marker) as f:
+        recorded = json.load(f)
+    changed = _diff(recorded, stage_inputs(config, stage))
+    if changed:
+        raise ArtifactError(
+            f"stage {stage!r} is complete in {os.path.join(workdir, stage)} but was made with a different config "
+            f"({', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); rerun with --redo={stage} to remake "
+            "it, or use another --workdir"
+        )
+    return True
+
+
+def mark_complete(config, workdir: str, stage: str) -> None:
+    write_json(os.path.join(workdir, stage, COMPLETE), stage_inputs(config, stage))
+
+
+def remove_stage(workdir: str, stage: str) -> None:
+    """Deletes a stage's artifact folder (for ``--redo``), marker first so a kill midway leaves it incomplete."""
+    folder = os.path.join(workdir, stage)
+    marker = os.path.join(folder, COMPLETE)
+    if os.path.exists(marker):
+        os.remove(marker)
+    shutil.rmtree(folder, ignore_errors=True)

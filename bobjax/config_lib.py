@@ -1,0 +1,203 @@
+"""The shared pieces of configs: the full default tree, model presets and method presets.
+
+A dataset config (``configs/cub.py``) starts from :func:`base_config`, names its data, and applies presets,
+so it stays a dozen lines. Defaults are BOB's (``shared/BOB_SPEC.md``). Any field can be overridden from the
+command line (``--config.finetune.lora_rank=8``); the config is locked, so a misspelt key is an error.
+
+``get_config(arg)`` in a config file takes an optional ``key=value,key=value`` string
+(``--config=configs/cub.py:method=datadream,shots=10``), parsed by :func:`parse_arg`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from bobjax.errors import ConfigError
+
+STAGES = ("caption", "finetune", "generate", "classify", "report")
+METHODS = ("bob", "datadream", "real_only", "zero_shot")
+
+# The prompts of BOB_SPEC, step 2 (training) and 3 (generation); {descriptor} is the dataset's object kind.
+BOB_PROMPT = "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
+CLASS_PROMPT = "a {descriptor} photo of a {class_name}"
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """``"shots=10,method=bob"`` -> ConfigDict, typed like ``defaults``; an unknown key is an error."""
+    parsed = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        if "=" not in item:
+            raise ConfigError(f"config argument {item!r} is not key=value (known keys: {sorted(defaults)})")
+        key, value = item.split("=", 1)
+        if key not in defaults:
+            raise ConfigError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            parsed[key] = value.lower() in ("1", "true", "yes")
+        elif default is None:
+            parsed[key] = value
+        else:
+            parsed[key] = type(default)(value)
+    return parsed
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field bobjax reads, with BOB's defaults."""
+    c = ml_collections.ConfigDict()
+    c.stages = ",".join(STAGES)
+    c.seed = 0
+    c.method = "bob"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "tfds"  # tfds | folder | toyworld
+    c.data.name = ""
+    c.data.data_dir = ""
+    c.data.descriptor = "object"
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.image_key = "image"
+    c.data.label_key = "label"
+    c.data.shots = 5  # 0: every training image.
+    c.data.val_size = 0  # Images held out of the train split for validation (0: the source's own split).
+    c.data.split_file = ""  # A fixed few-shot split (one image id or path per line) instead of drawing one.
+    c.data.imbalance = 0.0  # Long tail: n_c = n_max * imbalance^(c/(C-1)); 0 is off.
+    c.data.toyworld = ml_collections.ConfigDict(dict(
+        num_classes=6, image_size=64, seed=0, train_per_class=40, val_per_class=10, test_per_class=30,
+        correlated=True, correlation=0.9, num_backgrounds=6))
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: every device not used by other axes.
+
+    c.caption = ml_collections.ConfigDict()
+    c.caption.method = "vlm"  # vlm | oracle | tsv
+    c.caption.model = "Qwen/Qwen2.5-VL-7B-Instruct"
+    c.caption.batch_size = 8
+    c.caption.max_new_tokens = 32
+    c.caption.tsv_dir = ""  # For method=tsv: folder with background.tsv and pose.tsv (image<TAB>response).
+
+    c.model = ml_collections.ConfigDict()
+    c.model.sd = "stabilityai/stable-diffusion-2-1-base"
+    c.model.dtype = "bfloat16"  # Compute dtype of the frozen base.
+    c.model.attention = "xla"  # xla | cudnn | chunked
+
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.prompt = BOB_PROMPT
+    c.finetune.per_class = False  # One LoRA for the whole dataset (BOB) or one per class.
+    c.finetune.lora_rank = 16
+    c.finetune.lora_alpha = 16.0
+    c.finetune.lora_dropout = 0.0
+    c.finetune.lora_init = "gaussian"
+    c.finetune.text_encoder_lora = True
+    c.finetune.learning_rate = 1e-4
+    c.finetune.adam_b1 = 0.9
+    c.finetune.adam_b2 = 0.999
+    c.finetune.adam_eps = 1e-8
+    c.finetune.weight_decay = 1e-2
+    c.finetune.grad_clip_norm = 1.0
+    c.finetune.warmup_steps = 100
+    c.finetune.epochs = 400
+    c.finetune.batch_size = 8  # Per device.
+    c.finetune.resolution = 512
+    c.finetune.random_flip = False
+    c.finetune.checkpoint_every = 500
+    c.finetune.sample_every = 1000
+    c.finetune.remat = True
+
+    c.generate = ml_collections.ConfigDict()
+    c.generate.plan = "bob"  # bob | within_class | independent | class_only | zero_shot
+    c.generate.prompt = BOB_PROMPT
+    c.generate.images_per_class = 100
+    c.generate.long_tail_total = 0  # Long tail: class c gets long_tail_total - n_c * long_tail_m images.
+    c.generate.long_tail_m = 0
+    c.generate.shared_sequence = False  # The authors' quirk: every class reuses one context/noise sequence.
+    c.generate.guidance_scale = 2.0
+    c.generate.negative_prompt = ""
+    c.generate.steps = 50
+    c.generate.scheduler = "pndm"  # pndm | ddim | dpm_solver | euler
+    c.generate.lora_scale = 1.0
+    c.generate.merge_lora = True
+    c.generate.resolution = 512
+    c.generate.batch_size = 8  # Per device.
+    c.generate.export_png = False
+
+    c.classify = ml_collections.ConfigDict()
+    c.classify.backbone = "clip_vit_b16"  # clip_vit_b16 | resnet50 | vit_b16 | mae_vit_b16
+    c.classify.checkpoint = ""  # Weights in the backbone's PyTorch checkpoint format (folder, file or hub id).
+    c.classify.mixing = "lambda"  # lambda | alpha | btl | real_only
+    c.classify.real_weight = 0.8  # lambda of BOB: loss = lambda CE(real) + (1 - lambda) CE(synthetic).
+    c.classify.alpha = 0.5  # SGIA: probability that a slot holds a synthetic image.
+    c.classify.epochs = 100
+    c.classify.real_only_epochs = 10  # BTL's second phase.
+    c.classify.batch_size = 64  # Global.
+    c.classify.learning_rate = 1e-5
+    c.classify.weight_decay = 5e-4
+    c.classify.warmup_epochs = 3
+    c.classify.min_learning_rate = 1e-8
+    c.classify.image_size = 224
+    c.classify.lora_rank = 16
+    c.classify.lora_alpha = 32.0
+    c.classify.lora_dropout = 0.1
+    c.classify.layer_decay = 1.0  # Layer-wise lr decay for ViT/MAE (1.0 is off).
+    c.classify.mix_prob = 0.2  # Fraction of batches that get CutMix or MixUp.
+    c.classify.randaugment = True
+    return c
+
+
+def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """BOB and the baselines of BOB_SPEC, as changes to a config."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; expected one of {METHODS}")
+    config.method = method
+    if method == "bob":
+        config.finetune.prompt = BOB_PROMPT
+        config.generate.prompt = BOB_PROMPT
+        config.generate.plan = "bob"
+    elif method == "datadream":
+        config.finetune.prompt = CLASS_PROMPT
+        config.generate.prompt = CLASS_PROMPT
+        config.generate.plan = "class_only"
+        config.stages = "finetune,generate,classify,report"
+    elif method == "zero_shot":
+        config.generate.prompt = CLASS_PROMPT
+        config.generate.plan = "zero_shot"
+        config.stages = "generate,classify,report"
+    elif method == "real_only":
+        config.classify.mixing = "real_only"
+        config.stages = "classify,report"
+    return config
+
+
+def sd_preset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The Stable Diffusion checkpoints BOB reports."""
+    presets = {"sd21": "stabilityai/stable-diffusion-2-1-base", "sd15": "runwayml/stable-diffusion-v1-5"}
+    if name not in presets:
+        raise ConfigError(f"unknown Stable Diffusion preset {name!r}; expected one of {sorted(presets)}")
+    config.model.sd = presets[name]
+    return config
+
+
+def fewshot_dataset(name: str, descriptor: str, val_size: int, arg: str | None, **data) -> ml_collections.ConfigDict:
+    """The shared body of the few-shot dataset configs (CUB, Aircraft, Cars, Pets)."""
+    args = parse_arg(arg, method="bob", shots=5, sd="sd21", seed=0)
+    config = base_config()
+    config.seed = args.seed
+    config.data.name = name
+    config.data.descriptor = descriptor
+    config.data.val_size = val_size
+    config.data.shots = args.shots
+    for key, value in data.items():
+        config.data[key] = value
+    sd_preset(config, args.sd)
+    return apply_method(config, args.method)
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of a config file, as ``--config=path:arg`` would give it (for notebooks and tests)."""
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()

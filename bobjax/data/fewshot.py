@@ -1,0 +1,156 @@
+"""Few-shot, long-tail and split-file selections of a source's training images, and the validation hold-out.
+
+Everything is a deterministic function of the config (and its seed), so each stage recomputes the same split
+instead of passing images around; ``splits.json`` in the workdir records it for people and for checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from bobjax.data.sources import DataError, RecordSource, Source, load_source
+
+
+class Subset:
+    """The records of ``source`` at ``indices``, in that order (a record source itself)."""
+
+    def __init__(self, source: RecordSource, indices: Sequence[int]):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._labels = source.labels()[self.indices] if len(self.indices) else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.source[int(self.indices[index])]
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def image_ids(self) -> list[str]:
+        ids = self.source.image_ids()
+        return [ids[i] for i in self.indices]
+
+
+@dataclasses.dataclass
+class Splits:
+    """What every stage sees of the real data."""
+
+    name: str
+    class_names: list[str]
+    descriptor: str
+    train: Subset
+    validation: RecordSource | None
+    test: RecordSource | None
+
+    def manifest(self) -> dict:
+        """Image ids per split: what the run used, for people and for resumption checks."""
+        out = {"dataset": self.name, "class_names": self.class_names, "descriptor": self.descriptor}
+        for split in ("train", "validation", "test"):
+            records = getattr(self, split)
+            out[split] = records.image_ids() if records is not None else []
+        return out
+
+
+def per_class_indices(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    return [np.flatnonzero(labels == c) for c in range(num_classes)]
+
+
+def k_shot(labels: np.ndarray, class_names: Sequence[str], shots: int, rng: np.random.Generator) -> np.ndarray:
+    """``shots`` images per class, drawn without replacement; a class with fewer is an error naming it."""
+    chosen = []
+    for c, indices in enumerate(per_class_indices(labels, len(class_names))):
+        if len(indices) < shots:
+            raise DataError(f"class {class_names[c]!r} has {len(indices)} training images, fewer than shots={shots}")
+        chosen.append(rng.permutation(indices)[:shots])
+    return np.sort(np.concatenate(chosen))
+
+
+def long_tail_counts(max_per_class: int, num_classes: int, imbalance: float) -> list[int]:
+    """Exponential profile n_c = n_max * imbalance^(c / (C - 1)), the usual CIFAR-LT / CUB-LT construction."""
+    if not 0.0 < imbalance <= 1.0:
+        raise DataError(f"config.data.imbalance must be in (0, 1], got {imbalance}")
+    if num_classes == 1:
+        return [max_per_class]
+    return [max(1, int(math.floor(max_per_class * imbalance ** (c / (num_classes - 1))))) for c in range(num_classes)]
+
+
+def long_tail(labels: np.ndarray, class_names: Sequence[str], imbalance: float, rng: np.random.Generator) -> np.ndarray:
+    groups = per_class_indices(labels, len(class_names))
+    counts = long_tail_counts(max(len(g) for g in groups), len(class_names), imbalance)
+    chosen = []
+    for c, (indices, count) in enumerate(zip(groups, counts)):
+        if len(indices) < count:
+            raise DataError(f"class {class_names[c]!r} has {len(indices)} training images; long tail asks {count}")
+        chosen.append(rng.permutation(indices)[:count])
+    return np.sort(np.concatenate(chosen))
+
+
+def read_split_file(path: str, image_ids: Sequence[str]) -> np.ndarray:
+    """Indices of the images a split file lists, one id or path per line (the authors' fixed splits).
+
+    A line matches an image id exactly, or by its trailing path components (absolute paths from another
+    machine still match ``class/image.jpg`` ids). The first line that matches nothing is an error.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"split file {path} does not exist")
+    lookup = {image_id: i for i, image_id in enumerate(image_ids)}
+    chosen = []
+    with open(path) as f:
+        for line_number, line in enumerate(f, 1):
+            entry = line.strip().split()[0] if line.strip() else ""
+            if not entry or entry.startswith("#"):
+                continue
+            parts = entry.replace("\\", "/").split("/")
+            match = next(("/".join(parts[j:]) for j in range(len(parts)) if "/".join(parts[j:]) in lookup), None)
+            if match is None:
+                raise DataError(f"split file {path} line {line_number}: image {entry!r} is not in the dataset")
+            chosen.append(lookup[match])
+    if not chosen:
+        raise DataError(f"split file {path} lists no images")
+    if len(set(chosen)) != len(chosen):
+        raise DataError(f"split file {path} lists the same image more than once")
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def make_splits(data_config, seed: int) -> Splits:
+    source = load_source(data_config)
+    return select(source, data_config, seed)
+
+
+def select(source: Source, data_config, seed: int) -> Splits:
+    """Applies the config's validation hold-out and shot selection to ``source``."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    pool = source.split(data_config.train_split)
+    labels = pool.labels()
+    available = np.arange(len(pool))
+
+    validation = source.splits.get("validation")
+    if data_config.val_size:
+        if data_config.val_size >= len(pool):
+            raise DataError(f"config.data.val_size={data_config.val_size} is not smaller than the train split ({len(pool)})")
+        held_out = np.sort(rng.permutation(len(pool))[: data_config.val_size])
+        validation = Subset(pool, held_out)
+        available = np.setdiff1d(available, held_out)
+
+    if data_config.split_file:
+        train = read_split_file(data_config.split_file, pool.image_ids())
+        if validation is not None and isinstance(validation, Subset) and validation.source is pool:
+            overlap = np.intersect1d(train, validation.indices)
+            if len(overlap):
+                raise DataError(f"split file {data_config.split_file} names {len(overlap)} validation images; "
+                                "set config.data.val_size=0 or use another split")
+    elif data_config.imbalance:
+        train = available[long_tail(labels[available], source.class_names, data_config.imbalance, rng)]
+    elif data_config.shots:
+        train = available[k_shot(labels[available], source.class_names, data_config.shots, rng)]
+    else:
+        train = available
+    test = source.splits.get(data_config.test_split)
+    return Splits(source.name, source.class_names, source.descriptor, Subset(pool, train), validation, test)

@@ -1,0 +1,265 @@
+"""Where real images come from: TFDS datasets, an image folder, or the toy world.
+
+Every source gives, per split, a random-access record source (``len`` / ``[i]``, the protocol grain reads)
+whose records are ``{"image": uint8 HxWx3, "label": int, "image_id": str, "class_name": str}``, plus the cheap
+``labels()`` and ``image_ids()`` that split-making needs without decoding a single image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from bobjax.data import toyworld
+from bobjax.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+class DataError(UserError):
+    """Bad or missing data: the message names the path, image or class."""
+
+
+class RecordSource(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> dict: ...
+    def labels(self) -> np.ndarray: ...
+    def image_ids(self) -> list[str]: ...
+
+
+@dataclasses.dataclass
+class Source:
+    """A dataset: its class names, its object descriptor and its splits."""
+
+    name: str
+    class_names: list[str]
+    descriptor: str
+    splits: dict[str, RecordSource]
+
+    def split(self, name: str) -> RecordSource:
+        if name not in self.splits:
+            raise DataError(f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+
+def decode_image(data: bytes | np.ndarray | Image.Image, what: str) -> np.ndarray:
+    """Any image (bytes, array, PIL) -> uint8 RGB HxWx3; an unreadable one is a DataError naming ``what``."""
+    if isinstance(data, np.ndarray):
+        array = data
+    else:
+        try:
+            image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+            image.load()
+            array = np.asarray(image.convert("RGB"))
+        except Exception as e:
+            raise DataError(f"cannot read image {what}: {e}") from e
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise DataError(f"image {what} has shape {array.shape}; expected HxWx3")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array[..., :3].astype(np.uint8))
+
+
+def clean_class_name(raw: str) -> str:
+    """'001.Black_footed_Albatross' -> 'Black footed Albatross': prompts want words, not file names."""
+    name = re.sub(r"^\d+[._ ]", "", raw)
+    return name.replace("_", " ").strip()
+
+
+# ---------------------------------------------------------------------------------------------- image folder
+
+
+class FolderSplit:
+    """``root/<class name>/<image>``; image ids are paths relative to ``root``."""
+
+    def __init__(self, root: str, class_names: Sequence[str]):
+        self.root = root
+        self._files: list[str] = []
+        self._labels: list[int] = []
+        for label, name in enumerate(class_names):
+            folder = os.path.join(root, name)
+            if not os.path.isdir(folder):
+                continue
+            for file in sorted(os.listdir(folder)):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    self._files.append(f"{name}/{file}")
+                    self._labels.append(label)
+        self._class_names = list(class_names)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._labels, dtype=np.int64)
+
+    def image_ids(self) -> list[str]:
+        return list(self._files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = os.path.join(self.root, self._files[index])
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e}") from e
+        label = self._labels[index]
+        return {
+            "image": decode_image(data, path),
+            "label": label,
+            "image_id": self._files[index],
+            "class_name": clean_class_name(self._class_names[label]),
+        }
+
+
+def folder_source(data_dir: str, descriptor: str) -> Source:
+    """An image folder. With ``train/`` (and ``test/``, ``validation/``) subfolders those are the splits;
+    otherwise the folder itself is the train split. Class names are the sorted train subfolder names."""
+    if not data_dir or not os.path.isdir(data_dir):
+        raise DataError(
+            f"image folder {data_dir!r} does not exist; set --config.data.data_dir to a folder laid out as "
+            "<class name>/<image> (optionally under train/ and test/)"
+        )
+    split_dirs = {s: os.path.join(data_dir, s) for s in ("train", "validation", "test")}
+    split_dirs = {s: d for s, d in split_dirs.items() if os.path.isdir(d)}
+    if "train" not in split_dirs:
+        split_dirs = {"train": data_dir}
+    train_dir = split_dirs["train"]
+    class_dirs = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    if not class_dirs:
+        raise DataError(f"image folder {train_dir} has no class subfolders; expected <class name>/<image>")
+    splits = {name: FolderSplit(path, class_dirs) for name, path in split_dirs.items()}
+    if len(splits["train"]) == 0:
+        raise DataError(f"image folder {train_dir} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return Source(os.path.basename(os.path.normpath(data_dir)), [clean_class_name(c) for c in class_dirs], descriptor, splits)
+
+
+# ---------------------------------------------------------------------------------------------- TFDS
+
+
+class TfdsSplit:
+    """A TFDS split in ArrayRecord format through ``tfds.data_source`` (random access, no tf.data)."""
+
+    def __init__(self, source, name: str, split: str, class_names: Sequence[str], image_key: str, label_key: str):
+        self._source, self._name, self._split = source, name, split
+        self._class_names, self._image_key, self._label_key = class_names, image_key, label_key
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _raw(self, index: int) -> dict:
+        return self._source[index]
+
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._labels = np.asarray([int(self._raw(i)[self._label_key]) for i in range(len(self))], dtype=np.int64)
+        return self._labels
+
+    def image_ids(self) -> list[str]:
+        return [self._image_id(self._raw(i), i) for i in range(len(self))]
+
+    def _image_id(self, raw: dict, index: int) -> str:
+        for key in ("image/filename", "file_name", "filename", "id"):
+            if key in raw:
+                value = raw[key]
+                return value.decode() if isinstance(value, bytes) else str(value)
+        return f"{self._name}/{self._split}/{index:06d}"
+
+    def __getitem__(self, index: int) -> dict:
+        raw = self._raw(index)
+        label = int(raw[self._label_key])
+        image_id = self._image_id(raw, index)
+        return {
+            "image": decode_image(raw[self._image_key], f"{self._name}/{self._split}[{index}] ({image_id})"),
+            "label": label,
+            "image_id": image_id,
+            "class_name": self._class_names[label],
+        }
+
+
+def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "image", label_key: str = "label") -> Source:
+    import tensorflow_datasets as tfds
+
+    # Registers bobjax's own builders (FGVC-Aircraft) so tfds can find them by name.
+    from bobjax.data import aircraft  # noqa: F401
+
+    if not data_dir or not os.path.isdir(data_dir):
+        raise DataError(
+            f"TFDS data_dir {data_dir!r} does not exist; prepare the dataset with "
+            f"`tfds build {name} --data_dir=DIR --file_format=array_record` (manual downloads go in "
+            f"DIR/downloads/manual) and pass --config.data.data_dir=DIR"
+        )
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    except Exception as e:
+        raise DataError(f"TFDS has no dataset {name!r}: {e}") from e
+    if not builder.is_prepared():
+        raise DataError(
+            f"TFDS dataset {name!r} is not prepared in {data_dir}; run `tfds build {name} --data_dir={data_dir} "
+            f"--file_format=array_record` (for manual-download datasets put the archives in "
+            f"{os.path.join(data_dir, 'downloads', 'manual')} first)"
+        )
+    info = builder.info
+    class_names = [clean_class_name(n) for n in info.features[label_key].names]
+    decoders = {image_key: tfds.decode.SkipDecoding()}
+    splits = {}
+    for split in info.splits:
+        try:
+            ds = builder.as_data_source(split=split, decoders=decoders)
+        except Exception as e:
+            raise DataError(f"TFDS dataset {name!r} in {data_dir} cannot be read as ArrayRecord ({e}); "
+                            f"rebuild it with --file_format=array_record") from e
+        splits[split] = TfdsSplit(ds, name, split, class_names, image_key, label_key)
+    return Source(name, class_names, descriptor, splits)
+
+
+# ---------------------------------------------------------------------------------------------- toy world
+
+
+class _ToySplitRecords:
+    """A toy-world split whose records also carry the ground-truth context words."""
+
+    def __init__(self, split: toyworld.ToyWorldSplit):
+        self._split = split
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._split[index]
+
+    def labels(self) -> np.ndarray:
+        return self._split.labels()
+
+    def image_ids(self) -> list[str]:
+        return self._split.image_ids()
+
+
+def toyworld_source(spec: toyworld.ToyWorldSpec) -> Source:
+    splits = {s: _ToySplitRecords(toyworld.ToyWorldSplit(spec, s)) for s in ("train", "validation", "test")}
+    names = [c.name for c in toyworld.toy_classes(spec.num_classes)]
+    return Source("toyworld", names, "bird", splits)
+
+
+def load_source(data_config) -> Source:
+    """The source named by ``config.data``."""
+    kind = data_config.source
+    if kind == "toyworld":
+        tw = data_config.toyworld
+        spec = toyworld.ToyWorldSpec(**{f.name: tw[f.name] for f in dataclasses.fields(toyworld.ToyWorldSpec) if f.name in tw})
+        return toyworld_source(spec)
+    if kind == "folder":
+        return folder_source(data_config.data_dir, data_config.descriptor)
+    if kind == "tfds":
+        return tfds_source(data_config.name, data_config.data_dir, data_config.descriptor,
+                           data_config.image_key, data_config.label_key)
+    raise DataError(f"config.data.source is {kind!r}; expected one of 'tfds', 'folder', 'toyworld'")

@@ -1,0 +1,99 @@
+"""Devices, hosts and the named mesh every stage shards over.
+
+One mesh with axes ``("data", "fsdp")``: batches split over both (every device sees different examples),
+parameters either replicated or split over ``fsdp``. The mesh is built with ``jax.sharding.Mesh`` (Auto axes),
+so jit propagates shardings from the inputs' ``NamedSharding``s; bobjax never uses pmap.
+
+Multi-host: :func:`initialize` calls ``jax.distributed.initialize()`` when the environment describes a cluster
+(Cloud TPU pods, SLURM, or explicit ``JAX_COORDINATOR_ADDRESS``), and each host feeds its own slice of the
+global batch through :func:`global_batch`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bobjax.errors import ConfigError
+
+AXES = ("data", "fsdp")
+BATCH = PartitionSpec(AXES)  # Leading (batch) dimension over every device.
+REPLICATED = PartitionSpec()
+
+
+def _in_cluster() -> bool:
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        return True
+    if int(env.get("SLURM_NTASKS", "1")) > 1:
+        return True
+    # Cloud TPU VMs of more than one host list every worker here.
+    return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+
+
+def initialize() -> None:
+    """Joins the cluster when there is one; a no-op on a single machine. Call before touching devices."""
+    if _in_cluster() and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def make_mesh(mesh_config, devices=None) -> Mesh:
+    """``config.mesh`` (``data``, ``fsdp`` sizes; one may be -1 for "the rest") -> a device mesh."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = {axis: int(mesh_config[axis]) for axis in AXES}
+    unknown = [axis for axis, size in sizes.items() if size == -1]
+    if len(unknown) > 1:
+        raise ConfigError(f"config.mesh: at most one axis may be -1, got {sizes}")
+    known = int(np.prod([s for s in sizes.values() if s != -1]))
+    if any(s == 0 or s < -1 for s in sizes.values()) or len(devices) % known:
+        raise ConfigError(f"config.mesh {sizes} does not divide the {len(devices)} available devices")
+    if unknown:
+        sizes[unknown[0]] = len(devices) // known
+    if int(np.prod(list(sizes.values()))) != len(devices):
+        raise ConfigError(f"config.mesh {sizes} uses {int(np.prod(list(sizes.values())))} devices; "
+                          f"{len(devices)} are available")
+    grid = np.asarray(devices).reshape([sizes[a] for a in AXES])
+    return Mesh(grid, AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, BATCH)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, REPLICATED)
+
+
+def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """The part of a global batch this host feeds; the batch must split evenly over the devices."""
+    if global_batch_size % mesh.size:
+        raise ConfigError(f"global batch size {global_batch_size} does not split over {mesh.size} devices")
+    return global_batch_size // jax.process_count()
+
+
+def global_batch(local_batch, mesh: Mesh):
+    """This host's slice of a batch (a pytree of numpy arrays, batch-major) -> global ``jax.Array``s."""
+    sharding = batch_sharding(mesh)
+
+    def to_global(x):
+        x = np.asarray(x)
+        global_shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
+        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+    return jax.tree.map(to_global, local_batch)
+
+
+def to_host(tree):
+    """Fully-addressable numpy copies of (possibly sharded, possibly multi-host) arrays."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() > 1:
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)

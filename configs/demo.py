@@ -1,0 +1,49 @@
+"""The built-in default: the whole BOB pipeline on the toy world, small enough for a laptop CPU.
+
+A spuriously correlated 5-shot train split (each class seen mostly in its own backgrounds) and a
+context-balanced test split; oracle captions; tiny models. Args: method (bob|datadream|real_only), seed.
+"""
+
+from bobjax import config_lib
+
+
+def get_config(arg=None):
+    args = config_lib.parse_arg(arg, method="bob", seed=0)
+    config = config_lib.base_config()
+    config.seed = args.seed
+    config.data.source = "toyworld"
+    config.data.name = "toyworld"
+    config.data.descriptor = "bird"
+    config.data.shots = 5
+    config.data.val_size = 0  # The toy world has its own context-balanced validation split.
+    config.data.toyworld.seed = args.seed
+
+    config.caption.method = "oracle"
+
+    config.model.sd = "bobjax:toyworld_prior"  # Shipped inside the package (diffusers folder format).
+    config.model.dtype = "float32"
+
+    config.finetune.epochs = 60
+    config.finetune.batch_size = 8
+    config.finetune.resolution = 64
+    config.finetune.warmup_steps = 10
+    config.finetune.lora_rank = 8
+    config.finetune.lora_alpha = 8.0
+    config.finetune.checkpoint_every = 100
+    config.finetune.sample_every = 100
+    config.finetune.remat = False
+
+    config.generate.images_per_class = 40
+    config.generate.steps = 20
+    config.generate.resolution = 64
+    config.generate.batch_size = 16
+
+    config.classify.backbone = "resnet_tiny"
+    config.classify.image_size = 64
+    config.classify.epochs = 15
+    config.classify.batch_size = 32
+    config.classify.learning_rate = 1e-3
+    config.classify.weight_decay = 1e-4
+    config.classify.warmup_epochs = 1
+    config.classify.randaugment = False
+    return config_lib.apply_method(config, args.method)

@@ -1,0 +1,66 @@
+"""Every shipped config loads, carries BOB's numbers (shared/BOB_SPEC.md) and takes arguments."""
+
+import glob
+import os
+
+import pytest
+
+from bobjax import config_lib
+from bobjax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def load(path, arg=None):
+    return config_lib.load_config_file(path, arg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_loads_with_known_stages(path):
+    config = load(path)
+    from bobjax.main import parse_stages
+
+    assert parse_stages(config.stages)
+
+
+def test_bob_spec_defaults_in_cub():
+    c = load(os.path.join(ROOT, "configs", "cub.py"))
+    assert (c.data.name, c.data.descriptor, c.data.shots, c.data.val_size) == ("caltech_birds2011", "bird", 5, 2000)
+    assert (c.finetune.lora_rank, c.finetune.lora_alpha, c.finetune.learning_rate) == (16, 16.0, 1e-4)
+    assert (c.finetune.weight_decay, c.finetune.grad_clip_norm, c.finetune.warmup_steps) == (1e-2, 1.0, 100)
+    assert (c.finetune.epochs, c.finetune.batch_size, c.finetune.resolution) == (400, 8, 512)
+    assert c.finetune.prompt == "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
+    assert (c.generate.guidance_scale, c.generate.steps, c.generate.images_per_class) == (2.0, 50, 100)
+    assert (c.classify.lora_rank, c.classify.lora_alpha, c.classify.lora_dropout) == (16, 32.0, 0.1)
+    assert c.model.sd == "stabilityai/stable-diffusion-2-1-base"
+
+
+def test_validation_sizes_per_dataset():
+    sizes = {"aircraft": 1600, "cars": 1960, "pets": 592, "cub": 2000}
+    for name, size in sizes.items():
+        assert load(os.path.join(ROOT, "configs", f"{name}.py")).data.val_size == size
+
+
+def test_long_tail_configs():
+    cub = load(os.path.join(ROOT, "configs", "cub_lt.py"), "imbalance=0.1")
+    assert (cub.data.imbalance, cub.generate.long_tail_total, cub.generate.long_tail_m) == (0.1, 200, 6)
+    flowers = load(os.path.join(ROOT, "configs", "flowers_lt.py"))
+    assert (flowers.data.imbalance, flowers.generate.long_tail_m) == (0.01, 5)
+
+
+def test_method_presets():
+    datadream = load(os.path.join(ROOT, "configs", "cub.py"), "method=datadream,shots=10")
+    assert datadream.data.shots == 10
+    assert datadream.finetune.prompt == "a {descriptor} photo of a {class_name}"
+    assert datadream.generate.plan == "class_only" and "caption" not in datadream.stages
+    real = load(os.path.join(ROOT, "configs", "cub.py"), "method=real_only")
+    assert real.classify.mixing == "real_only" and real.stages == "classify,report"
+    assert load(os.path.join(ROOT, "configs", "cub.py"), "sd=sd15").model.sd == "runwayml/stable-diffusion-v1-5"
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ConfigError, match="'shot'"):
+        config_lib.parse_arg("shot=5", shots=5)
+    with pytest.raises(ConfigError, match="'magic'"):
+        config_lib.apply_method(config_lib.base_config(), "magic")

@@ -1,0 +1,126 @@
+"""The command line: config overrides, named errors, the stage loop and its skip/resume rules."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bobjax import artifacts, config_lib, main
+from bobjax.artifacts import ArtifactError
+from bobjax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, timeout=120):
+    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def demo_config(**overrides):
+    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
+    config.unlock()
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+class RecordingStage:
+    def __init__(self, name, calls, fail=False):
+        self.name, self.calls, self.fail = name, calls, fail
+
+    def run(self, config, workdir):
+        self.calls.append(self.name)
+        if self.fail:
+            raise RuntimeError("killed")
+        os.makedirs(os.path.join(workdir, self.name), exist_ok=True)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls, failing = [], set()
+    monkeypatch.setattr(main, "stage_module", lambda name: RecordingStage(name, calls, name in failing))
+    return calls, failing
+
+
+def test_override_and_resolved_config_written(tmp_path):
+    result = cli("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.finetune.lora_rank=3",
+                 "--config.stages=caption", "--config.caption.method=oracle")
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["finetune"]["lora_rank"] == 3
+    assert "lora_rank: 3" in result.stdout
+    assert (tmp_path / "splits.json").exists()
+
+
+def test_misspelt_key_is_named():
+    result = cli("--config=configs/demo.py", "--workdir=/tmp/unused", "--config.finetune.lora_rnk=8")
+    assert result.returncode != 0
+    assert "lora_rnk" in result.stderr
+
+
+def test_missing_data_dir_is_one_clear_line(tmp_path):
+    result = cli("--config=configs/cub.py", f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path}/nodata")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = [l for l in result.stderr.splitlines() if l.startswith("bobjax: error:")]
+    assert len(line) == 1 and f"{tmp_path}/nodata" in line[0] and "tfds build caltech_birds2011" in line[0]
+
+
+def test_stages_run_in_order_and_complete_ones_are_skipped(tmp_path, recorded):
+    calls, _ = recorded
+    config = demo_config(stages="generate,caption,finetune")
+    main.run(config, str(tmp_path))
+    assert calls == ["caption", "finetune", "generate"]
+    main.run(config, str(tmp_path))
+    assert calls == ["caption", "finetune", "generate"], "complete stages must be skipped"
+
+
+def test_killed_stage_reruns_and_earlier_ones_do_not(tmp_path, recorded):
+    calls, failing = recorded
+    config = demo_config(stages="caption,finetune,generate")
+    failing.add("finetune")
+    with pytest.raises(RuntimeError):
+        main.run(config, str(tmp_path))
+    failing.clear()
+    main.run(config, str(tmp_path))
+    assert calls == ["caption", "finetune", "finetune", "generate"]
+
+
+def test_changed_config_refuses_stale_stage_until_redo(tmp_path, recorded):
+    calls, _ = recorded
+    main.run(demo_config(stages="caption,finetune"), str(tmp_path))
+    changed = demo_config(stages="caption,finetune", **{"finetune.lora_rank": 2})
+    with pytest.raises(ArtifactError, match=r"finetune.lora_rank"):
+        main.run(changed, str(tmp_path))
+    main.run(changed, str(tmp_path), redo=["finetune"])
+    assert calls == ["caption", "finetune", "finetune"]
+
+
+def test_unknown_stage_is_named():
+    with pytest.raises(ConfigError, match="'train'"):
+        main.parse_stages("caption,train")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_path(str(target)) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+    artifacts.write_json(str(target), {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1} and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_unwritable_workdir_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ArtifactError, match=str(blocker)):
+        artifacts.write_json(str(blocker / "sub" / "a.json"), {})
