@@ -1,0 +1,1 @@
+"""Synthetic images: prompt plans and the sampler behind the ``generate`` stage."""

@@ -1,0 +1,113 @@
+"""Prompt plans: which prompt, context and noise seed every synthetic image gets.
+
+BOB's context marginalization (``bob``) draws, for every synthetic image of every class, one index uniformly
+with replacement over the caption bank of the *whole dataset*, and uses that real image's (background, pose)
+pair with the target class: an approximation of P(X | do(Y)). The other plans are the paper's ablations and
+baselines. Every draw comes from a generator keyed by (seed, class, index), so image (c, i) gets the same
+prompt and noise whatever the number of classes, images, devices or restarts; ``shared_sequence`` reproduces
+the authors' released code, which reset the seed before each class so that all classes share one sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from bobjax.errors import ConfigError
+
+PLANS = ("bob", "within_class", "independent", "class_only", "zero_shot")
+_CONTEXT_PLANS = ("bob", "within_class", "independent")
+
+
+class ContextBank(Protocol):
+    """What a plan needs of the caption bank (``bobjax.caption.bank.CaptionBank`` provides it)."""
+
+    labels: np.ndarray
+    backgrounds: Sequence[str]
+    poses: Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedImage:
+    label: int
+    index: int  # Within its class.
+    class_name: str
+    prompt: str
+    background: str
+    pose: str
+    seed: int  # Seeds this image's initial noise.
+
+    @property
+    def image_id(self) -> str:
+        return f"{self.label:04d}_{self.index:05d}"
+
+
+def images_per_class(train_counts: Sequence[int], images_per_class: int, long_tail_total: int, long_tail_m: int) -> list[int]:
+    """A fixed number per class, or BOB's long-tail rule: class c gets ``total - n_c * m`` (at least 0)."""
+    if long_tail_total:
+        return [max(0, long_tail_total - n * long_tail_m) for n in train_counts]
+    if images_per_class < 0:
+        raise ConfigError(f"config.generate.images_per_class must be >= 0, got {images_per_class}")
+    return [images_per_class] * len(train_counts)
+
+
+def _generator(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *key])
+
+
+def _format(prompt: str, **fields: str) -> str:
+    try:
+        return prompt.format(**fields)
+    except (KeyError, IndexError) as e:
+        raise ConfigError(f"config.generate.prompt {prompt!r} uses {e}; it may use {{{'}, {'.join(fields)}}}") from e
+
+
+def make_plan(
+    plan: str,
+    *,
+    class_names: Sequence[str],
+    descriptor: str,
+    counts: Sequence[int],
+    prompt: str,
+    seed: int,
+    bank: ContextBank | None = None,
+    shared_sequence: bool = False,
+) -> list[PlannedImage]:
+    """Every synthetic image of the run, class by class."""
+    if plan not in PLANS:
+        raise ConfigError(f"config.generate.plan is {plan!r}; expected one of {PLANS}")
+    needs_context = plan in _CONTEXT_PLANS
+    if needs_context and (bank is None or len(bank.labels) == 0):
+        raise ConfigError(f"plan {plan!r} draws contexts from the caption bank, which is empty or missing; "
+                          "run the caption stage first")
+    for field in ("{background}", "{pose}"):
+        if needs_context and field not in prompt:
+            raise ConfigError(f"plan {plan!r} draws contexts but config.generate.prompt has no {field}: {prompt!r}")
+        if not needs_context and field in prompt:
+            raise ConfigError(f"plan {plan!r} has no contexts but config.generate.prompt uses {field}: {prompt!r}")
+    labels = np.asarray(bank.labels) if bank is not None else np.zeros(0, np.int64)
+
+    images = []
+    for label, (class_name, count) in enumerate(zip(class_names, counts)):
+        own = np.flatnonzero(labels == label)
+        if plan == "within_class" and count and not len(own):
+            raise ConfigError(f"plan 'within_class': class {class_name!r} has no captioned real image")
+        for index in range(count):
+            rng = _generator(seed, index) if shared_sequence else _generator(seed, label, index)
+            noise_seed = int(rng.integers(2**31 - 1))
+            background = pose = ""
+            if plan == "bob":
+                j = int(rng.integers(len(labels)))
+                background, pose = bank.backgrounds[j], bank.poses[j]
+            elif plan == "within_class":
+                j = int(own[rng.integers(len(own))])
+                background, pose = bank.backgrounds[j], bank.poses[j]
+            elif plan == "independent":
+                background = bank.backgrounds[int(rng.integers(len(labels)))]
+                pose = bank.poses[int(rng.integers(len(labels)))]
+            text = _format(prompt, descriptor=descriptor, class_name=class_name, background=background, pose=pose)
+            images.append(PlannedImage(label, index, class_name, text, background, pose, noise_seed))
+    return images
