@@ -1,0 +1,87 @@
+"""Real/synthetic mixing: the proportions of SGIA's alpha stream, BOB's lambda loss, and BTL's phases."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+from bobjax.data import mixing
+from bobjax.errors import ConfigError
+
+REAL = np.repeat(np.arange(4), 5)  # 4 classes x 5 shots.
+SYN = np.repeat(np.arange(4), 100)  # 100 synthetic images per class.
+
+
+def take(stream, n):
+    return [stream[i] for i in range(n)]
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
+def test_alpha_stream_synthetic_fraction_is_binomial(alpha):
+    n = 4000
+    refs = take(mixing.alpha_stream(REAL, SYN, alpha, seed=0), n)
+    synthetic = sum(kind == mixing.SYNTHETIC for kind, _ in refs)
+    low, high = stats.binom.interval(0.999, n, alpha)
+    assert low <= synthetic <= high, f"{synthetic} synthetic of {n} outside the 99.9% interval [{low}, {high}]"
+
+
+def test_alpha_stream_swaps_within_the_class():
+    refs = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=1), 2000)
+    seen_real_classes = {int(REAL[i]) for kind, i in refs if kind == mixing.REAL}
+    assert seen_real_classes == {0, 1, 2, 3}
+    # Slot order follows the repeated real stream; a swapped slot keeps its real image's class.
+    base = take(mixing.alpha_stream(REAL, SYN, 0.0, seed=1), 2000)
+    for (kind, index), (_, real_index) in zip(refs, base):
+        if kind == mixing.SYNTHETIC:
+            assert SYN[index] == REAL[real_index]
+
+
+def test_lambda_streams_balance_real_and_synthetic_per_class():
+    repeated = mixing.repeated_real_indices(REAL, SYN)
+    assert np.bincount(REAL[repeated]).tolist() == [100] * 4  # 5 shots x floor(100 / 5)
+    real, synthetic = mixing.lambda_streams(REAL, SYN, seed=0)
+    first_epoch = [i for _, i in take(synthetic, len(SYN))]
+    assert sorted(first_epoch) == list(range(len(SYN)))
+    assert all(kind == mixing.REAL for kind, _ in take(real, 50))
+
+
+def test_lambda_loss_weights_the_parts():
+    rng = np.random.default_rng(0)
+    lr, ls = rng.normal(size=(6, 4)), rng.normal(size=(10, 4))
+    yr, ys = rng.integers(4, size=6), rng.integers(4, size=10)
+    ce = lambda logits, labels: float(optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), labels).mean())
+    got = float(mixing.lambda_loss(lr, yr, ls, ys, real_weight=0.8))
+    assert got == pytest.approx(0.8 * ce(lr, yr) + 0.2 * ce(ls, ys), rel=1e-6)
+    assert float(mixing.lambda_loss(lr, yr, ls, ys, real_weight=1.0)) == pytest.approx(ce(lr, yr), rel=1e-6)
+
+
+def test_btl_second_phase_sees_no_synthetic_image():
+    assert mixing.phases("btl", 10, 3) == [("alpha", 10), ("real_only", 3)]
+    refs = take(mixing.real_stream(REAL, seed=0), 500)
+    assert {kind for kind, _ in refs} == {mixing.REAL}
+
+
+def test_streams_are_deterministic_by_seed():
+    a = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=3), 100)
+    b = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=3), 100)
+    c = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=4), 100)
+    assert a == b and a != c
+
+
+def test_materialize_reads_both_sources():
+    real = [{"image": np.zeros((2, 2, 3), np.uint8), "label": int(l)} for l in REAL]
+    syn = [{"image": np.ones((2, 2, 3), np.uint8), "label": int(l)} for l in SYN]
+    records = mixing.materialize(mixing.alpha_stream(REAL, SYN, 0.5, seed=0), real, syn)
+    for i in range(50):
+        r = records[i]
+        assert bool(r["image"].max()) == r["synthetic"]
+
+
+def test_bad_mixing_is_named():
+    with pytest.raises(ConfigError, match="'mixup'"):
+        mixing.phases("mixup", 1, 1)
+    with pytest.raises(ConfigError, match="alpha"):
+        mixing.alpha_stream(REAL, SYN, 1.5, seed=0)
+    with pytest.raises(ConfigError, match=r"classes \[3\]"):
+        mixing.alpha_stream(REAL, SYN[SYN < 3], 0.5, seed=0)
