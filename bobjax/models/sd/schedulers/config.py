@@ -84,16 +84,18 @@ def read_options(scheduler_config: Mapping[str, Any], options: Mapping[str, Opti
 
     Fields of ``scheduler_config`` that ``options`` does not name are ignored, as diffusers ignores them
     (checkpoint configs carry the fields of whichever scheduler class they were saved with). ``reader`` names
-    the sampler in error messages.
+    the caller in error messages ("the ddim sampler").
     """
     if not isinstance(scheduler_config, Mapping):
-        raise ValueError(f"scheduler_config must be a dict (a diffusers scheduler_config.json), got {scheduler_config!r}")
+        raise ValueError(
+            f"scheduler_config must be a dict (a diffusers scheduler_config.json), got {scheduler_config!r}"
+        )
     values = {}
     for name, option in options.items():
         value = scheduler_config.get(name, option.default)
         if not option.accepts(value):
             raise ValueError(
-                f"scheduler_config field {name!r} = {value!r} is not supported by the {reader} sampler; "
+                f"scheduler_config field {name!r} = {value!r} is not supported by {reader}; "
                 f"expected {option.expected}"
             )
         values[name] = value
@@ -101,6 +103,6 @@ def read_options(scheduler_config: Mapping[str, Any], options: Mapping[str, Opti
     if trained is not None and len(trained) != values["num_train_timesteps"]:
         raise ValueError(
             f"scheduler_config field 'trained_betas' has {len(trained)} betas but 'num_train_timesteps' is "
-            f"{values['num_train_timesteps']} (read by the {reader} sampler); expected one beta per training timestep"
+            f"{values['num_train_timesteps']} (read by {reader}); expected one beta per training timestep"
         )
     return values

@@ -45,7 +45,7 @@ class DDIMSampler(Sampler):
 
     @classmethod
     def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> DDIMSampler:
-        o = cfg.read_options(scheduler_config, OPTIONS, reader="ddim")
+        o = cfg.read_options(scheduler_config, OPTIONS, reader="the ddim sampler")
         num_train = o["num_train_timesteps"]
         timesteps = np.round(
             spaced_timesteps(o["timestep_spacing"], num_train, num_inference_steps, o["steps_offset"])

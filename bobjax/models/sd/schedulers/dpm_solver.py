@@ -1,9 +1,10 @@
 """DPM-Solver++ 2M: diffusers' ``DPMSolverMultistepScheduler`` (``algorithm_type="dpmsolver++"``).
 
-A second-order multistep solver of the diffusion ODE in log-SNR time (Lu et al., 2022, "DPM-Solver++"):
-each step is exact for a data prediction x0 that is linear in lambda = log(alpha / sigma), estimated from
-this step's and the previous step's x0 predictions. The first step, and (diffusers' defaults) the last one,
-are first order, i.e. DDIM. Every coefficient depends only on the step, so they are precomputed:
+A second-order multistep solver of the diffusion ODE in log-SNR time lambda = log(alpha / sigma) (Lu et al.,
+2022, "DPM-Solver++"): the linear part of the ODE is integrated exactly, and the data prediction x0 across
+the step is corrected to first order in lambda using the previous step's x0 prediction. The first step, and
+(diffusers' defaults) the last one, are first order, i.e. DDIM. Every coefficient depends only on the step,
+so they are precomputed on the host:
 
     x_next = sample_coeff[i] * x + x0_coeff[i] * x0_i + previous_x0_coeff[i] * x0_{i-1}
 """
@@ -52,7 +53,8 @@ def _timesteps(o: Mapping[str, Any], num_inference_steps: int, cumprod: np.ndarr
     num_train = o["num_train_timesteps"]
     check_num_inference_steps(num_inference_steps, num_train)
     # Timesteps whose log-SNR is below lambda_min_clipped are never visited (for the cosine schedule).
-    log_snr = 0.5 * (np.log(cumprod) - np.log1p(-cumprod.astype(np.float64)))
+    a = cumprod.astype(np.float64)
+    log_snr = 0.5 * (np.log(a) - np.log1p(-a))
     last = num_train - int(np.searchsorted(log_snr[::-1], o["lambda_min_clipped"]))
     spacing = o["timestep_spacing"]
     if spacing == "linspace":
@@ -82,7 +84,7 @@ def _step_coefficients(sigmas: np.ndarray, first_order: np.ndarray, solver_type:
             correction = 0.5 * first[i] / r
         else:  # heun
             correction = alpha_next[i] * (np.expm1(-h[i]) / h[i] + 1) / r
-        # x0_i + (x0_i - x0_{i-1}) * (slope term): the linear-in-lambda estimate of x0 across the step
+        # the correction multiplies (x0_i - x0_{i-1}): the change of x0 along lambda
         x0_coeff[i] += correction
         previous_coeff[i] = -correction
     return sample_coeff, x0_coeff, previous_coeff
@@ -106,7 +108,7 @@ class DPMSolverSampler(Sampler):
 
     @classmethod
     def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> DPMSolverSampler:
-        o = cfg.read_options(scheduler_config, OPTIONS, reader="dpmpp_2m")
+        o = cfg.read_options(scheduler_config, OPTIONS, reader="the dpmpp_2m sampler")
         cumprod = alphas_cumprod(o)
         timesteps = _timesteps(o, num_inference_steps, cumprod)
         all_sigmas = noise_to_signal(cumprod)
@@ -122,14 +124,14 @@ class DPMSolverSampler(Sampler):
         solver_type = "heun" if o["solver_type"] == "heun" else "midpoint"
         coefficients = _step_coefficients(sigmas, first_order, solver_type)
         alpha = 1 / np.sqrt(sigmas[:-1].astype(np.float64) ** 2 + 1)
-        f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        sample_coeff, x0_coeff, previous_x0_coeff = (jnp.asarray(c, jnp.float32) for c in coefficients)
         return cls(
             timesteps=jnp.asarray(timesteps, jnp.int32),
-            signal_scale=f32(alpha),
-            noise_scale=f32(sigmas[:-1] * alpha),
-            sample_coeff=f32(coefficients[0]),
-            x0_coeff=f32(coefficients[1]),
-            previous_x0_coeff=f32(coefficients[2]),
+            signal_scale=jnp.asarray(alpha, jnp.float32),
+            noise_scale=jnp.asarray(sigmas[:-1] * alpha, jnp.float32),
+            sample_coeff=sample_coeff,
+            x0_coeff=x0_coeff,
+            previous_x0_coeff=previous_x0_coeff,
             prediction_type=o["prediction_type"],
         )
 

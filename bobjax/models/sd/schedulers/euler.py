@@ -48,7 +48,7 @@ class EulerSampler(Sampler):
 
     @classmethod
     def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> EulerSampler:
-        o = cfg.read_options(scheduler_config, OPTIONS, reader="euler")
+        o = cfg.read_options(scheduler_config, OPTIONS, reader="the euler sampler")
         spacing = o["timestep_spacing"]
         timesteps = spaced_timesteps(
             spacing, o["num_train_timesteps"], num_inference_steps, o["steps_offset"]

@@ -70,7 +70,7 @@ class NoiseSchedule:
         options = read_options(
             scheduler_config,
             {**NOISE_SCHEDULE_OPTIONS, "prediction_type": one_of(*PREDICTION_TYPES, default="epsilon")},
-            reader="DDPM training",
+            reader="NoiseSchedule (training)",
         )
         return cls(jnp.asarray(alphas_cumprod(options)), options["prediction_type"])
 

@@ -67,13 +67,13 @@ class PNDMSampler(Sampler):
 
     @classmethod
     def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> PNDMSampler:
-        o = cfg.read_options(scheduler_config, OPTIONS, reader="pndm")
+        o = cfg.read_options(scheduler_config, OPTIONS, reader="the pndm sampler")
         num_train = o["num_train_timesteps"]
         visited = np.round(
             spaced_timesteps(o["timestep_spacing"], num_train, num_inference_steps, o["steps_offset"])
         ).astype(np.int64)
         # diffusers' plms_timesteps: every visited timestep, the second one repeated for the warm-up step 1.
-        timesteps = np.concatenate([visited[:1], visited[1:2], visited[1:]]) if len(visited) > 1 else visited
+        timesteps = np.concatenate([visited[:1], visited[1:2], visited[1:]])
         stride = num_train // num_inference_steps
         starts, ends = timesteps.copy(), timesteps - stride
         if len(timesteps) > 1:  # step 1 redoes step 0: from timesteps[1] + stride down to timesteps[1]

@@ -35,9 +35,10 @@ def sample_loop(
 ) -> jax.Array:
     """Runs all ``sampler.num_steps`` steps in one ``jax.lax.fori_loop`` and returns the final sample.
 
-    ``denoise(model_input, timestep)`` is the model (UNet with guidance, ...) at a scalar ``timestep``;
-    ``initial_sample`` is ``noise * sampler.init_noise_sigma``. Jit the caller, not this function, to
-    compile the UNet into the loop.
+    ``denoise(model_input, timestep)`` is the model (UNet with guidance, ...) at a scalar ``timestep``
+    (int32; float32 for Euler, whose timesteps may be fractional). ``initial_sample`` is
+    ``noise * sampler.init_noise_sigma``. Call it inside the jitted function that holds the UNet, so that
+    the UNet compiles once into the loop body.
     """
 
     def body(i, carry):
@@ -45,5 +46,6 @@ def sample_loop(
         model_output = denoise(sampler.scale_model_input(sample, i), sampler.timesteps[i])
         return sampler.step(state, model_output, i, sample)
 
-    final_sample, _ = jax.lax.fori_loop(0, sampler.num_steps, body, (initial_sample, sampler.init_state(initial_sample)))
+    carry = (initial_sample, sampler.init_state(initial_sample))
+    final_sample, _ = jax.lax.fori_loop(0, sampler.num_steps, body, carry)
     return final_sample
