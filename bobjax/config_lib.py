@@ -112,7 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate.guidance_scale = 2.0
     c.generate.negative_prompt = ""
     c.generate.steps = 50
-    c.generate.scheduler = "pndm"  # pndm | ddim | dpm_solver | euler
+    c.generate.scheduler = "pndm"  # pndm | ddim | dpmpp_2m | euler (bobjax.models.sd.schedulers.SAMPLERS)
     c.generate.lora_scale = 1.0
     c.generate.merge_lora = True
     c.generate.resolution = 512
