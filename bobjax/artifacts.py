@@ -19,6 +19,10 @@ from bobjax.errors import UserError
 
 COMPLETE = "COMPLETE"
 
+# Where each stage's artifact lives under the workdir.
+STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "classify": "classify",
+              "report": "report"}
+
 # The config sections each stage's output depends on (later stages inherit the earlier ones').
 _STAGE_INPUTS = {
     "caption": ("seed", "data", "caption"),
@@ -84,9 +88,13 @@ def _diff(a, b, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
+def stage_dir(workdir: str, stage: str) -> str:
+    return os.path.join(workdir, STAGE_DIRS[stage])
+
+
 def is_complete(config, workdir: str, stage: str) -> bool:
     """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
-    marker = os.path.join(workdir, stage, COMPLETE)
+    marker = os.path.join(stage_dir(workdir, stage), COMPLETE)
     if not os.path.exists(marker):
         return False
     with open(marker) as f:
@@ -94,7 +102,7 @@ def is_complete(config, workdir: str, stage: str) -> bool:
     changed = _diff(recorded, stage_inputs(config, stage))
     if changed:
         raise ArtifactError(
-            f"stage {stage!r} is complete in {os.path.join(workdir, stage)} but was made with a different config "
+            f"stage {stage!r} is complete in {stage_dir(workdir, stage)} but was made with a different config "
             f"({', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); rerun with --redo={stage} to remake "
             "it, or use another --workdir"
         )
@@ -102,12 +110,12 @@ def is_complete(config, workdir: str, stage: str) -> bool:
 
 
 def mark_complete(config, workdir: str, stage: str) -> None:
-    write_json(os.path.join(workdir, stage, COMPLETE), stage_inputs(config, stage))
+    write_json(os.path.join(stage_dir(workdir, stage), COMPLETE), stage_inputs(config, stage))
 
 
 def remove_stage(workdir: str, stage: str) -> None:
     """Deletes a stage's artifact folder (for ``--redo``), marker first so a kill midway leaves it incomplete."""
-    folder = os.path.join(workdir, stage)
+    folder = stage_dir(workdir, stage)
     marker = os.path.join(folder, COMPLETE)
     if os.path.exists(marker):
         os.remove(marker)

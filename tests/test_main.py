@@ -40,7 +40,7 @@ class RecordingStage:
         self.calls.append(self.name)
         if self.fail:
             raise RuntimeError("killed")
-        os.makedirs(os.path.join(workdir, self.name), exist_ok=True)
+        os.makedirs(artifacts.stage_dir(workdir, self.name), exist_ok=True)
 
 
 @pytest.fixture
