@@ -4,31 +4,16 @@ import collections
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import tensorflow_datasets as tfds
+from demo_run import cli, demo_config
 from PIL import Image
 
-from bobjax import config_lib
 from bobjax.artifacts import ArtifactError
 from bobjax.caption import prompts, read_caption_bank, stage
 from bobjax.data import DataError, make_splits
 from bobjax.errors import ConfigError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def demo_config(**overrides):
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
 
 
 def digest(image):
@@ -209,9 +194,7 @@ def test_leaks_and_empty_answers_are_handled_and_counted_in_stats(tmp_path):
 
 
 def test_command_line_demo_writes_a_bank_tfds_and_read_caption_bank_can_read(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-m", "bobjax.main", "--config=configs/demo.py", f"--workdir={tmp_path}",
-                             "--config.stages=caption"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=180)
+    result = cli("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.stages=caption")
     assert result.returncode == 0, result.stderr[-2000:]
     source = tfds.builder_from_directory(str(tmp_path / "captions")).as_data_source(split="train")
     truth = ground_truth(demo_config())

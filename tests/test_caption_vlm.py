@@ -6,21 +6,19 @@ the left padding a batch of mixed image sizes needs.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from demo_run import demo_config
 from PIL import Image
 from tiny_vlm import build_tiny_vlm
 
-from bobjax import config_lib
 from bobjax.caption import prompts, read_caption_bank, stage
 from bobjax.caption.vlm import VLMCaptioner, load_processor
 from bobjax.data import make_splits
 from bobjax.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_NEW_TOKENS = 6
 
 
@@ -30,14 +28,8 @@ def tiny_vlm(tmp_path_factory):
 
 
 def tiny_config(model):
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
-    config.data.toyworld.num_classes = 2
-    config.data.shots = 2
-    config.caption.method = "vlm"
-    config.caption.model = model
-    config.caption.batch_size = 3
-    config.caption.max_new_tokens = MAX_NEW_TOKENS
-    return config
+    return demo_config(**{"data.toyworld.num_classes": 2, "data.shots": 2, "caption.method": "vlm",
+                          "caption.model": model, "caption.batch_size": 3, "caption.max_new_tokens": MAX_NEW_TOKENS})
 
 
 def images_of_mixed_sizes(model):
