@@ -102,7 +102,8 @@ def test_tsv_with_a_row_missing_names_the_first_mismatch(tmp_path):
 
 def test_tsv_with_a_row_too_many_names_the_first_mismatch(tmp_path):
     path = write_rows(tmp_path / "pose.tsv", [(i, "x") for i in IDS] + [("extra.jpg", "x")])
-    with pytest.raises(DataError, match=r"4 rows for the 3 images.*line 5: expected the end of the file, found 'extra.jpg'"):
+    message = r"4 rows for the 3 images.*line 5: expected the end of the file, found 'extra.jpg'"
+    with pytest.raises(DataError, match=message):
         tsv.read_tsv(path, IDS)
 
 

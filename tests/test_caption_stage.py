@@ -21,7 +21,7 @@ def digest(image):
 
 
 class FakeVLM:
-    """Answers "scene <image digest>" / "pose <image digest>"; dies (like a kill) when asked past ``fail_after`` images."""
+    """Answers "scene <digest>" / "pose <digest>" of each image; dies (like a kill) past ``fail_after`` images."""
 
     def __init__(self, fail_after=None):
         self.fail_after = fail_after

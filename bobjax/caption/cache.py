@@ -53,9 +53,6 @@ class ResponseCache:
     def __contains__(self, image_id: str) -> bool:
         return image_id in self.records
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def add(self, records: Iterable[dict]) -> None:
         """Appends ``records`` (each with an ``image_id``) durably, in one write."""
         records = list(records)

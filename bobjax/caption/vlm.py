@@ -39,10 +39,10 @@ def load_processor(model: str):
     try:
         return AutoProcessor.from_pretrained(model)
     except ImportError:
-        config_class = type(AutoConfig.from_pretrained(model))
-        if config_class not in PROCESSOR_MAPPING or "video_processor" not in PROCESSOR_MAPPING[config_class].get_attributes():
+        processor_class = PROCESSOR_MAPPING.get(type(AutoConfig.from_pretrained(model)), None)
+        if processor_class is None or "video_processor" not in processor_class.get_attributes():
             raise
-        return _image_only(PROCESSOR_MAPPING[config_class]).from_pretrained(model)
+        return _image_only(processor_class).from_pretrained(model)
 
 
 class VLMCaptioner:
