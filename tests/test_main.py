@@ -2,34 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from demo_run import cli, demo_config
 
-from bobjax import artifacts, config_lib, main
+from bobjax import artifacts, main
 from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args, timeout=120):
-    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
-
-
-def demo_config(**overrides):
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
-    config.unlock()
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
 
 
 class RecordingStage:
