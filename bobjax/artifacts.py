@@ -115,6 +115,11 @@ def stage_dir(workdir: str, stage: str) -> str:
     return os.path.join(workdir, STAGE_DIRS[stage])
 
 
+def partial_dir(workdir: str, stage: str) -> str:
+    """Where a stage keeps work in progress (caches, checkpoints) that ``--redo`` must discard with it."""
+    return stage_dir(workdir, stage) + ".partial"
+
+
 def is_complete(config, workdir: str, stage: str) -> bool:
     """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
     marker = os.path.join(stage_dir(workdir, stage), COMPLETE)
@@ -137,9 +142,11 @@ def mark_complete(config, workdir: str, stage: str) -> None:
 
 
 def remove_stage(workdir: str, stage: str) -> None:
-    """Deletes a stage's artifact folder (for ``--redo``), marker first so a kill midway leaves it incomplete."""
+    """Deletes a stage's artifact and work in progress (for ``--redo``), marker first so a kill midway leaves
+    the stage incomplete."""
     folder = stage_dir(workdir, stage)
     marker = os.path.join(folder, COMPLETE)
     if os.path.exists(marker):
         os.remove(marker)
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(partial_dir(workdir, stage), ignore_errors=True)

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from demo_run import cli, demo_config
 from PIL import Image
 
+from bobjax import artifacts
 from bobjax.artifacts import ArtifactError
 from bobjax.caption import prompts, read_caption_bank, stage
 from bobjax.data import DataError, make_splits
@@ -119,7 +120,7 @@ def test_unreadable_image_error_gets_the_image_id_when_the_source_left_it_out(tm
 
 
 def cached_ids(workdir):
-    with open(os.path.join(workdir, "caption", "responses.jsonl")) as f:
+    with open(os.path.join(artifacts.partial_dir(workdir, "caption"), "responses.jsonl")) as f:
         return [json.loads(line)["image_id"] for line in f]
 
 
@@ -147,7 +148,7 @@ def test_torn_last_line_after_a_kill_is_dropped(tmp_path):
     config = demo_config(**{"caption.method": "vlm", "caption.batch_size": 4})
     with pytest.raises(RuntimeError):
         stage.run(config, str(tmp_path), make_captioner=lambda: FakeVLM(fail_after=4))
-    with open(tmp_path / "caption" / "responses.jsonl", "a") as f:
+    with open(os.path.join(artifacts.partial_dir(str(tmp_path), "caption"), "responses.jsonl"), "a") as f:
         f.write('{"image_id": "toyworld/train/0000')  # A kill in the middle of the next batch's write.
     rerun = FakeVLM()
     stage.run(config, str(tmp_path), make_captioner=lambda: rerun)
@@ -200,4 +201,4 @@ def test_command_line_demo_writes_a_bank_tfds_and_read_caption_bank_can_read(tmp
     truth = ground_truth(demo_config())
     assert [source[i]["background"].decode() for i in range(len(source))] == [r["background"] for r in truth]
     assert read_caption_bank(str(tmp_path)).poses == [r["pose"] for r in truth]
-    assert (tmp_path / "caption" / "COMPLETE").exists()
+    assert (tmp_path / "captions" / "COMPLETE").exists()

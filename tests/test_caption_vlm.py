@@ -5,6 +5,7 @@ Greedy decoding in fp32 on the same weights must give token-identical answers (t
 the left padding a batch of mixed image sizes needs.
 """
 
+import os
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from demo_run import demo_config
 from PIL import Image
 from tiny_vlm import build_tiny_vlm
 
+from bobjax import artifacts
 from bobjax.caption import prompts, read_caption_bank, stage
 from bobjax.caption.vlm import VLMCaptioner, load_processor
 from bobjax.data import make_splits
@@ -90,7 +92,7 @@ def test_stage_with_the_tiny_vlm_banks_one_record_per_image(tiny_vlm, tmp_path):
     assert stats["images"] == 4 and stats["answers"] == 8 and stats["model"] == tiny_vlm
 
     # The first answers in the cache are the model's answers to the paper's questions about those images.
-    with open(tmp_path / "caption" / "responses.jsonl") as f:
+    with open(os.path.join(artifacts.partial_dir(str(tmp_path), "caption"), "responses.jsonl")) as f:
         cached = {r["image_id"]: r for r in map(json.loads, f)}
     images = [splits.train[i]["image"] for i in range(len(splits.train))]
     expected, _ = reference_answers(tiny_vlm, images, [prompts.question("background", "bird")] * len(images))

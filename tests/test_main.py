@@ -103,3 +103,12 @@ def test_unwritable_workdir_is_named(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ArtifactError, match=str(blocker)):
         artifacts.write_json(str(blocker / "sub" / "a.json"), {})
+
+
+def test_redo_discards_work_in_progress_too(tmp_path):
+    partial = artifacts.partial_dir(str(tmp_path), "caption")
+    os.makedirs(partial)
+    open(os.path.join(partial, "responses.jsonl"), "w").write("{}\n")
+    os.makedirs(artifacts.stage_dir(str(tmp_path), "caption"))
+    artifacts.remove_stage(str(tmp_path), "caption")
+    assert not os.path.exists(partial) and not os.path.exists(artifacts.stage_dir(str(tmp_path), "caption"))

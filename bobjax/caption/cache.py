@@ -1,8 +1,8 @@
 """The VLM's answers, kept per image as they come, so a killed caption stage resumes where it stopped.
 
-An append-only JSONL file in the stage folder (``WORKDIR/caption/responses.jsonl``), one line per finished image,
-fsynced after every batch. A kill can only tear the last line; it is dropped on reopening, so that image is
-asked again and no image is asked twice. ``--redo=caption`` deletes the stage folder, and with it these answers.
+An append-only JSONL file in the stage's work folder (``WORKDIR/captions.partial/responses.jsonl``), one line
+per finished image, fsynced after every batch. A kill can only tear the last line; it is dropped on reopening, so that image is
+asked again and no image is asked twice. ``--redo=caption`` deletes that folder, and with it these answers.
 The config the answers were made with is kept beside them; answers from another config are refused.
 """
 

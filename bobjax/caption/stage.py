@@ -88,7 +88,7 @@ def vlm_captions(config, splits: Splits, workdir: str, make_captioner: Callable[
     if batch_size < 1:
         raise ConfigError(f"config.caption.batch_size must be >= 1, got {batch_size}")
     train, image_ids, labels = splits.train, splits.train.image_ids(), splits.train.labels()
-    cache = ResponseCache(os.path.join(workdir, "caption"), cache_key(config))
+    cache = ResponseCache(artifacts.partial_dir(workdir, "caption"), cache_key(config))
     todo = [i for i, image_id in enumerate(image_ids) if image_id not in cache]
     if todo:
         ask = make_captioner()
