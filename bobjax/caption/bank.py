@@ -17,7 +17,6 @@ from bobjax import artifacts
 from bobjax.artifacts import ArtifactError
 from bobjax.caption import tsv
 
-FOLDER = "captions"
 NAME = "caption_bank"
 VERSION = "1.0.0"
 SPLIT = "train"
@@ -44,7 +43,7 @@ class CaptionBank:
 
 
 def bank_path(workdir: str) -> str:
-    return os.path.join(workdir, FOLDER)
+    return artifacts.stage_dir(workdir, "caption")
 
 
 def _features(all_class_names: list[str]):
