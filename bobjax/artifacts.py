@@ -19,6 +19,10 @@ from bobjax.errors import UserError
 
 COMPLETE = "COMPLETE"
 
+# Where each stage's artifact lives under the workdir.
+STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "classify": "classify",
+              "report": "report"}
+
 # The config sections each stage's output depends on (later stages inherit the earlier ones').
 _STAGE_INPUTS = {
     "caption": ("seed", "data", "caption"),
@@ -53,6 +57,29 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """Yields a fresh temporary folder next to ``path``; it replaces ``path`` if the block succeeds.
+
+    For artifacts made of several files (a TFDS dataset): readers see the old folder or the new one, never a mix.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise ArtifactError(f"cannot write in {parent}: {e.strerror or e}") from e
+    try:
+        yield tmp
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ArtifactError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -84,9 +111,18 @@ def _diff(a, b, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
+def stage_dir(workdir: str, stage: str) -> str:
+    return os.path.join(workdir, STAGE_DIRS[stage])
+
+
+def partial_dir(workdir: str, stage: str) -> str:
+    """Where a stage keeps work in progress (caches, checkpoints) that ``--redo`` must discard with it."""
+    return stage_dir(workdir, stage) + ".partial"
+
+
 def is_complete(config, workdir: str, stage: str) -> bool:
     """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
-    marker = os.path.join(workdir, stage, COMPLETE)
+    marker = os.path.join(stage_dir(workdir, stage), COMPLETE)
     if not os.path.exists(marker):
         return False
     with open(marker) as f:
@@ -94,7 +130,7 @@ def is_complete(config, workdir: str, stage: str) -> bool:
     changed = _diff(recorded, stage_inputs(config, stage))
     if changed:
         raise ArtifactError(
-            f"stage {stage!r} is complete in {os.path.join(workdir, stage)} but was made with a different config "
+            f"stage {stage!r} is complete in {stage_dir(workdir, stage)} but was made with a different config "
             f"({', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); rerun with --redo={stage} to remake "
             "it, or use another --workdir"
         )
@@ -102,13 +138,15 @@ def is_complete(config, workdir: str, stage: str) -> bool:
 
 
 def mark_complete(config, workdir: str, stage: str) -> None:
-    write_json(os.path.join(workdir, stage, COMPLETE), stage_inputs(config, stage))
+    write_json(os.path.join(stage_dir(workdir, stage), COMPLETE), stage_inputs(config, stage))
 
 
 def remove_stage(workdir: str, stage: str) -> None:
-    """Deletes a stage's artifact folder (for ``--redo``), marker first so a kill midway leaves it incomplete."""
-    folder = os.path.join(workdir, stage)
+    """Deletes a stage's artifact and work in progress (for ``--redo``), marker first so a kill midway leaves
+    the stage incomplete."""
+    folder = stage_dir(workdir, stage)
     marker = os.path.join(folder, COMPLETE)
     if os.path.exists(marker):
         os.remove(marker)
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(partial_dir(workdir, stage), ignore_errors=True)

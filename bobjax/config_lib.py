@@ -69,10 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.caption = ml_collections.ConfigDict()
     c.caption.method = "vlm"  # vlm | oracle | tsv
-    c.caption.model = "Qwen/Qwen2.5-VL-7B-Instruct"
-    c.caption.batch_size = 8
+    c.caption.model = "Qwen/Qwen2.5-VL-7B-Instruct"  # Any transformers image-text-to-text chat model.
+    c.caption.batch_size = 8  # Images per generate call (both questions of each: 2x as many conversations).
     c.caption.max_new_tokens = 32
     c.caption.tsv_dir = ""  # For method=tsv: folder with background.tsv and pose.tsv (image<TAB>response).
+    c.caption.reask = True  # Ask once more when an answer names the class or is empty (then strip / keep empty).
 
     c.model = ml_collections.ConfigDict()
     c.model.sd = "stabilityai/stable-diffusion-2-1-base"

@@ -66,7 +66,7 @@ def run(config, workdir: str, redo=()) -> None:
             artifacts.remove_stage(workdir, stage)
     for stage in stages:
         if artifacts.is_complete(config, workdir, stage):
-            logging.info("stage %s: complete in %s, skipped", stage, os.path.join(workdir, stage))
+            logging.info("stage %s: complete in %s, skipped", stage, artifacts.stage_dir(workdir, stage))
             continue
         logging.info("stage %s: running", stage)
         stage_module(stage).run(config, workdir)

@@ -2,34 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from demo_run import cli, demo_config
 
-from bobjax import artifacts, config_lib, main
+from bobjax import artifacts, main
 from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args, timeout=120):
-    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
-
-
-def demo_config(**overrides):
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
-    config.unlock()
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
 
 
 class RecordingStage:
@@ -40,7 +19,7 @@ class RecordingStage:
         self.calls.append(self.name)
         if self.fail:
             raise RuntimeError("killed")
-        os.makedirs(os.path.join(workdir, self.name), exist_ok=True)
+        os.makedirs(artifacts.stage_dir(workdir, self.name), exist_ok=True)
 
 
 @pytest.fixture
@@ -124,3 +103,12 @@ def test_unwritable_workdir_is_named(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ArtifactError, match=str(blocker)):
         artifacts.write_json(str(blocker / "sub" / "a.json"), {})
+
+
+def test_redo_discards_work_in_progress_too(tmp_path):
+    partial = artifacts.partial_dir(str(tmp_path), "caption")
+    os.makedirs(partial)
+    open(os.path.join(partial, "responses.jsonl"), "w").write("{}\n")
+    os.makedirs(artifacts.stage_dir(str(tmp_path), "caption"))
+    artifacts.remove_stage(str(tmp_path), "caption")
+    assert not os.path.exists(partial) and not os.path.exists(artifacts.stage_dir(str(tmp_path), "caption"))

@@ -1,8 +1,9 @@
-"""BOB step 1: class-agnostic context captions of the real training images."""
+"""BOB step 1: class-agnostic context captions (background, pose) of the real training images.
 
-from bobjax.errors import StageNotBuiltError
+``run(config, workdir)`` is the pipeline stage; later stages read its bank with ``read_caption_bank(workdir)``.
+"""
 
+from bobjax.caption.bank import CaptionBank, read_caption_bank
+from bobjax.caption.stage import run
 
-def run(config, workdir: str) -> None:
-    del config, workdir
-    raise StageNotBuiltError("stage 'caption' is not built yet; run the stages after it with --config.stages=...")
+__all__ = ["CaptionBank", "read_caption_bank", "run"]

@@ -1,0 +1,28 @@
+"""What tests of the pipeline share: the demo config with overrides, and the command line as users run it."""
+
+import os
+import subprocess
+import sys
+
+from bobjax import config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, timeout=120):
+    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def demo_config(**overrides):
+    """``configs/demo.py`` with ``{"section.field": value}`` overrides."""
+    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
+    config.unlock()
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
