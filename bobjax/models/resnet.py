@@ -140,7 +140,7 @@ def load_timm_resnet(model: ResNet, state_dict: dict[str, np.ndarray], *, new_he
     """Copies a timm ResNet state dict into ``model``; with ``new_head`` the checkpoint's ``fc`` is ignored."""
     params = {k: v for k, v in state_dict.items() if "running_" not in k and "num_batches_tracked" not in k}
     stats = {k: v for k, v in state_dict.items() if "running_" in k}
-    if new_head:
+    if new_head or "fc.weight" not in params:  # Feature-only checkpoints (num_classes=0) have no head.
         params = {k: v for k, v in params.items() if not k.startswith("fc.")}
         head = {f"fc.{n}": weights.export_state_dict(model.fc)[n] for n in ("weight", "bias")}
         params.update(head)  # Keeps the model's freshly initialised head.

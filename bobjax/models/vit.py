@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from bobjax.errors import ConfigError
-from bobjax.models import weights
+from bobjax.models import attention, weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,7 @@ class ViTSpec:
     patch_size: int = 16
     mlp_ratio: float = 4.0
     global_pool: str = "token"  # "token" (class token, ``norm``) or "avg" (mean of patch tokens, ``fc_norm``)
+    attention: str = "xla"  # bobjax.models.attention.IMPLEMENTATIONS
 
 
 PRESETS = {
@@ -48,17 +49,17 @@ def _norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 class Attention(nnx.Module):
-    def __init__(self, width: int, heads: int, rngs: nnx.Rngs):
+    def __init__(self, width: int, heads: int, implementation: str, rngs: nnx.Rngs):
         if width % heads:
             raise ConfigError(f"ViT width {width} does not split into {heads} heads")
-        self.heads = heads
+        self.heads, self.implementation = heads, implementation
         self.qkv = _linear(width, 3 * width, rngs)
         self.proj = _linear(width, width, rngs)
 
     def __call__(self, x):
         b, n, d = x.shape
         q, k, v = jnp.split(self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads), 3, axis=2)
-        out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])  # [B, N, heads, head_dim]
+        out = attention.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], implementation=self.implementation)
         return self.proj(out.reshape(b, n, d))
 
 
@@ -74,7 +75,7 @@ class Mlp(nnx.Module):
 class Block(nnx.Module):
     def __init__(self, spec: ViTSpec, rngs: nnx.Rngs):
         self.norm1 = _norm(spec.width, rngs)
-        self.attn = Attention(spec.width, spec.heads, rngs)
+        self.attn = Attention(spec.width, spec.heads, spec.attention, rngs)
         self.norm2 = _norm(spec.width, rngs)
         self.mlp = Mlp(spec.width, int(spec.width * spec.mlp_ratio), rngs)
 
@@ -126,10 +127,10 @@ class VisionTransformer(nnx.Module):
         return self.head(self.features(x))
 
 
-def vit(name: str, num_classes: int, image_size: int, *, rngs: nnx.Rngs) -> VisionTransformer:
+def vit(name: str, num_classes: int, image_size: int, *, attention_kernel: str = "xla", rngs: nnx.Rngs) -> VisionTransformer:
     if name not in PRESETS:
         raise ConfigError(f"unknown ViT {name!r}; expected one of {sorted(PRESETS)}")
-    return VisionTransformer(PRESETS[name], num_classes, image_size, rngs=rngs)
+    return VisionTransformer(dataclasses.replace(PRESETS[name], attention=attention_kernel), num_classes, image_size, rngs=rngs)
 
 
 def resample_pos_embed(pos_embed: np.ndarray, tokens: int) -> np.ndarray:
