@@ -140,6 +140,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.classify.layer_decay = 1.0  # Layer-wise lr decay for ViT/MAE (1.0 is off).
     c.classify.mix_prob = 0.2  # Fraction of batches that get CutMix or MixUp.
     c.classify.randaugment = True
+    c.classify.augment = True  # False: resize + centre crop only (ablations, quick checks of the training loop).
+    c.classify.crop_scale_min = 0.25  # RandomResizedCrop keeps 25% to 100% of the image area.
+    # ColorJitter, grayscale and solarize (BOB's). Off where colour is what tells classes apart (the toy world).
+    c.classify.color_augment = True
     return c
 
 

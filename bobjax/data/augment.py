@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from bobjax.data import randaugment
+from bobjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,20 @@ class AugmentSpec:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.2
     solarize_threshold: float = 0.5  # torchvision's 128 of 255
+    flip: bool = True
     randaugment: bool = False
+
+
+def spec_from_config(cfg) -> AugmentSpec:
+    """``config.classify`` -> the augmentation it asks for."""
+    if not 0.0 < cfg.crop_scale_min <= 1.0:
+        raise ConfigError(f"config.classify.crop_scale_min must be in (0, 1], got {cfg.crop_scale_min}")
+    colour = {} if cfg.color_augment else dict(jitter_prob=0.0, grayscale_prob=0.0, solarize_prob=0.0)
+    if not cfg.augment:
+        return AugmentSpec(image_size=cfg.image_size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=0.0,
+                           grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0, flip=False)
+    return AugmentSpec(image_size=cfg.image_size, crop_scale=(cfg.crop_scale_min, 1.0), randaugment=cfg.randaugment,
+                       **colour)
 
 
 def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -91,7 +105,8 @@ def augment_image(key, image, spec: AugmentSpec):
     keys = jax.random.split(key, 10)
     image = random_resized_crop(keys[0], image, spec)
     image = jnp.clip(image, 0.0, 1.0)
-    image = pix.random_flip_left_right(keys[1], image)
+    if spec.flip:
+        image = pix.random_flip_left_right(keys[1], image)
     if spec.randaugment:
         image = randaugment.rand_augment(keys[2], image)
     image = _with_prob(keys[3], spec.jitter_prob, color_jitter(keys[4], image, spec), image)
