@@ -115,13 +115,16 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
     writer = metric_writers.create_default_writer(os.path.join(out_dir, "tensorboard"), just_logging=not main)
     train_steps = {}
 
-    def step_fn(phase):
+    def step_fns(phase):
+        """(prepare, train step) of a phase's batch layout, built once per layout."""
         if phase.kind not in train_steps:
             parts = data.parts(phase)
             weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if phase.kind == "lambda" else None)
-            train_steps[phase.kind] = step_lib.make_train_step(
-                train_graph, mesh, seed=config.seed, spec=spec, parts=parts, weights=weights, num_classes=num_classes,
-                mix_prob=cfg.mix_prob, mean=mean, std=std, tx=tx, state_template=state)
+            prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=spec, parts=parts, num_classes=num_classes,
+                                            mix_prob=cfg.mix_prob)
+            train_steps[phase.kind] = prepare, step_lib.make_train_step(
+                train_graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
+                state_template=state)
         return train_steps[phase.kind]
 
     total_epochs = sum(p.epochs for p in data.phases)
@@ -133,12 +136,11 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
         phase, _ = data.phase_at(step)
         for _ in range(phase.steps_per_epoch):
             batch = parallel.global_batch(next(batches), mesh)
+            prepare, train_step = step_fns(phase)
             if step == 0:  # The first batch as the model sees it, once.
-                parts = data.parts(phase)
-                preview = jax.jit(lambda key, batch: step_lib.prepare(key, batch, spec, parts, num_classes, cfg.mix_prob))
-                images, _ = preview(jax.random.fold_in(jax.random.key(config.seed), 0), batch)
+                images, _ = prepare(state["step"], batch)
                 writer.write_images(0, {"train_batch": _grid(parallel.to_host(images))})
-            state, step_metrics = step_fn(phase)(state, batch)
+            state, step_metrics = train_step(state, batch)
             if step % LOG_EVERY == 0:  # Reading a metric waits for the device: not every step.
                 writer.write_scalars(step, {"train/" + k: float(v) for k, v in step_metrics.items()}
                                      | {"train/lr": float(learning_rate(step))})

@@ -1,5 +1,7 @@
 """What the classify-stage tests share: a small demo config, and a finished run's saved state as numpy."""
 
+import contextlib
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -8,11 +10,19 @@ from bobjax import classify
 from demo_run import demo_config
 
 
-def enable_compilation_cache(path: str) -> None:
-    """Repeated runs of one computation (resumption, reruns) then compile once per test session."""
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+@contextlib.contextmanager
+def compilation_cache(path: str):
+    """Within the block, repeated runs of one computation (a run and its resumption) compile once."""
+    settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0.0,
+                "jax_persistent_cache_min_entry_size_bytes": 0}
+    previous = {name: getattr(jax.config, name) for name in settings}
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            jax.config.update(name, value)
 
 
 def small_config(**overrides):

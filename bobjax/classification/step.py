@@ -1,8 +1,8 @@
 """The classifier's one jitted, sharded training step and its evaluation step.
 
 State is a plain pytree ``{"step", "params", "rest", "opt_state"}`` (``rest``: BatchNorm statistics), replicated
-over the mesh; the batch is split over every device. Augmentation, MixUp/CutMix and normalisation run inside
-the step, keyed by ``fold_in(key(seed), step)``, so a step is a pure function of (state, batch).
+over the mesh; the batch is split over every device. Augmentation and MixUp/CutMix run on the device just before
+the update, keyed by ``fold_in(key(seed), step)``, so a step is a pure function of (state, batch).
 
 Loss: soft-target cross-entropy weighted per row. With ``lambda`` mixing the real rows share weight lambda and
 the synthetic rows 1 - lambda, which is ``mixing.lambda_loss`` extended to MixUp's soft targets; otherwise
@@ -45,14 +45,23 @@ def prepare(key, batch, spec: augment.AugmentSpec, parts, num_classes: int, mix_
     return mixup.mix_batch(k_mix, images, targets, parts, mix_prob)
 
 
-def make_train_step(graphdef, mesh, *, seed: int, spec, parts, weights, num_classes: int, mix_prob: float,
-                    mean, std, tx: optax.GradientTransformation, state_template, dtype=jnp.float32):
-    """A jitted ``(state, batch) -> (state, metrics)``; ``graphdef`` is the model's in training mode."""
+def make_prepare(mesh, *, seed: int, spec, parts, num_classes: int, mix_prob: float):
+    """A jitted ``(step, batch) -> (images, targets)``: the batch the model sees at ``step``, also for logging."""
+
+    def prepare_at(step, batch):
+        return prepare(jax.random.fold_in(jax.random.key(seed), step), batch, spec, parts, num_classes, mix_prob)
+
+    batch = parallel.batch_sharding(mesh)
+    return jax.jit(prepare_at, in_shardings=(parallel.replicated(mesh), batch), out_shardings=(batch, batch))
+
+
+def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax.GradientTransformation,
+                    state_template, dtype=jnp.float32):
+    """A ``(state, batch) -> (state, metrics)``: ``prepare_fn`` (:func:`make_prepare`), then one jitted update;
+    ``graphdef`` is the model's in training mode."""
     weights = jnp.asarray(weights)
 
-    def train_step(state, batch):
-        key = jax.random.fold_in(jax.random.key(seed), state["step"])
-        images, targets = prepare(key, batch, spec, parts, num_classes, mix_prob)
+    def update(state, images, targets, labels):
         x = normalize(images, mean, std).astype(dtype)
 
         def loss_fn(params, rest):
@@ -64,13 +73,20 @@ def make_train_step(graphdef, mesh, *, seed: int, spec, parts, weights, num_clas
         (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["rest"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
         new_state = {"step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
         return new_state, {"loss": loss, "accuracy": accuracy}
 
     replicated = jax.tree.map(lambda _: parallel.replicated(mesh), state_template)
-    return jax.jit(train_step, in_shardings=(replicated, parallel.batch_sharding(mesh)),
-                   out_shardings=(replicated, parallel.replicated(mesh)), donate_argnums=0)
+    batch = parallel.batch_sharding(mesh)
+    update = jax.jit(update, in_shardings=(replicated, batch, batch, batch),
+                     out_shardings=(replicated, parallel.replicated(mesh)), donate_argnums=0)
+
+    def train_step(state, batch):
+        images, targets = prepare_fn(state["step"], batch)
+        return update(state, images, targets, batch["label"])
+
+    return train_step
 
 
 def make_eval_step(graphdef, mesh, *, mean, std, dtype=jnp.float32):

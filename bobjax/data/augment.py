@@ -96,8 +96,11 @@ def color_jitter(key, image, spec: AugmentSpec):
     return jnp.clip(pix.adjust_hue(image, jax.random.uniform(kh, minval=-hue, maxval=hue)), 0.0, 1.0)
 
 
-def _with_prob(key, prob: float, transformed, image):
-    return jnp.where(jax.random.uniform(key) < prob, transformed, image)
+def _with_prob(key, prob: float, transform, image):
+    """``transform(image)`` with probability ``prob``; an operation that never applies is not even traced."""
+    if prob <= 0.0:
+        return image
+    return jnp.where(jax.random.uniform(key) < prob, transform(image), image)
 
 
 def augment_image(key, image, spec: AugmentSpec):
@@ -109,12 +112,12 @@ def augment_image(key, image, spec: AugmentSpec):
         image = pix.random_flip_left_right(keys[1], image)
     if spec.randaugment:
         image = randaugment.rand_augment(keys[2], image)
-    image = _with_prob(keys[3], spec.jitter_prob, color_jitter(keys[4], image, spec), image)
-    image = _with_prob(keys[5], spec.grayscale_prob, pix.rgb_to_grayscale(image, keep_dims=True), image)
+    image = _with_prob(keys[3], spec.jitter_prob, lambda x: color_jitter(keys[4], x, spec), image)
+    image = _with_prob(keys[5], spec.grayscale_prob, lambda x: pix.rgb_to_grayscale(x, keep_dims=True), image)
     sigma = jax.random.uniform(keys[6], minval=spec.blur_sigma[0], maxval=spec.blur_sigma[1])
     kernel = 2 * (spec.image_size // 20) + 1  # About a tenth of the image, odd, as in SimCLR-style blur.
-    image = _with_prob(keys[7], spec.blur_prob, pix.gaussian_blur(image, sigma, kernel), image)
-    return _with_prob(keys[8], spec.solarize_prob, pix.solarize(image, spec.solarize_threshold), image)
+    image = _with_prob(keys[7], spec.blur_prob, lambda x: pix.gaussian_blur(x, sigma, kernel), image)
+    return _with_prob(keys[8], spec.solarize_prob, lambda x: pix.solarize(x, spec.solarize_threshold), image)
 
 
 def augment_batch(key, images_uint8, spec: AugmentSpec):

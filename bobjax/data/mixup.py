@@ -44,6 +44,8 @@ def mix_part(key, images, targets, prob: float):
 
 def mix_batch(key, images, targets, parts, prob: float):
     """Applies :func:`mix_part` to each part (static row-index arrays) with its own key."""
+    if prob <= 0.0:
+        return images, targets
     for i, rows in enumerate(parts):
         part_images, part_targets = mix_part(jax.random.fold_in(key, i), images[rows], targets[rows], prob)
         images, targets = images.at[rows].set(part_images), targets.at[rows].set(part_targets)
