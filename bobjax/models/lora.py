@@ -101,12 +101,17 @@ def add_lora(model: nnx.Module, config: LoraConfig, *example_inputs, rngs: nnx.R
     """A copy of ``model`` with adapters on the modules ``config.targets`` names; the base stays as it is.
 
     qwix creates the adapters by running the model once on ``example_inputs`` (any small inputs of the right
-    ranks). The adapters are ``nnx.LoRAParam`` in ``param_dtype`` (float32 even over a bf16 base), B is zero.
+    ranks; they are traced, not run eagerly). The adapters are ``nnx.LoRAParam`` in ``param_dtype`` (float32 even over a bf16 base), B is zero.
     A target that matches no Linear of the model is an error.
     """
     provider = qwix.LoraProvider(module_path=_module_regex(config.targets), rank=config.rank, alpha=config.alpha,
                                  dropout=config.dropout, lora_a_initializer=_a_initializer(config))
-    lora_model = qwix.apply_lora_to_model(model, provider, *example_inputs, rngs=rngs)
+    # qwix would run the model eagerly to create the adapters (op by op: tens of seconds even for a tiny
+    # UNet); one jitted call creates them in a fraction of that.
+    lora_model = qwix.apply_lora_to_model(model, provider, *example_inputs, rngs=rngs, skip_nnx_init=True)
+    lora_model.set_attributes(qwix_rngs=rngs, raise_if_not_found=False)
+    nnx.jit(lambda m, *inputs: m(*inputs))(lora_model, *example_inputs)
+    lora_model.set_attributes(qwix_rngs=None, disable_quant_stats_update=False, raise_if_not_found=False)
     if not adapter_paths(lora_model):
         raise ValueError(f"LoRA targets {list(config.targets)} match no module of {type(model).__name__}")
     state = nnx.state(lora_model, nnx.LoRAParam)
