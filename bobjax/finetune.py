@@ -54,7 +54,7 @@ def tokenize(tokenizer, prompts: list[str]) -> np.ndarray:
 
 def add_adapters(sd, configs: dict[str, lora.LoraConfig], seed: int):
     """(unet, text_encoder) with adapters; qwix traces each once on tiny inputs to create them."""
-    rngs = nnx.Rngs(params=seed)
+    rngs = nnx.Rngs(seed)  # One default stream: adapter init, and the dropout qwix draws during that first call.
     down = 2 ** (len(sd.unet_config["block_out_channels"]) - 1)
     example = (jnp.zeros((1, down, down, sd.unet_config["in_channels"])), jnp.zeros((1,), jnp.int32),
                jnp.zeros((1, 1, sd.unet_config["cross_attention_dim"])))

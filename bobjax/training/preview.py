@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from bobjax.models import lora
 from bobjax.models.sd.schedulers import make_sampler, sample_loop
@@ -23,13 +24,17 @@ def make_preview_fn(graphs: Graphs, configs: dict[str, lora.LoraConfig], schedul
     def preview(trainable: dict, frozen: Frozen, noise: jax.Array, input_ids: jax.Array, uncond_ids: jax.Array):
         unet, text_encoder, vae = merge_models(graphs, trainable, frozen)
         lora.merge_lora(unet, configs["unet"])
-        lora.set_dropout_rng(unet, jax.random.key(0))
         if "text_encoder" in trainable:
             lora.merge_lora(text_encoder, configs["text_encoder"])
             lora.set_dropout_rng(text_encoder, jax.random.key(0))
         context = text_encoder(jnp.concatenate([uncond_ids, input_ids]))
 
+        unet_graph, unet_state = nnx.split(unet)
+
         def denoise(sample, t):
+            # A fresh module inside the loop's trace: nnx objects cannot be mutated across trace levels.
+            unet = nnx.merge(unet_graph, unet_state)
+            lora.set_dropout_rng(unet, jax.random.key(0))
             both = unet(jnp.concatenate([sample, sample]), jnp.full((2 * sample.shape[0],), t), context)
             uncond, cond = jnp.split(both, 2)
             return uncond + guidance_scale * (cond - uncond)
