@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from bobjax import parallel
+from bobjax import artifacts, assets, parallel
 from bobjax.data import fewshot
 from bobjax.data.finetune_input import finetune_batches, prompt_fields, training_prompts
 from bobjax.errors import UserError
@@ -28,7 +28,6 @@ from bobjax.models import lora
 from bobjax.models.sd.schedulers import NoiseSchedule
 from bobjax.training import lora_step, optim, preview
 
-FOLDER = "finetune"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 NUM_PREVIEWS = 4
 
@@ -76,12 +75,13 @@ def run(config, workdir: str) -> None:
     contexts = _contexts(workdir, c.prompt)
     prompts = training_prompts(c.prompt, splits.descriptor, class_names, train.image_ids(), contexts)
     dtype = jnp.dtype(config.model.dtype)
-    sd = load_stable_diffusion(config.model.sd, dtype=dtype, attention=config.model.attention)
+    sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=dtype, attention=config.model.attention)
     input_ids = tokenize(sd.tokenizer, prompts)
 
-    groups = ([(os.path.join(workdir, FOLDER, f"class_{k:04d}"), np.flatnonzero(train.labels() == k))
+    folder = artifacts.stage_dir(workdir, "finetune")
+    groups = ([(os.path.join(folder, f"class_{k:04d}"), np.flatnonzero(train.labels() == k))
                for k in range(len(splits.class_names))] if c.per_class
-              else [(os.path.join(workdir, FOLDER), np.arange(len(train)))])
+              else [(folder, np.arange(len(train)))])
     for folder, indices in groups:
         if os.path.exists(os.path.join(folder, LORA_FILE)) or not len(indices):
             continue
