@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 
@@ -28,6 +29,7 @@ import qwix
 from flax import nnx
 
 from bobjax import artifacts
+from bobjax.models import weights
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -231,3 +233,38 @@ def read_diffusers_lora(path: str, prefixes=("unet", "text_encoder")) -> dict[st
     if unknown:
         raise LoraFormatError(f"{path}: keys outside the parts {list(prefixes)}: {', '.join(unknown[:10])}")
     return out
+
+
+def fold_into_base(model: nnx.Module, state_dict: Mapping[str, np.ndarray], config: LoraConfig, *, scale: float = 1.0,
+                   source: str) -> None:
+    """Adds ``scale`` x a peft-layout LoRA straight into the base kernels, in place, creating no adapter.
+
+    For sampling with a LoRA trained here or elsewhere: the merged model runs at the base model's speed. Each
+    ``<module>.lora_A.weight`` [rank, in] / ``lora_B.weight`` [out, rank] pair must name a Linear of ``model``.
+    """
+    kernels = {weights.torch_key(path): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))
+               if path[-1] == "kernel"}
+    modules = sorted({key.rsplit(".lora_", 1)[0] for key in state_dict})
+    unknown = [m for m in modules if f"{m}.weight" not in kernels
+               or f"{m}.lora_A.weight" not in state_dict or f"{m}.lora_B.weight" not in state_dict]
+    if unknown:
+        raise LoraFormatError(f"LoRA weights in {source} name modules {type(model).__name__} lacks, or lack an A/B "
+                              f"half: {', '.join(unknown[:20])}")
+    for module in modules:
+        a = np.asarray(state_dict[f"{module}.lora_A.weight"], np.float32)
+        b = np.asarray(state_dict[f"{module}.lora_B.weight"], np.float32)
+        kernel = kernels[f"{module}.weight"]
+        base = kernel.get_value()
+        delta = (b @ a).T * (config.scale * scale)  # [in, out], the layout of our kernels.
+        if delta.shape != base.shape:
+            raise LoraFormatError(f"LoRA {module} in {source} has shape {delta.shape[::-1]}; the model's is "
+                                  f"{base.shape[::-1]}")
+        kernel.set_value((base.astype(jnp.float32) + delta).astype(base.dtype))
+
+
+def fold_file_into_pipeline(sd, path: str, *, scale: float = 1.0) -> None:
+    """Folds a diffusers LoRA file (``unet.*`` and optional ``text_encoder.*``) into a loaded pipeline."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no LoRA file at {path}; run the finetune stage first (or set the path)")
+    for part, (state_dict, config) in read_diffusers_lora(path).items():
+        fold_into_base(getattr(sd, part), state_dict, config, scale=scale, source=f"{path} ({part})")
