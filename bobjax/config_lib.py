@@ -100,7 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.finetune.resolution = 512
     c.finetune.random_flip = False
     c.finetune.checkpoint_every = 500
-    c.finetune.sample_every = 1000
+    c.finetune.sample_every = 1000  # Preview grid in TensorBoard (0: never).
+    c.finetune.sample_steps = 20  # DDIM steps of the preview.
+    c.finetune.log_every = 10  # Steps between TensorBoard scalars.
     c.finetune.remat = True
 
     c.generate = ml_collections.ConfigDict()

@@ -71,6 +71,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, REPLICATED)
 
 
+def fsdp_sharding(shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+    """Fully-sharded data parallel rule for one parameter: its largest dimension that the ``fsdp`` axis divides
+    is split over ``fsdp``; parameters too small to split (and every parameter on an ``fsdp`` axis of size 1)
+    are replicated. Jit gathers them where they are used."""
+    size = mesh.shape["fsdp"]
+    candidates = [d for d in range(len(shape)) if size > 1 and shape[d] % size == 0 and shape[d] >= size]
+    if not candidates:
+        return replicated(mesh)
+    axis = max(candidates, key=lambda d: shape[d])
+    return NamedSharding(mesh, PartitionSpec(*[("fsdp" if d == axis else None) for d in range(len(shape))]))
+
+
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     """The part of a global batch this host feeds; the batch must split evenly over the devices."""
     if global_batch_size % mesh.size:

@@ -1,0 +1,270 @@
+"""LoRA adapters on bobjax models (through google's qwix), and the diffusers/peft LoRA file format.
+
+Why qwix rather than ``flax.nnx.LoRA``: qwix's ``LoraProvider`` intercepts the ``dot_general`` of the modules
+whose path matches a regex and adds ``alpha / rank * dropout(x) @ A @ B`` - exactly peft's LoRA (same scaling,
+dropout on the adapter's input only, any initialiser for A). Its parameters live beside the frozen kernel as
+``<module>.kernel_lora_a`` / ``kernel_lora_b`` (``nnx.LoRAParam``), so the base parameter paths, and with them
+:mod:`bobjax.models.weights`, are untouched, and each adapter's path is its peft key. ``nnx.LoRA`` has no
+alpha scaling and no dropout, and wrapping a Linear in it renames the base kernel (``base_module.kernel``).
+
+File format (what ``StableDiffusionPipeline.load_lora_weights`` reads): safetensors keys
+``unet.<module>.lora_A.weight`` [rank, in] and ``.lora_B.weight`` [out, rank] (``text_encoder.`` for the text
+encoder), and the peft ``LoraConfig`` of each part (rank, alpha, ...) as JSON in the ``lora_adapter_metadata``
+header entry, keys prefixed ``unet.`` / ``text_encoder.``. Files without that header mean alpha = rank, as
+diffusers assumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import qwix
+from flax import nnx
+
+from bobjax import artifacts
+from bobjax.models import weights
+
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+INITS = ("gaussian", "default")  # peft's init_lora_weights="gaussian" and init_lora_weights=True.
+METADATA_KEY = "lora_adapter_metadata"
+_A, _B = "kernel_lora_a", "kernel_lora_b"
+
+
+class LoraFormatError(ValueError):
+    """A LoRA file or state dict does not fit the model; the message names the file and the keys."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """One part's adapters: peft's ``LoraConfig`` fields under their bobjax names."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    dropout: float = 0.0
+    init: str = "gaussian"
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(sorted(set(self.targets))))  # Order-free, like peft's set.
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        if self.init not in INITS:
+            raise ValueError(f"unsupported LoRA init {self.init!r}: supported are {INITS}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise ValueError("LoRA targets are empty: name at least one module (e.g. 'to_q')")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def peft_metadata(self) -> dict:
+        return {"r": self.rank, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "init_lora_weights": self.init if self.init == "gaussian" else True,
+                "target_modules": list(self.targets), "bias": "none", "use_rslora": False, "use_dora": False}
+
+    @classmethod
+    def from_peft_metadata(cls, meta: Mapping, source: str) -> LoraConfig:
+        unsupported = {k: meta[k] for k in ("use_rslora", "use_dora", "rank_pattern", "alpha_pattern", "lora_bias")
+                       if meta.get(k)}
+        if unsupported:
+            raise LoraFormatError(f"{source}: unsupported LoRA options {unsupported} (plain LoRA only)")
+        init = meta.get("init_lora_weights", True)
+        targets = meta.get("target_modules") or ()
+        return cls(rank=int(meta["r"]), alpha=float(meta.get("lora_alpha", meta["r"])),
+                   targets=tuple([targets] if isinstance(targets, str) else targets),
+                   dropout=float(meta.get("lora_dropout", 0.0)), init="gaussian" if init == "gaussian" else "default")
+
+
+def _module_regex(targets) -> str:
+    """qwix matches module paths joined by '/': ``to_out.0`` is the module at ``.../to_out/0``."""
+    names = "|".join(re.escape(t).replace(r"\.", "/") for t in targets)
+    return rf"(.*/)?({names})"
+
+
+def _a_initializer(config: LoraConfig):
+    if config.init == "gaussian":  # peft: normal(std = 1 / rank) on A.
+        return jax.nn.initializers.normal(1.0 / config.rank)
+    # peft's default is torch's kaiming_uniform_(a=sqrt(5)) on A [rank, in]: U(+-1/sqrt(in)).
+    return jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def add_lora(model: nnx.Module, config: LoraConfig, *example_inputs, rngs: nnx.Rngs,
+             param_dtype=jnp.float32) -> nnx.Module:
+    """A copy of ``model`` with adapters on the modules ``config.targets`` names; the base stays as it is.
+
+    qwix creates the adapters by running the model once on ``example_inputs`` (any small inputs of the right
+    ranks; they are traced, not run eagerly). The adapters are ``nnx.LoRAParam`` in ``param_dtype`` (float32 even over a bf16 base), B is zero.
+    A target that matches no Linear of the model is an error.
+    """
+    provider = qwix.LoraProvider(module_path=_module_regex(config.targets), rank=config.rank, alpha=config.alpha,
+                                 dropout=config.dropout, lora_a_initializer=_a_initializer(config))
+    # qwix would run the model eagerly to create the adapters (op by op: tens of seconds even for a tiny
+    # UNet); one jitted call creates them in a fraction of that.
+    lora_model = qwix.apply_lora_to_model(model, provider, *example_inputs, rngs=rngs, skip_nnx_init=True)
+    lora_model.set_attributes(qwix_rngs=rngs, raise_if_not_found=False)
+    nnx.jit(lambda m, *inputs: m(*inputs))(lora_model, *example_inputs)
+    lora_model.set_attributes(qwix_rngs=None, disable_quant_stats_update=False, raise_if_not_found=False)
+    if not adapter_paths(lora_model):
+        raise ValueError(f"LoRA targets {list(config.targets)} match no module of {type(model).__name__}")
+    state = nnx.state(lora_model, nnx.LoRAParam)
+    nnx.update(lora_model, jax.tree.map(lambda x: x.astype(param_dtype), state))
+    return lora_model
+
+
+def _target_name(module_key: str) -> str:
+    """``...attn1.to_out.0`` -> ``to_out.0``; ``...self_attn.q_proj`` -> ``q_proj`` (peft's target names)."""
+    parts = module_key.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
+
+
+def adapter_paths(model: nnx.Module) -> list[tuple]:
+    """Paths of the adapted modules (e.g. ``('down_blocks', 0, ..., 'to_q')``), sorted."""
+    return sorted({path[:-1] for path, _ in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))}, key=str)
+
+
+def set_dropout_rng(model: nnx.Module, key: jax.Array) -> None:
+    """Gives the adapters' dropout its randomness for the next call (a key per step keeps runs reproducible)."""
+    model.set_attributes(qwix_rngs=nnx.Rngs(dropout=key), raise_if_not_found=False)
+
+
+def lora_state_dict(model: nnx.Module, prefix: str = "") -> dict[str, np.ndarray]:
+    """The adapters in peft layout: ``{prefix}<module>.lora_A.weight`` [rank, in], ``lora_B.weight`` [out, rank]."""
+    out = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
+        *module, leaf = (str(p) for p in path)
+        name = {_A: "lora_A", _B: "lora_B"}[leaf]
+        out[f"{prefix}{'.'.join(module)}.{name}.weight"] = np.asarray(jax.device_get(variable.get_value())).T
+    return out
+
+
+def load_lora_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray], *, source: str) -> None:
+    """Copies peft-layout adapters into ``model`` (strict: every adapter, no extra key, same shapes)."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))
+    expected = {}
+    for path, variable in flat:
+        *module, leaf = (str(p) for p in path)
+        expected[f"{'.'.join(module)}.{'lora_A' if leaf == _A else 'lora_B'}.weight"] = variable
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [f"{k}: file {tuple(np.shape(state_dict[k]))[::-1]} vs model {v.get_value().shape}"
+                  for k, v in expected.items() if k in state_dict and np.shape(state_dict[k])[::-1] != v.get_value().shape]
+    problems = [f"{what} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+                if keys]
+    if problems:
+        raise LoraFormatError(f"LoRA weights in {source} do not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
+    for key, variable in expected.items():
+        variable.set_value(jnp.asarray(np.asarray(state_dict[key]).T, variable.get_value().dtype))
+
+
+def merge_lora(model: nnx.Module, config: LoraConfig, scale: float = 1.0) -> None:
+    """Folds ``scale`` x each adapter into its kernel and zeroes B, in place: the same function, no adapter cost.
+
+    Used for sampling (dropout then has nothing to drop) and before handing the base to generation.
+    """
+    for module_path in adapter_paths(model):
+        module = model
+        for p in module_path:
+            module = module[p] if isinstance(p, int) else getattr(module, p)
+        a, b, kernel = getattr(module, _A), getattr(module, _B), module.kernel
+        delta = (a.get_value().astype(jnp.float32) @ b.get_value().astype(jnp.float32)) * (config.scale * scale)
+        kernel.set_value((kernel.get_value().astype(jnp.float32) + delta).astype(kernel.get_value().dtype))
+        b.set_value(jnp.zeros_like(b.get_value()))
+
+
+def save_diffusers_lora(path: str, parts: Mapping[str, tuple[nnx.Module, LoraConfig]]) -> None:
+    """Writes ``{"unet": (model, config), "text_encoder": ...}`` as one diffusers LoRA safetensors file, atomically."""
+    from safetensors.numpy import save_file
+
+    tensors, metadata = {}, {}
+    for prefix, (model, config) in parts.items():
+        tensors.update({k: np.ascontiguousarray(v, np.float32) for k, v in lora_state_dict(model, f"{prefix}.").items()})
+        metadata.update({f"{prefix}.{k}": v for k, v in config.peft_metadata().items()})
+    with artifacts.atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+
+
+def read_diffusers_lora(path: str, prefixes=("unet", "text_encoder")) -> dict[str, tuple[dict, LoraConfig]]:
+    """A diffusers / peft LoRA file -> ``{part: (peft state dict without the prefix, LoraConfig)}``.
+
+    Accepts what current diffusers writes and the older layouts in the wild: the ``text_model.`` prefix of
+    transformers v4 text encoders and peft's ``.default`` adapter name are dropped. Without metadata, the
+    rank comes from the shapes and alpha = rank (diffusers' convention); kohya files are not read.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "np") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise LoraFormatError(f"cannot read LoRA file {path}: {e}") from e
+    metadata = json.loads(header.get(METADATA_KEY) or "{}")
+    out, used = {}, set()
+    for prefix in prefixes:
+        part = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix + "."):
+                used.add(key)
+                name = key[len(prefix) + 1:].removeprefix("text_model.").replace(".default.weight", ".weight")
+                part[name] = value
+        if not part:
+            continue
+        meta = {k[len(prefix) + 1:]: v for k, v in metadata.items() if k.startswith(prefix + ".")}
+        if not meta:
+            ranks = {v.shape[0] for k, v in part.items() if k.endswith("lora_A.weight")}
+            if len(ranks) != 1:
+                raise LoraFormatError(f"{path}: {prefix} adapters have ranks {sorted(ranks)}; one rank is supported")
+            rank = ranks.pop()
+            meta = {"r": rank, "lora_alpha": rank,
+                    "target_modules": sorted({_target_name(k.rsplit(".lora_", 1)[0]) for k in part})}
+        out[prefix] = (part, LoraConfig.from_peft_metadata(meta, f"{path} ({prefix})"))
+    unknown = sorted(set(tensors) - used)
+    if unknown:
+        raise LoraFormatError(f"{path}: keys outside the parts {list(prefixes)}: {', '.join(unknown[:10])}")
+    return out
+
+
+def fold_into_base(model: nnx.Module, state_dict: Mapping[str, np.ndarray], config: LoraConfig, *, scale: float = 1.0,
+                   source: str) -> None:
+    """Adds ``scale`` x a peft-layout LoRA straight into the base kernels, in place, creating no adapter.
+
+    For sampling with a LoRA trained here or elsewhere: the merged model runs at the base model's speed. Each
+    ``<module>.lora_A.weight`` [rank, in] / ``lora_B.weight`` [out, rank] pair must name a Linear of ``model``.
+    """
+    kernels = {weights.torch_key(path): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))
+               if path[-1] == "kernel"}
+    modules = sorted({key.rsplit(".lora_", 1)[0] for key in state_dict})
+    unknown = [m for m in modules if f"{m}.weight" not in kernels
+               or f"{m}.lora_A.weight" not in state_dict or f"{m}.lora_B.weight" not in state_dict]
+    if unknown:
+        raise LoraFormatError(f"LoRA weights in {source} name modules {type(model).__name__} lacks, or lack an A/B "
+                              f"half: {', '.join(unknown[:20])}")
+    for module in modules:
+        a = np.asarray(state_dict[f"{module}.lora_A.weight"], np.float32)
+        b = np.asarray(state_dict[f"{module}.lora_B.weight"], np.float32)
+        kernel = kernels[f"{module}.weight"]
+        base = kernel.get_value()
+        delta = (b @ a).T * (config.scale * scale)  # [in, out], the layout of our kernels.
+        if delta.shape != base.shape:
+            raise LoraFormatError(f"LoRA {module} in {source} has shape {delta.shape[::-1]}; the model's is "
+                                  f"{base.shape[::-1]}")
+        kernel.set_value((base.astype(jnp.float32) + delta).astype(base.dtype))
+
+
+def fold_file_into_pipeline(sd, path: str, *, scale: float = 1.0) -> None:
+    """Folds a diffusers LoRA file (``unet.*`` and optional ``text_encoder.*``) into a loaded pipeline."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no LoRA file at {path}; run the finetune stage first (or set the path)")
+    for part, (state_dict, config) in read_diffusers_lora(path).items():
+        fold_into_base(getattr(sd, part), state_dict, config, scale=scale, source=f"{path} ({part})")

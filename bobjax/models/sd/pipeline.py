@@ -1,0 +1,230 @@
+"""``load_stable_diffusion``: a diffusers Stable Diffusion folder or hub id -> bobjax Flax NNX modules.
+
+Modules are built abstractly (``nnx.eval_shape``) and filled straight from the checkpoint, so a 1B-parameter
+model never pays for a random init. Reads the diffusers layout: ``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``, each with a ``config.json`` and safetensors (preferred), ``.bin``, an fp16
+``variant``, or a sharded ``*.index.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from transformers import CLIPTokenizer
+
+from bobjax.models import weights
+from bobjax.models.clip_text import CLIPTextModel, load_clip_text_weights
+from bobjax.models.sd.unet import UNet2DConditionModel
+from bobjax.models.sd.vae import AutoencoderKL, load_vae_weights
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# Classes model_index.json may name for each component we load (others would need other modules).
+_SUPPORTED_CLASSES = {
+    "unet": ("UNet2DConditionModel",),
+    "vae": ("AutoencoderKL",),
+    "text_encoder": ("CLIPTextModel", "CLIPTextModelWithProjection"),
+    "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
+}
+# Weight file stems in preference order: diffusers names both formats diffusion_pytorch_model, transformers
+# uses model.safetensors and pytorch_model.bin.
+_WEIGHT_STEMS = {
+    "safetensors": ("diffusion_pytorch_model", "model"),
+    "bin": ("diffusion_pytorch_model", "pytorch_model"),
+}
+_WEIGHTED = ("unet", "vae", "text_encoder")
+
+
+@dataclasses.dataclass
+class StableDiffusion:
+    """The loaded pipeline parts; configs are the checkpoint's config.json dicts."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer
+    scheduler_config: dict[str, Any]
+    unet_config: dict[str, Any]
+    vae_config: dict[str, Any]
+    text_encoder_config: dict[str, Any]
+    path: str  # the local folder the pipeline was read from
+
+
+def load_stable_diffusion(
+    name_or_path: str | os.PathLike,
+    dtype=jnp.float32,
+    *,
+    param_dtype=None,
+    attention: str = "xla",
+    variant: str | None = None,
+    revision: str | None = None,
+    remat: bool = False,
+) -> StableDiffusion:
+    """Loads a Stable Diffusion 1.x/2.x pipeline from a local diffusers folder or a Hugging Face hub id.
+
+    ``dtype`` is the computation dtype; ``param_dtype`` (default: ``dtype``) the dtype weights are cast to.
+    ``variant="fp16"`` reads ``*.fp16.safetensors`` files; ``revision`` picks a hub branch/commit.
+    ``attention`` picks the kernel of every attention layer; ``remat`` makes the UNet recompute activations in
+    the backward pass (fine-tuning memory).
+    """
+    param_dtype = dtype if param_dtype is None else param_dtype
+    folder = _resolve_folder(name_or_path, variant=variant, revision=revision)
+    _check_model_index(folder)
+    for component in COMPONENTS:
+        if not os.path.isdir(os.path.join(folder, component)):
+            needed = ", ".join(COMPONENTS)
+            raise FileNotFoundError(f"{folder} has no '{component}' folder: a diffusers SD folder needs {needed}")
+    kw = dict(dtype=dtype, param_dtype=param_dtype, attention=attention)
+    configs = {component: _read_json(folder, component, "config.json") for component in _WEIGHTED}
+    unet = _load_module(
+        folder, "unet", variant, lambda rngs: UNet2DConditionModel(configs["unet"], remat=remat, rngs=rngs, **kw),
+        weights.load_state_dict,
+    )  # fmt: skip
+    vae = _load_module(
+        folder, "vae", variant, lambda rngs: AutoencoderKL(configs["vae"], rngs=rngs, **kw), load_vae_weights
+    )
+    text_encoder = _load_module(
+        folder, "text_encoder", variant, lambda rngs: CLIPTextModel(configs["text_encoder"], rngs=rngs, **kw),
+        load_clip_text_weights,
+    )  # fmt: skip
+    return StableDiffusion(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer")),
+        scheduler_config=_read_json(folder, "scheduler", "scheduler_config.json"),
+        unet_config=configs["unet"],
+        vae_config=configs["vae"],
+        text_encoder_config=configs["text_encoder"],
+        path=folder,
+    )
+
+
+def _load_module(folder: str, component: str, variant: str | None, build: Callable, load: Callable) -> nnx.Module:
+    """Builds the module without allocating parameters, then fills it from the component's weight files."""
+    module = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+    files = weight_files(os.path.join(folder, component), variant)
+    load(module, weights.read_state_dict(files), source=os.path.join(folder, component))
+    abstract = [
+        ".".join(map(str, path))
+        for path, value in jax.tree_util.tree_leaves_with_path(nnx.state(module))
+        if isinstance(value, jax.ShapeDtypeStruct)
+    ]
+    if abstract:  # a variable the checkpoint does not hold (e.g. a buffer) would otherwise stay shape-only
+        raise ValueError(f"{component}: these variables are not parameters and were not filled: {abstract}")
+    return module
+
+
+def weight_files(component_dir: str, variant: str | None = None) -> list[str]:
+    """The weight files of one component folder: safetensors before .bin, single file before a sharded index."""
+    candidates = [
+        _with_variant(name, variant)
+        for fmt, stems in _WEIGHT_STEMS.items()
+        for stem in stems
+        for name in (f"{stem}.{fmt}", f"{stem}.{fmt}.index.json")
+    ]
+    for name in candidates:
+        path = os.path.join(component_dir, name)
+        if not os.path.isfile(path):
+            continue
+        if not name.endswith(".json"):
+            return [path]
+        with open(path) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(component_dir, shard) for shard in shards]
+    present = sorted(os.listdir(component_dir)) if os.path.isdir(component_dir) else []
+    raise FileNotFoundError(f"no weights in {component_dir}: looked for {', '.join(candidates)}; found {present}")
+
+
+def _with_variant(name: str, variant: str | None) -> str:
+    """model.safetensors -> model.fp16.safetensors; x.safetensors.index.json -> x.safetensors.index.fp16.json."""
+    if not variant:
+        return name
+    stem, ext = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def _read_json(folder: str, component: str, name: str) -> dict[str, Any]:
+    path = os.path.join(folder, component, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"missing {component}/{name} in {folder}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _check_model_index(folder: str) -> None:
+    path = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(path):
+        return  # optional: a folder assembled by hand may lack it; the component folders are what we read
+    with open(path) as f:
+        index = json.load(f)
+    for component, supported in _SUPPORTED_CLASSES.items():
+        entry = index.get(component)
+        class_name = entry[1] if isinstance(entry, list) and len(entry) == 2 else None
+        if class_name is not None and class_name not in supported:
+            raise ValueError(f"{path}: {component} is a {class_name}; bobjax loads {' or '.join(supported)}")
+
+
+def _resolve_folder(name_or_path: str | os.PathLike, *, variant: str | None, revision: str | None) -> str:
+    """A local folder as is; otherwise a hub id, fetched (only the needed files) into the HF cache."""
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        return name
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"Stable Diffusion folder not found: {name}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )  # fmt: skip
+
+    try:
+        folder = snapshot_download(name, revision=revision, allow_patterns=hub_allow_patterns("safetensors", variant))
+        if any(_has_no_weights(folder, c, variant) for c in _WEIGHTED):
+            folder = snapshot_download(name, revision=revision, allow_patterns=hub_allow_patterns("bin", variant))
+    except HFValidationError as e:
+        raise FileNotFoundError(f"'{name}' is neither a local folder nor a valid hub id: {e}") from e
+    except GatedRepoError as e:
+        raise PermissionError(f"'{name}' is gated on the Hugging Face hub: accept its licence and log in") from e
+    except RevisionNotFoundError as e:
+        raise FileNotFoundError(f"'{name}' has no revision {revision!r} on the Hugging Face hub") from e
+    except RepositoryNotFoundError as e:
+        raise FileNotFoundError(f"'{name}' is neither a local folder nor a model on the Hugging Face hub") from e
+    except (LocalEntryNotFoundError, OSError) as e:  # offline, no route, or not in the cache in offline mode
+        raise ConnectionError(
+            f"could not reach the Hugging Face hub for '{name}' ({type(e).__name__}); pass a local diffusers "
+            "folder, or set HF_HOME to a cache that holds it and HF_HUB_OFFLINE=1"
+        ) from e
+    return folder
+
+
+def hub_allow_patterns(fmt: str, variant: str | None) -> list[str]:
+    """Configs, tokenizer and one weight format of the components we load (not safety_checker, not other variants)."""
+    suffix = f".{variant}" if variant else ""
+    patterns = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*"]
+    for component in _WEIGHTED:
+        patterns.append(f"{component}/config.json")
+        for stem in _WEIGHT_STEMS[fmt]:
+            patterns += [
+                f"{component}/{stem}{suffix}.{fmt}",
+                f"{component}/{stem}{suffix}-*.{fmt}",
+                f"{component}/{stem}.{fmt}.index{suffix}.json",
+            ]
+    return patterns
+
+
+def _has_no_weights(folder: str, component: str, variant: str | None) -> bool:
+    try:
+        weight_files(os.path.join(folder, component), variant)
+    except FileNotFoundError:
+        return True
+    return False

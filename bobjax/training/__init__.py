@@ -1,0 +1,1 @@
+"""Training pieces shared by the stages that train: optimizer and schedule, the LoRA diffusion step."""

@@ -1,0 +1,165 @@
+"""Generation: parity with the diffusers pipeline, device-count independence, and a resumable stage."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+import torch
+from demo_run import demo_config
+from ml_collections import ConfigDict
+from tiny_sd import make_tiny_sd
+
+from bobjax import artifacts, generate, parallel
+from bobjax.data.tfds_writer import read_dataset
+from bobjax.generation.sampler import TextToImage
+from bobjax.models.sd import load_stable_diffusion
+
+PROMPTS = ["a bird photo of a crimson forkedtail in the blue sky background", "a bird photo of a golden fantail"]
+DIFFUSERS_SCHEDULERS = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler",
+                        "euler": "EulerDiscreteScheduler"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_path(tmp_path_factory):
+    return str(make_tiny_sd(tmp_path_factory.mktemp("sd") / "sd1", style="sd1"))
+
+
+def mesh_of(n):
+    return parallel.make_mesh(ConfigDict(dict(data=-1, fsdp=1)), devices=jax.devices()[:n])
+
+
+def resolution(sd):
+    return sd.unet_config["sample_size"] * 2 ** (len(sd.vae_config["block_out_channels"]) - 1)
+
+
+@pytest.mark.parametrize("scheduler,guidance", [("pndm", 2.0), ("ddim", 1.0), ("dpmpp_2m", 3.0), ("euler", 2.0)])
+def test_images_match_the_diffusers_pipeline(tiny_sd_path, scheduler, guidance):
+    import diffusers
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None,
+                                                             requires_safety_checker=False)
+    pipe.scheduler = getattr(diffusers, DIFFUSERS_SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    sd = load_stable_diffusion(tiny_sd_path)
+    size = resolution(sd)
+    generator = TextToImage(sd, scheduler=scheduler, steps=4, guidance_scale=guidance, resolution=size,
+                            mesh=mesh_of(1), negative_prompt="blurry")
+    latents = np.random.default_rng(0).normal(size=(2, *generator.latent_shape)).astype(np.float32)
+    ours = generator.generate_float(PROMPTS, latents=latents)
+    with torch.no_grad():
+        reference = pipe(PROMPTS, num_inference_steps=4, guidance_scale=guidance, negative_prompt=["blurry"] * 2,
+                         latents=torch.from_numpy(latents.transpose(0, 3, 1, 2)), height=size, width=size,
+                         output_type="np").images
+    assert ours.shape == reference.shape
+    # Tolerance of the issue: images in [0, 1] agree to 1e-3 (fp32, few steps).
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
+
+
+def test_same_images_on_one_and_eight_devices(tiny_sd_path):
+    sd = load_stable_diffusion(tiny_sd_path)
+    kwargs = dict(scheduler="pndm", steps=3, guidance_scale=2.0, resolution=resolution(sd))
+    prompts, seeds = PROMPTS * 4, list(range(100, 108))
+    one = TextToImage(sd, mesh=mesh_of(1), **kwargs).generate_float(prompts, seeds=seeds)
+    eight = TextToImage(sd, mesh=mesh_of(8), **kwargs).generate_float(prompts, seeds=seeds)
+    np.testing.assert_allclose(one, eight, atol=1e-5)
+    # An image depends on its own seed only, not on its batch.
+    alone = TextToImage(sd, mesh=mesh_of(1), **kwargs).generate_float(prompts[3:4], seeds=seeds[3:4])
+    np.testing.assert_allclose(alone[0], one[3], atol=1e-5)
+
+
+def stage_config(tiny_sd_path, **overrides):
+    return demo_config(**{
+        "model.sd": tiny_sd_path, "generate.plan": "zero_shot", "generate.prompt": "a {descriptor} photo of a {class_name}",
+        "generate.images_per_class": 3, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size": 2,
+        "data.toyworld.num_classes": 3, **overrides})
+
+
+def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_path, monkeypatch):
+    config = stage_config(tiny_sd_path)
+    monkeypatch.setattr(generate, "SHARD_SIZE", 4)
+    written = []
+    original = generate.ShardedWriter.write_shard
+
+    def dies_on_second_shard(self, index, examples):
+        if len(written) == 1:
+            raise KeyboardInterrupt("killed")
+        written.append(index)
+        return original(self, index, examples)
+
+    monkeypatch.setattr(generate.ShardedWriter, "write_shard", dies_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        generate.run(config, str(tmp_path))
+    monkeypatch.setattr(generate.ShardedWriter, "write_shard", original)
+    generate.run(config, str(tmp_path))
+
+    _, planned = generate.plan_run(config, str(tmp_path))
+    source = read_dataset(artifacts.stage_dir(str(tmp_path), "generate"))
+    ids = [source[i]["image_id"].decode() for i in range(len(source))]
+    assert sorted(ids) == sorted(p.image_id for p in planned) and len(ids) == 9
+    record = source[0]
+    assert record["image"].shape == (32, 32, 3) and record["prompt"].decode() == planned[0].prompt
+    assert os.path.exists(os.path.join(artifacts.stage_dir(str(tmp_path), "generate"), "grids", "class_0000.png"))
+
+
+def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(generate, "SHARD_SIZE", 4)
+    config = stage_config(tiny_sd_path)
+    generate.run(config, str(tmp_path / "a"))
+    os.makedirs(tmp_path / "b")
+    generate.run(config, str(tmp_path / "b"))
+    first = read_dataset(artifacts.stage_dir(str(tmp_path / "a"), "generate"))
+    # Remove one shard and its metadata, as a kill before finalising would leave it, then resume.
+    folder = artifacts.stage_dir(str(tmp_path / "b"), "generate")
+    os.remove(os.path.join(folder, "dataset_info.json"))
+    os.remove(generate.ShardedWriter(folder, "synthetic", generate.features(["x"]), "train", 3).shard_path(1))
+    generate.run(config, str(tmp_path / "b"))
+    second = read_dataset(folder)
+    for i in range(len(first)):
+        np.testing.assert_array_equal(first[i]["image"], second[i]["image"])
+
+
+def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
+    import diffusers
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bobjax import finetune
+    from bobjax.config_lib import base_config
+    from bobjax.models import lora
+
+    # A LoRA with non-zero B (a trained one's shape), written by the real export path.
+    sd = load_stable_diffusion(tiny_sd_path)
+    configs = finetune.lora_configs(base_config().finetune)
+    unet, text_encoder = finetune.add_adapters(sd, configs, seed=0)
+    key = jax.random.key(1)
+    for model in (unet, text_encoder):
+        for _, variable in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
+            key, sub = jax.random.split(key)
+            variable.set_value(0.05 * jax.random.normal(sub, variable.get_value().shape, jnp.float32))
+    path = str(tmp_path / "pytorch_lora_weights.safetensors")
+    lora.save_diffusers_lora(path, {"unet": (unet, configs["unet"]), "text_encoder": (text_encoder, configs["text_encoder"])})
+
+    ours = load_stable_diffusion(tiny_sd_path)
+    lora.fold_file_into_pipeline(ours, path, scale=1.0)
+    generator = TextToImage(ours, scheduler="ddim", steps=3, guidance_scale=2.0, resolution=resolution(ours),
+                            mesh=mesh_of(1))
+    latents = np.random.default_rng(2).normal(size=(2, *generator.latent_shape)).astype(np.float32)
+    mine = generator.generate_float(PROMPTS, latents=latents)
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None,
+                                                             requires_safety_checker=False)
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(path)
+    with torch.no_grad():
+        reference = pipe(PROMPTS, num_inference_steps=3, guidance_scale=2.0, height=mine.shape[1], width=mine.shape[2],
+                         latents=torch.from_numpy(latents.transpose(0, 3, 1, 2)), output_type="np").images
+        base = diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None,
+                                                                 requires_safety_checker=False)
+        base.scheduler = diffusers.DDIMScheduler.from_config(base.scheduler.config)
+        base.set_progress_bar_config(disable=True)
+        without = base(PROMPTS, num_inference_steps=3, guidance_scale=2.0, height=mine.shape[1], width=mine.shape[2],
+                       latents=torch.from_numpy(latents.transpose(0, 3, 1, 2)), output_type="np").images
+    assert np.abs(reference - without).max() > 1e-2, "the LoRA must change the images for this test to mean anything"
+    np.testing.assert_allclose(mine, reference, atol=1e-3)
