@@ -48,11 +48,12 @@ def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.join(artifacts.partial_dir(workdir, "classify"), "checkpoints"), options=options)
 
 
-def _evaluate(eval_step, params, rest, source, mesh, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate(eval_step, weights, frozen, source, mesh, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of ``source`` with ``weights`` (``{"params", "stats"}``)."""
     predictions, labels = [], []
     for batch, valid in input_lib.eval_batches(source, image_size, batch_size):
         batch = parallel.global_batch(batch, mesh)
-        predictions.append(np.asarray(eval_step(params, rest, batch["image"]))[:valid])
+        predictions.append(np.asarray(eval_step(weights["params"], weights["stats"], frozen, batch["image"]))[:valid])
         labels.append(parallel.to_host(batch["label"])[:valid])
     return np.concatenate(predictions), np.concatenate(labels)
 
@@ -84,18 +85,14 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
     data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size)
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
-    model = classifiers.build(cfg.backbone, num_classes, cfg.image_size, rngs=nnx.Rngs(config.seed))
-    if cfg.checkpoint:
-        classifiers.load_pretrained(model, cfg.backbone, cfg.checkpoint)
-    model.train()
-    train_graph, params, rest = nnx.split(model, nnx.Param, ...)
-    model.eval()
-    eval_graph = nnx.graphdef(model)
+    classifier = classifiers.build(cfg, splits.class_names, splits.descriptor, rngs=nnx.Rngs(config.seed))
+    train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
+    frozen = jax.device_put(frozen, parallel.replicated(mesh))
     learning_rate = optim.schedule(cfg, steps_per_epoch[0], data.total_steps)
     tx = optim.optimizer(cfg, params, learning_rate)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest, "opt_state": tx.init(params)}
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "stats": stats, "opt_state": tx.init(params)}
     state = jax.device_put(state, parallel.replicated(mesh))
-    best = _copy({"params": state["params"], "rest": state["rest"]})
+    best = _copy({"params": state["params"], "stats": state["stats"]})
     meta = {"epoch": 0, "best_epoch": 0, "best_validation": -1.0, "history": []}
 
     manager = checkpoint_manager(workdir)
@@ -107,9 +104,9 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
         state, best, meta = restored["state"], restored["best"], dict(restored["meta"])
         logging.info("classify: resumed after epoch %d", meta["epoch"])
 
-    mean, std = classifiers.input_stats(cfg.backbone)
+    mean, std = classifier.mean, classifier.std
     spec = augment.spec_from_config(cfg)
-    eval_step = step_lib.make_eval_step(eval_graph, mesh, mean=mean, std=std)
+    eval_step = step_lib.make_eval_step(classifier.eval_graph, mesh, mean=mean, std=std)
     out_dir = artifacts.stage_dir(workdir, "classify")
     main = parallel.is_main_process()
     writer = metric_writers.create_default_writer(os.path.join(out_dir, "tensorboard"), just_logging=not main)
@@ -124,7 +121,7 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
                                             mix_prob=cfg.mix_prob)
             train_steps[phase.kind] = prepare, step_lib.make_train_step(
                 train_graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
-                state_template=state)
+                state_template=state, frozen_template=frozen, seed=config.seed, lora_dropout=classifier.lora_dropout)
         return train_steps[phase.kind]
 
     total_epochs = sum(p.epochs for p in data.phases)
@@ -140,7 +137,7 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
             if step == 0:  # The first batch as the model sees it, once.
                 images, _ = prepare(state["step"], batch)
                 writer.write_images(0, {"train_batch": _grid(parallel.to_host(images))})
-            state, step_metrics = train_step(state, batch)
+            state, step_metrics = train_step(state, frozen, batch)
             if step % LOG_EVERY == 0:  # Reading a metric waits for the device: not every step.
                 writer.write_scalars(step, {"train/" + k: float(v) for k, v in step_metrics.items()}
                                      | {"train/lr": float(learning_rate(step))})
@@ -149,14 +146,14 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
         meta["epoch"] = epoch + 1
         accuracy = None
         if has_validation:
-            predictions, labels = _evaluate(eval_step, state["params"], state["rest"], splits.validation, mesh,
-                                            cfg.image_size, cfg.batch_size)
+            predictions, labels = _evaluate(eval_step, state, frozen, splits.validation, mesh, cfg.image_size,
+                                            cfg.batch_size)
             accuracy = float(np.mean(predictions == labels) * 100)
             writer.write_scalars(step, {"validation/accuracy": accuracy})
         meta["history"].append(accuracy)
         if accuracy is None or accuracy > meta["best_validation"]:  # Without validation the last epoch is best.
             meta["best_validation"], meta["best_epoch"] = -1.0 if accuracy is None else accuracy, epoch + 1
-            best = _copy({"params": state["params"], "rest": state["rest"]})
+            best = _copy({"params": state["params"], "stats": state["stats"]})
         manager.save(epoch + 1, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), best=ocp.args.StandardSave(best), meta=ocp.args.JsonSave(meta)))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -166,8 +163,7 @@ def run(config, workdir: str, *, mesh=None, stop_after_epoch: int | None = None)
     manager.wait_until_finished()
     progress.close()
 
-    predictions, labels = _evaluate(eval_step, best["params"], best["rest"], splits.test, mesh, cfg.image_size,
-                                    cfg.batch_size)
+    predictions, labels = _evaluate(eval_step, best, frozen, splits.test, mesh, cfg.image_size, cfg.batch_size)
     train_counts = np.bincount(splits.train.labels(), minlength=num_classes) if config.data.imbalance > 0 else None
     result = {"backbone": cfg.backbone, "mixing": cfg.mixing, "epochs": total_epochs, "steps": data.total_steps,
               "best_epoch": meta["best_epoch"], "validation_top1": meta["best_validation"] if has_validation else None,

@@ -1,37 +1,98 @@
 """The classify stage's backbones by name: construction, checkpoint import, input normalisation, layer depth.
 
 ``config.classify.backbone`` picks one; ``config.classify.checkpoint`` names its weights in the backbone's
-PyTorch format (a file, or a folder holding ``model.safetensors`` / ``pytorch_model.bin``, as timm saves them);
-empty means random initialisation (the tiny demo ResNet trains from scratch).
+PyTorch format (a file, or a folder holding ``model.safetensors`` / ``pytorch_model.bin``, as timm and
+transformers save them); empty means random initialisation (the tiny demo ResNet trains from scratch).
+ResNets and ViTs are fine-tuned whole with a new head; CLIP keeps its weights frozen and trains LoRA adapters
+(rank, alpha, dropout from the config) on ``q_proj`` and ``v_proj`` of both towers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
+import tempfile
 
+import jax.numpy as jnp
 from flax import nnx
 
+from bobjax.config_lib import CLASS_PROMPT
 from bobjax.errors import ConfigError
-from bobjax.models import resnet, vit, weights
+from bobjax.models import clip, clip_tokenizer, lora, resnet, vit, weights
 
-RESNETS = ("resnet_tiny", "resnet18", "resnet50")
+RESNETS = tuple(resnet.PRESETS)
 VITS = ("vit_b16", "mae_vit_b16")
-BACKBONES = RESNETS + VITS
+BACKBONES = RESNETS + VITS + ("clip_vit_b16",)
+CLIP_LORA_TARGETS = ("q_proj", "v_proj")
 # timm's ImageNet normalisation, which the ResNet and ViT checkpoints were trained with.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+_CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def build(backbone: str, num_classes: int, image_size: int, *, rngs: nnx.Rngs) -> nnx.Module:
-    if backbone in RESNETS:
-        return resnet.resnet(backbone, num_classes, rngs=rngs)
-    if backbone in VITS:
-        return vit.vit(backbone, num_classes, image_size, rngs=rngs)
+@dataclasses.dataclass
+class Classifier:
+    """A backbone ready to train: the model (training mode), the graph of its evaluation mode (same state
+    layout: BatchNorm reads its statistics, LoRA dropout is off), what is trained, and its input statistics."""
+
+    model: nnx.Module
+    eval_graph: nnx.GraphDef
+    trainable: type  # nnx.Param (full fine-tuning) or nnx.LoRAParam (adapters only)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    lora_dropout: float = 0.0
+
+
+def build(cfg, class_names: list[str], descriptor: str, *, rngs: nnx.Rngs) -> Classifier:
+    """``config.classify`` -> the classifier for ``class_names``, with its checkpoint loaded."""
+    backbone, size = cfg.backbone, cfg.image_size
     if backbone == "clip_vit_b16":
-        raise ConfigError("config.classify.backbone 'clip_vit_b16' is not built yet (it waits for the shared CLIP text "
-                          f"encoder and LoRA modules); choose one of {BACKBONES}")
-    raise ConfigError(f"config.classify.backbone is {backbone!r}; expected one of {BACKBONES + ('clip_vit_b16',)}")
+        return _build_clip(cfg, class_names, descriptor, rngs)
+    if backbone in RESNETS:
+        model = resnet.resnet(backbone, len(class_names), rngs=rngs)
+    elif backbone in VITS:
+        model = vit.vit(backbone, len(class_names), size, rngs=rngs)
+    else:
+        raise ConfigError(f"config.classify.backbone is {backbone!r}; expected one of {BACKBONES}")
+    if cfg.checkpoint:
+        state = weights.read_state_dict(checkpoint_files(cfg.checkpoint))
+        loader = resnet.load_timm_resnet if backbone in RESNETS else vit.load_timm_vit
+        loader(model, state, new_head=True, source=cfg.checkpoint)
+    model.eval()
+    eval_graph = nnx.graphdef(model)
+    model.train()
+    return Classifier(model, eval_graph, nnx.Param, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _clip_tokenizer(folder: str):
+    from transformers import CLIPTokenizer
+
+    if folder and os.path.isfile(os.path.join(folder, "vocab.json")):
+        return CLIPTokenizer.from_pretrained(folder)
+    return CLIPTokenizer.from_pretrained(clip_tokenizer.write_clip_tokenizer_files(tempfile.mkdtemp()))
+
+
+def _build_clip(cfg, class_names, descriptor, rngs) -> Classifier:
+    if cfg.layer_decay != 1.0:
+        raise ConfigError("config.classify.layer_decay applies to ResNet and ViT fine-tuning; CLIP trains LoRA "
+                          "adapters only, so set it to 1.0")
+    folder = cfg.checkpoint
+    if folder and not os.path.isdir(folder):
+        raise ConfigError(f"config.classify.checkpoint for clip_vit_b16 must be a transformers CLIPModel folder, got {folder!r}")
+    config = clip.read_config(folder) if folder else clip.CLIP_B16
+    max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
+    prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=name) for name in class_names]
+    ids = clip.tokenize_prompts(_clip_tokenizer(folder), prompts, max_length)
+    model = clip.CLIPClassifier(config, ids, cfg.image_size, rngs=rngs)
+    if folder:
+        clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=folder)
+    example = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+    adapters = lambda dropout: lora.LoraConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=CLIP_LORA_TARGETS,  # noqa: E731
+                                               dropout=dropout)
+    train_model = lora.add_lora(model, adapters(cfg.lora_dropout), example, rngs=rngs)
+    eval_model = lora.add_lora(model, adapters(0.0), example, rngs=rngs)
+    return Classifier(train_model, nnx.graphdef(eval_model), nnx.LoRAParam, clip.CLIP_MEAN, clip.CLIP_STD,
+                      cfg.lora_dropout)
 
 
 def checkpoint_files(path: str) -> list[str]:
@@ -47,22 +108,7 @@ def checkpoint_files(path: str) -> list[str]:
             return shards
         raise ConfigError(f"config.classify.checkpoint folder {path} holds none of {_CHECKPOINT_FILES} or *.safetensors")
     raise ConfigError(f"config.classify.checkpoint {path!r} is neither a file nor a folder (hub ids are not resolved "
-                      "here: download the timm weights and pass their folder)")
-
-
-def load_pretrained(model: nnx.Module, backbone: str, path: str) -> None:
-    """Loads a timm checkpoint into ``model`` with a new head (the classifier's classes are not ImageNet's)."""
-    state = weights.read_state_dict(checkpoint_files(path))
-    if backbone in RESNETS:
-        resnet.load_timm_resnet(model, state, new_head=True, source=path)
-    else:
-        vit.load_timm_vit(model, state, new_head=True, source=path)
-
-
-def input_stats(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the backbone's input normalisation, for images in [0, 1]."""
-    del backbone  # Every backbone built so far is a timm ImageNet model.
-    return IMAGENET_MEAN, IMAGENET_STD
+                      "here: download the weights and pass their folder)")
 
 
 def layer_depth(backbone: str, path: tuple) -> tuple[int, int]:
@@ -71,6 +117,8 @@ def layer_depth(backbone: str, path: tuple) -> tuple[int, int]:
     ViT: embeddings 0, block i at i + 1, final norm and head at depth + 1 (BEiT/MAE's rule). ResNet: stem 0,
     stage k at k, head 5.
     """
+    if backbone not in RESNETS + VITS:
+        raise ConfigError(f"layer-wise lr decay is defined for ResNet and ViT backbones, not {backbone!r}")
     top = str(path[0])
     if backbone in VITS:
         depth = vit.PRESETS[backbone].depth
