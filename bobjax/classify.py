@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorflow_datasets as tfds
 import tqdm
 from absl import logging
 from clu import metric_writers
@@ -40,7 +41,11 @@ def _synthetic(config, workdir: str):
             f"config.classify.mixing={config.classify.mixing!r} needs the synthetic images of the generate stage in "
             f"{folder}, which holds no finished dataset; run the generate stage first, or set "
             "config.classify.mixing='real_only'")
-    return read_dataset(folder)
+    # Labels without decoding a single image: the streams need them all before the first step.
+    undecoded = tfds.builder_from_directory(folder).as_data_source(
+        split="train", decoders={"image": tfds.decode.SkipDecoding()})
+    labels = [int(undecoded[i]["label"]) for i in range(len(undecoded))]
+    return input_lib.LabelledSource(read_dataset(folder), labels)
 
 
 def checkpoint_manager(workdir: str) -> ocp.CheckpointManager:

@@ -52,6 +52,22 @@ class ResizedCache:
         return record
 
 
+class LabelledSource:
+    """A record source plus its labels array (what the mixing streams need up front)."""
+
+    def __init__(self, source, labels: np.ndarray):
+        self.source, self._labels = source, np.asarray(labels, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.source[index]
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+
 def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grain.MapDataset:
     def prepare(record):
         return {"image": augment.resize_and_center_crop(np.asarray(record["image"]), image_size),
