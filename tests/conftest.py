@@ -3,7 +3,8 @@ slow marker.
 
 Compiling, not running, dominates tests on tiny models: LLVM's cheap optimisation level halves XLA:CPU compile
 times, and a per-session persistent compilation cache lets a test that builds the same program again (a
-resumed training run, a second adapter set) load it instead of recompiling.
+resumed run, a rebuilt sampler, a second adapter set) load it instead of recompiling. One cache folder per
+session, so no stale entry outlives a code change.
 """
 
 import os
@@ -17,22 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="bobjax-test-xla-cache-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-
-import jax  # noqa: E402
 import pytest  # noqa: E402
-
-# Tests rerun stages (kill, resume) and rebuild the same models: identical programs then load from this cache
-# instead of compiling again. One folder per test session, so no stale entry outlives a code change.
-_CACHE_DIR = tempfile.mkdtemp(prefix="bobjax-jax-cache-")
-jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_addoption(parser):
