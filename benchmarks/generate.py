@@ -48,7 +48,7 @@ def build_pipeline(name: str, folder: str) -> str:
                                         eos_token_id=49407, bos_token_id=49406, pad_token_id=49407, **spec["text"]))
     tokenizer_dir = os.path.join(folder, "_tokenizer")
     write_clip_tokenizer_files(tokenizer_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
                               steps_offset=1, set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,

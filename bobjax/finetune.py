@@ -75,7 +75,8 @@ def run(config, workdir: str) -> None:
     contexts = _contexts(workdir, c.prompt)
     prompts = training_prompts(c.prompt, splits.descriptor, class_names, train.image_ids(), contexts)
     dtype = jnp.dtype(config.model.dtype)
-    sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=dtype, attention=config.model.attention)
+    sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=dtype, attention=config.model.attention,
+                               remat=c.remat)
     input_ids = tokenize(sd.tokenizer, prompts)
 
     folder = artifacts.stage_dir(workdir, "finetune")
@@ -129,27 +130,29 @@ def train_lora(config, sd, load_image, input_ids: np.ndarray, folder: str, mesh)
     previews = _Previews(config, sd, graphs, configs, input_ids, mesh)
 
     pending, window, t0 = None, [], time.perf_counter()
-    for step in range(start, total_steps):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = train_step(state, frozen, parallel.global_batch(next(batches), mesh))
-        if pending is not None:  # Check the previous step's loss: one step behind keeps the device busy.
-            _check_finite(*pending, folder)
-        pending = (step, metrics)
-        window.append(metrics)
-        progress(step + 1)
-        done = step + 1
-        if done % c.log_every == 0 or done == total_steps:
-            scalars = {k: float(np.mean([jax.device_get(m[k]) for m in window])) for k in window[0]}
-            elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
-            scalars.update(steps_per_sec=len(window) / elapsed, images_per_sec=len(window) * global_batch / elapsed)
-            writer.write_scalars(done, scalars)
-            window = []
-        if done % c.checkpoint_every == 0 or done == total_steps:
-            _check_finite(*pending, folder)
-            checkpoints.save(done, args=ocp.args.StandardSave(state))
-        if c.sample_every and (done % c.sample_every == 0 or done == total_steps):
-            writer.write_images(done, {"samples": previews(state.lora, frozen)[None]})
-    checkpoints.wait_until_finished()
+    try:
+        for step in range(start, total_steps):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = train_step(state, frozen, parallel.global_batch(next(batches), mesh))
+            if pending is not None:  # Check the previous step's loss: one step behind keeps the device busy.
+                _check_finite(*pending, folder)
+            pending = (step, metrics)
+            window.append(metrics)
+            progress(step + 1)
+            done = step + 1
+            if done % c.log_every == 0 or done == total_steps:
+                scalars = {k: float(np.mean([jax.device_get(m[k]) for m in window])) for k in window[0]}
+                elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
+                scalars.update(steps_per_sec=len(window) / elapsed, images_per_sec=len(window) * global_batch / elapsed)
+                writer.write_scalars(done, scalars)
+                window = []
+            if done % c.checkpoint_every == 0 or done == total_steps:
+                _check_finite(*pending, folder)
+                checkpoints.save(done, args=ocp.args.StandardSave(state))
+            if c.sample_every and (done % c.sample_every == 0 or done == total_steps):
+                writer.write_images(done, {"samples": previews(state.lora, frozen)[None]})
+    finally:  # Also when stopped (NaN, kill): the last good checkpoint's async save completes.
+        checkpoints.wait_until_finished()
     writer.flush()
 
     if parallel.is_main_process():

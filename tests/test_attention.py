@@ -71,17 +71,22 @@ def test_mask_matches_reference_and_torch(implementation, mask_shape):
     np.testing.assert_allclose(got, torch_attention(q, k, v, mask), atol=TOL, rtol=TOL)
 
 
-def test_chunked_gradients_match_torch():
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradients_match_torch(implementation, masked):
+    """Our attention has a hand-written (flash-style) gradient: it must equal torch autograd's."""
     q, k, v = random_qkv(2, 19, 10, 2, 4, seed=3)
-    mask = random_mask(2, 2, 19, 10)
+    mask = random_mask(2, 2, 19, 10) if masked else None
 
     def loss(q, k, v):
-        out = dot_product_attention(q, k, v, implementation="chunked", mask=mask, chunk_size=6)
+        out = dot_product_attention(q, k, v, implementation=implementation, mask=mask, chunk_size=6)
         return jnp.sum(out * jnp.arange(out.size, dtype=out.dtype).reshape(out.shape) / out.size)
 
     grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
     tq, tk, tv = (torch.from_numpy(x).permute(0, 2, 1, 3).requires_grad_() for x in (q, k, v))
-    out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.from_numpy(mask))
+    out = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk, tv, attn_mask=None if mask is None else torch.from_numpy(mask)
+    )
     out = out.permute(0, 2, 1, 3)
     (out * torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape) / out.numel()).sum().backward()
     for ours, theirs in zip(grads, (tq, tk, tv)):

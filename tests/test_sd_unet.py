@@ -110,9 +110,10 @@ def test_sd2_matches_diffusers_with_odd_sizes():
 
 
 def test_chunked_attention_matches_diffusers():
-    """17x17 latents: 289 tokens, two padded query blocks of the default chunk size; odd upsampling too."""
+    """21x21 latents: 441 tokens make two query blocks of the automatic size, the second padded by one;
+    the up path resizes 11x11 to 21x21 too."""
     model = torch_unet(SD1_TINY, seed=2)
-    sample, context = inputs(SD1_TINY, size=(17, 17), seed=2)
+    sample, context = inputs(SD1_TINY, size=(21, 21), seed=2)
     timesteps = np.array([20, 700])
     assert_parity(flax_forward(flax_unet_from(model, attention="chunked"), sample, timesteps, context),
                   torch_forward(model, sample, timesteps, context))  # fmt: skip

@@ -3,7 +3,9 @@
 Tests load these through the same code path as real hub checkpoints, without a model hub. ``sd1`` mirrors
 SD 1.x choices (conv proj_in/out, attention_head_dim meaning 8 heads, quick_gelu text tower, legacy
 eos_token_id=2); ``sd2`` mirrors SD 2.x (linear proj, per-block head counts, upcast attention, gelu text
-tower, '!' padding, optional v-prediction).
+tower, '!' padding, optional v-prediction). ``minimal=True`` keeps the style's choices but only one UNet and
+one VAE resolution level and one text layer: the smallest graph the loader accepts, for the loop tests that
+compile the whole training step once per mesh.
 """
 
 from __future__ import annotations
@@ -22,53 +24,55 @@ SEED = 0
 TEXT_LENGTH = 77
 
 
-def _unet(style: str, text_width: int) -> UNet2DConditionModel:
+def _unet(style: str, text_width: int, minimal: bool) -> UNet2DConditionModel:
+    levels = 1 if minimal else 2
     common = dict(
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
+        block_out_channels=(32, 64)[:levels],
         layers_per_block=1,
         norm_num_groups=8,
         cross_attention_dim=text_width,
     )
     if style == "sd1":
         return UNet2DConditionModel(
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D")[:levels],
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")[-levels:],
             attention_head_dim=8,
             **common,
         )
     return UNet2DConditionModel(
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        attention_head_dim=(2, 4),
+        down_block_types=("CrossAttnDownBlock2D",) * levels,
+        up_block_types=("CrossAttnUpBlock2D",) * levels,
+        attention_head_dim=(2, 4)[:levels],
         use_linear_projection=True,
         upcast_attention=True,
         **common,
     )
 
 
-def _vae() -> AutoencoderKL:
+def _vae(minimal: bool) -> AutoencoderKL:
+    levels = 1 if minimal else 2
     return AutoencoderKL(
-        block_out_channels=(8, 16),
+        block_out_channels=(8, 16)[:levels],
         layers_per_block=1,
         norm_num_groups=4,
         latent_channels=4,
         sample_size=16,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
     )
 
 
-def _text_encoder(style: str) -> CLIPTextModel:
+def _text_encoder(style: str, minimal: bool) -> CLIPTextModel:
     sd1 = style == "sd1"
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=VOCAB_SIZE,
             hidden_size=32 if sd1 else 48,
             intermediate_size=37,
-            num_hidden_layers=2,
+            num_hidden_layers=1 if minimal else 2,
             num_attention_heads=4,
             max_position_embeddings=TEXT_LENGTH,
             hidden_act="quick_gelu" if sd1 else "gelu",
@@ -80,14 +84,14 @@ def _text_encoder(style: str) -> CLIPTextModel:
     )
 
 
-def tiny_sd_pipeline(style: str = "sd1", prediction_type: str = "epsilon") -> StableDiffusionPipeline:
+def tiny_sd_pipeline(style: str = "sd1", prediction_type: str = "epsilon", minimal: bool = False) -> StableDiffusionPipeline:
     """A freshly seeded tiny pipeline (torch, fp32, eval mode)."""
     if style not in ("sd1", "sd2"):
         raise ValueError(f"style must be 'sd1' or 'sd2', got {style!r}")
     if style == "sd1" and prediction_type != "epsilon":
         raise ValueError("SD 1.x checkpoints predict epsilon; v_prediction is an sd2 option")
     torch.manual_seed(SEED)
-    text_encoder = _text_encoder(style)
+    text_encoder = _text_encoder(style, minimal)
     with tempfile.TemporaryDirectory() as tokenizer_dir:
         tokenizer = CLIPTokenizer.from_pretrained(
             write_clip_tokenizer_files(tokenizer_dir),
@@ -105,10 +109,10 @@ def tiny_sd_pipeline(style: str = "sd1", prediction_type: str = "epsilon") -> St
         prediction_type=prediction_type,
     )
     pipe = StableDiffusionPipeline(
-        vae=_vae(),
+        vae=_vae(minimal),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=_unet(style, text_encoder.config.hidden_size),
+        unet=_unet(style, text_encoder.config.hidden_size, minimal),
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -126,13 +130,14 @@ def make_tiny_sd(
     safe_serialization: bool = True,
     variant: str | None = None,
     max_shard_size: str | None = None,
+    minimal: bool = False,
 ) -> str:
     """Saves :func:`tiny_sd_pipeline` as a diffusers folder at ``path`` and returns the path.
 
     ``variant="fp16"`` stores half-precision weights under the ``*.fp16.*`` file names, as hub repos do;
     ``safe_serialization=False`` writes ``.bin`` pickles; ``max_shard_size`` shards with an index file.
     """
-    pipe = tiny_sd_pipeline(style, prediction_type)
+    pipe = tiny_sd_pipeline(style, prediction_type, minimal)
     if variant == "fp16":
         pipe.to(torch.float16)
     pipe.save_pretrained(path, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size)

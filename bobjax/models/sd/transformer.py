@@ -44,14 +44,18 @@ class Attention(nnx.Module):
 
 
 class GEGLU(nnx.Module):
-    """One projection to twice the width; the first half gated by exact GELU of the second."""
+    """One projection to twice the width; the first half gated by exact GELU of the second.
+
+    GELU is written with ``erf`` as torch computes it; ``jax.nn.gelu`` uses ``erfc``, which XLA:CPU
+    evaluates several times slower (it was 3% of a training step).
+    """
 
     def __init__(self, dim: int, inner: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         self.proj = nnx.Linear(dim, 2 * inner, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         hidden, gate = jnp.split(self.proj(x), 2, axis=-1)
-        return hidden * jax.nn.gelu(gate, approximate=False)
+        return hidden * (0.5 * gate * (1.0 + jax.lax.erf(gate * (2**-0.5))))
 
 
 class FeedForward(nnx.Module):
