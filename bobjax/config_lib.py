@@ -123,8 +123,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate.export_png = False
 
     c.classify = ml_collections.ConfigDict()
-    c.classify.backbone = "clip_vit_b16"  # clip_vit_b16 | resnet50 | vit_b16 | mae_vit_b16
-    c.classify.checkpoint = ""  # Weights in the backbone's PyTorch checkpoint format (folder, file or hub id).
+    # clip_vit_b16 | resnet50 | vit_b16 | mae_vit_b16 | resnet_tiny (demo, from scratch) | resnet18/26/34
+    c.classify.backbone = "clip_vit_b16"
+    c.classify.checkpoint = ""  # timm weights (file or folder) or a transformers CLIPModel folder; "": random init.
     c.classify.mixing = "lambda"  # lambda | alpha | btl | real_only
     c.classify.real_weight = 0.8  # lambda of BOB: loss = lambda CE(real) + (1 - lambda) CE(synthetic).
     c.classify.alpha = 0.5  # SGIA: probability that a slot holds a synthetic image.
@@ -142,6 +143,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.classify.layer_decay = 1.0  # Layer-wise lr decay for ViT/MAE (1.0 is off).
     c.classify.mix_prob = 0.2  # Fraction of batches that get CutMix or MixUp.
     c.classify.randaugment = True
+    c.classify.augment = True  # False: resize + centre crop only (ablations, quick checks of the training loop).
+    c.classify.crop_scale_min = 0.25  # RandomResizedCrop keeps 25% to 100% of the image area.
+    # ColorJitter, grayscale and solarize (BOB's). Off where colour is what tells classes apart (the toy world).
+    c.classify.color_augment = True
     return c
 
 

@@ -1,0 +1,1 @@
+"""The pieces of the classify stage (``bobjax/classify.py``): input, optimiser, train step, metrics."""

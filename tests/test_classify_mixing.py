@@ -1,0 +1,60 @@
+"""The classify stage on a synthetic dataset as the generate stage writes it: lambda batches are half real,
+half synthetic in the layout the loss weights assume; BTL runs its alpha phase, then its real-only phase."""
+
+import jax
+import numpy as np
+import pytest
+
+from bobjax import artifacts, classify, parallel
+from bobjax.classification import input as input_lib
+from bobjax.data import make_splits, mixing
+from bobjax.data.tfds_writer import ShardedWriter
+from bobjax.generate import features
+from classify_run import small_config
+
+PER_CLASS = 4
+
+
+def _write_synthetic(workdir: str, class_names) -> None:
+    rng = np.random.default_rng(0)
+    writer = ShardedWriter(artifacts.stage_dir(workdir, "generate"), "synthetic", features(class_names), "train", 1)
+    examples = [{"image": rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8), "label": c, "image_id": f"s{c}_{i}",
+                 "class_name": name, "prompt": "p", "background": "b", "pose": "q", "seed": i}
+                for c, name in enumerate(class_names) for i in range(PER_CLASS)]
+    writer.write_shard(0, examples)
+    writer.finalize([len(examples)])
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    config = small_config()
+    _write_synthetic(str(tmp_path), make_splits(config.data, config.seed).class_names)
+    return str(tmp_path)
+
+
+def test_lambda_batches_are_half_real_half_synthetic(workdir):
+    config = small_config(**{"classify.mixing": "lambda"})
+    splits = make_splits(config.data, config.seed)
+    synthetic = classify._synthetic(config, workdir)
+    data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32)
+    (phase,) = data.phases
+    # An epoch: real images repeated floor(4 / 3) = 1 time (18) plus 24 synthetic, in batches of 8.
+    assert phase.steps_per_epoch == 6
+    real_rows, synthetic_rows = data.parts(phase)
+    real_refs, syn_refs = mixing.lambda_streams(splits.train.labels(), synthetic.labels(), config.seed)
+    for step in range(3):
+        batch = phase.batch(step)
+        assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
+        assert not batch["synthetic"][real_rows].any() and batch["synthetic"][synthetic_rows].all()
+        want_real = [splits.train.labels()[real_refs[step * 4 + j][1]] for j in range(4)]
+        want_syn = [synthetic.labels()[syn_refs[step * 4 + j][1]] for j in range(4)]
+        assert batch["label"][real_rows].tolist() == want_real
+        assert batch["label"][synthetic_rows].tolist() == want_syn
+
+
+def test_btl_trains_both_phases(workdir):
+    config = small_config(**{"classify.mixing": "btl", "classify.epochs": 1, "classify.real_only_epochs": 1})
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
+    result = classify.run(config, workdir, mesh=mesh)
+    assert result["steps"] == 3 + 3 and result["epochs"] == 2  # alpha phase over 18 slots, then 18 real images
+    assert len(result["validation_history"]) == 2
