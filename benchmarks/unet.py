@@ -3,18 +3,14 @@
     python benchmarks/unet.py --config=medium [--batch=8 --iters=10 --attention=chunked --dtype=fp32]
 
 Prints the median forward and forward+backward (gradient of the mean squared output with respect to all
-parameters) times of both, and ours/torch. bf16 runs use bfloat16 torch on CPU and float16 (its fused
-SDPA) on GPU. Other processes share a CPU: the two are timed in turns and compared by medians; still,
+parameters) times of both, and the throughput ratio ours/torch (above 1: bobjax is faster). bf16 runs use
+bfloat16 torch on CPU and float16 (its fused SDPA) on GPU. Other processes share a CPU: the two are timed in turns and compared by medians; still,
 repeat a run before trusting a ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-import statistics
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,16 +19,12 @@ import torch
 from diffusers import UNet2DConditionModel as TorchUNet
 from flax import nnx
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout's bobjax, not an installed one
+from sd_setup import CONFIGS as SD_CONFIGS, interleaved_medians  # noqa: E402  (puts this checkout's bobjax first on the path)
+
 from bobjax.models import weights  # noqa: E402
 from bobjax.models.attention import IMPLEMENTATIONS  # noqa: E402
 from bobjax.models.sd.unet import UNet2DConditionModel  # noqa: E402
 
-_SD_LIKE = dict(
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=8,
-)
 CONFIGS = {  # name: (diffusers UNet config, default batch, latent size, text length)
     "tiny": (
         dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
@@ -40,22 +32,8 @@ CONFIGS = {  # name: (diffusers UNet config, default batch, latent size, text le
              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8),
         2, 16, 77,
     ),
-    "medium": (dict(block_out_channels=(64, 128, 256), layers_per_block=2, cross_attention_dim=256, **_SD_LIKE), 8, 32, 77),
+    "medium": (SD_CONFIGS["medium"]["unet"], SD_CONFIGS["medium"]["batch"], SD_CONFIGS["medium"]["unet"]["sample_size"], 77),
 }  # fmt: skip
-
-
-def interleaved_medians_ms(fns, iters: int, warmup: int = 2) -> list[float]:
-    """Median wall time of each function, calling them in turns so both see the same background load."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(iters):
-        for fn, record in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return [1e3 * statistics.median(t) for t in times]
 
 
 def jax_timers(config, state_dict, inputs, attention, dtype):
@@ -129,8 +107,9 @@ def main():
     for name, index in (("forward", 0), ("forward+backward", 1)):
         if index and args.skip_backward:
             break
-        ours_ms, torch_ms = interleaved_medians_ms([ours[index], theirs[index]], args.iters)
-        print(f"{name:>17}: ours {ours_ms:8.1f} ms   torch {torch_ms:8.1f} ms   ours/torch {ours_ms / torch_ms:.2f}x")
+        ours_ms, torch_ms = (1e3 * s for s in interleaved_medians([ours[index], theirs[index]], args.iters))
+        print(f"{name:>17}: ours {ours_ms:8.1f} ms   torch {torch_ms:8.1f} ms   "
+              f"ratio ours/torch (throughput) {torch_ms / ours_ms:.2f}x")
 
 
 if __name__ == "__main__":
