@@ -23,13 +23,15 @@ COMPLETE = "COMPLETE"
 STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "classify": "classify",
               "report": "report"}
 
+TIMINGS = "timings.json"  # Wall seconds of each completed stage of a run, for the report.
+
 # The config sections each stage's output depends on (later stages inherit the earlier ones').
 _STAGE_INPUTS = {
     "caption": ("seed", "data", "caption"),
     "finetune": ("seed", "data", "caption", "model", "finetune"),
     "generate": ("seed", "data", "caption", "model", "finetune", "generate"),
     "classify": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method"),
-    "report": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method"),
+    "report": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method", "compare"),
 }
 
 
@@ -96,6 +98,23 @@ def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: str):
+    """The JSON value in ``path``; a damaged file is an error that names it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); delete it or rerun the stage that writes it") from e
+
+
+def record_timing(workdir: str, stage: str, seconds: float) -> None:
+    """Sets ``stage``'s wall time in ``WORKDIR/timings.json`` (the seconds of the attempt that completed it)."""
+    path = os.path.join(workdir, TIMINGS)
+    timings = read_json(path) if os.path.exists(path) else {}
+    timings[stage] = round(seconds, 1)
+    write_json(path, timings)
+
+
 def stage_inputs(config, stage: str) -> dict:
     """The part of ``config`` that ``stage``'s artifact depends on, as plain JSON values."""
     full = json.loads(config.to_json_best_effort())
@@ -125,8 +144,7 @@ def is_complete(config, workdir: str, stage: str) -> bool:
     marker = os.path.join(stage_dir(workdir, stage), COMPLETE)
     if not os.path.exists(marker):
         return False
-    with open(marker) as f:
-        recorded = json.load(f)
+    recorded = read_json(marker)
     changed = _diff(recorded, stage_inputs(config, stage))
     if changed:
         raise ArtifactError(

@@ -41,12 +41,24 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     return parsed
 
 
+def parse_stages(value) -> list[str]:
+    """``"caption,finetune"`` or a tuple -> stage names in pipeline order; unknown names are an error."""
+    names = [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"config.stages names unknown stage(s) {unknown}; expected some of {STAGES}")
+    return [s for s in STAGES if s in names]
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every field bobjax reads, with BOB's defaults."""
     c = ml_collections.ConfigDict()
     c.stages = ",".join(STAGES)
     c.seed = 0
     c.method = "bob"
+    # A side-by-side comparison: run each method (config_lib.METHODS) with each of `seeds` seeds (config.seed,
+    # config.seed + 1, ...) in WORKDIR/<method>/seed<k>/, then one report over all. "" runs config.method once.
+    c.compare = ml_collections.ConfigDict(dict(methods="", seeds=1))
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "tfds"  # tfds | folder | toyworld

@@ -1,6 +1,7 @@
 """The bobjax command line: ``python -m bobjax.main --config=configs/cub.py --workdir=DIR``.
 
-Prints and records the resolved config, then runs the stages that ``config.stages`` names, in pipeline order.
+Prints and records the resolved config, then runs the stages that ``config.stages`` names, in pipeline order
+(for a comparison, ``config.compare``, once per method and seed; see :mod:`bobjax.compare`).
 A stage whose artifact is complete (for the same config) is skipped, so a killed run is finished by rerunning
 the same command. Override any field: ``--config.finetune.lora_rank=8``; the config is locked, so a misspelt
 key fails and names itself.
@@ -9,14 +10,14 @@ key fails and names itself.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bobjax import artifacts, config_lib, parallel
+from bobjax import artifacts, compare, config_lib, parallel
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -24,14 +25,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every artifact of the run.")
 _REDO = flags.DEFINE_list("redo", [], "Stages to remake even if complete (their folders are deleted first).")
 flags.mark_flags_as_required(["config", "workdir"])
-
-def parse_stages(value) -> list[str]:
-    """``"caption,finetune"`` or a tuple -> stage names in pipeline order; unknown names are an error."""
-    names = [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
-    unknown = [s for s in names if s not in config_lib.STAGES]
-    if unknown:
-        raise ConfigError(f"config.stages names unknown stage(s) {unknown}; expected some of {config_lib.STAGES}")
-    return [s for s in config_lib.STAGES if s in names]
 
 
 def stage_module(name: str):
@@ -44,35 +37,60 @@ def record_splits(config, workdir: str) -> None:
     manifest = splits.manifest()
     path = os.path.join(workdir, "splits.json")
     if os.path.exists(path):
-        with open(path) as f:
-            if json.load(f) != manifest:
-                raise artifacts.ArtifactError(f"{path} records another split than this config draws; use another --workdir")
+        if artifacts.read_json(path) != manifest:
+            raise artifacts.ArtifactError(f"{path} records another split than this config draws; use another --workdir")
         return
     artifacts.write_json(path, manifest)
     counts = {s: len(manifest[s]) for s in ("train", "validation", "test")}
     logging.info("dataset %s: %d classes, images per split %s", manifest["dataset"], len(manifest["class_names"]), counts)
 
 
-def run(config, workdir: str, redo=()) -> None:
-    stages = parse_stages(config.stages)
-    os.makedirs(workdir, exist_ok=True)
+def run_stage(config, workdir: str, stage: str) -> None:
+    if artifacts.is_complete(config, workdir, stage):
+        logging.info("stage %s: complete in %s, skipped", stage, artifacts.stage_dir(workdir, stage))
+        return
+    logging.info("stage %s: running in %s", stage, workdir)
+    start = time.perf_counter()
+    stage_module(stage).run(config, workdir)
     if parallel.is_main_process():
-        artifacts.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
-        record_splits(config, workdir)
+        artifacts.mark_complete(config, workdir, stage)
+        artifacts.record_timing(workdir, stage, time.perf_counter() - start)
+    logging.info("stage %s: complete", stage)
+
+
+def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) -> None:
+    """Records the config (and the split), and deletes the stages named in ``redo``."""
+    os.makedirs(workdir, exist_ok=True)
     for stage in redo:
         if stage not in config_lib.STAGES:
             raise ConfigError(f"--redo names unknown stage {stage!r}; expected some of {config_lib.STAGES}")
-        if parallel.is_main_process():
+    if parallel.is_main_process():
+        artifacts.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+        if record_split:
+            record_splits(config, workdir)
+        for stage in redo:
             artifacts.remove_stage(workdir, stage)
-    for stage in stages:
-        if artifacts.is_complete(config, workdir, stage):
-            logging.info("stage %s: complete in %s, skipped", stage, artifacts.stage_dir(workdir, stage))
-            continue
-        logging.info("stage %s: running", stage)
-        stage_module(stage).run(config, workdir)
-        if parallel.is_main_process():
-            artifacts.mark_complete(config, workdir, stage)
-        logging.info("stage %s: complete", stage)
+
+
+def run(config, workdir: str, redo=()) -> None:
+    """Runs ``config.stages``: in ``workdir``, or, for a comparison, in each run's folder and then the report
+    over all runs in ``workdir``."""
+    stages = config_lib.parse_stages(config.stages)
+    if not compare.is_comparison(config):
+        prepare_workdir(config, workdir, redo)
+        for stage in stages:
+            run_stage(config, workdir, stage)
+        return
+    prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
+    runs = compare.runs(config, workdir)
+    for k, one in enumerate(runs):
+        logging.info("comparison run %d/%d: method %s, seed %d, in %s", k + 1, len(runs), one.method, one.seed,
+                     one.workdir)
+        prepare_workdir(one.config, one.workdir, [s for s in redo if s != "report"])
+        for stage in config_lib.parse_stages(one.config.stages):
+            run_stage(one.config, one.workdir, stage)
+    if "report" in stages:
+        run_stage(config, workdir, "report")
 
 
 def main(argv) -> None:

@@ -19,7 +19,7 @@ def load(path, arg=None):
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_loads_with_known_stages(path):
     config = load(path)
-    from bobjax.main import parse_stages
+    from bobjax.config_lib import parse_stages
 
     assert parse_stages(config.stages)
 

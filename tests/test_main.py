@@ -6,7 +6,7 @@ import os
 import pytest
 from demo_run import cli, demo_config
 
-from bobjax import artifacts, main
+from bobjax import artifacts, config_lib, main
 from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
 
@@ -84,7 +84,7 @@ def test_changed_config_refuses_stale_stage_until_redo(tmp_path, recorded):
 
 def test_unknown_stage_is_named():
     with pytest.raises(ConfigError, match="'train'"):
-        main.parse_stages("caption,train")
+        config_lib.parse_stages("caption,train")
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

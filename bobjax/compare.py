@@ -1,0 +1,63 @@
+"""Side-by-side comparisons: every method of ``config.compare.methods`` with each of ``config.compare.seeds``
+seeds, each a complete run of its own in ``WORKDIR/<method>/seed<k>/``.
+
+Why separate run folders rather than sharing stages: each run is then an ordinary bobjax run (its own
+config.json, splits, completion markers and resume), so a killed comparison is finished by rerunning the same
+command, and any one run can be inspected or rerun alone. The report stage reads them all through
+:func:`runs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+
+from bobjax import config_lib
+from bobjax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    method: str
+    seed: int
+    workdir: str
+    config: ml_collections.ConfigDict
+
+
+def methods(config) -> list[str]:
+    names = [m.strip() for m in config.compare.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in config_lib.METHODS]
+    if unknown:
+        raise ConfigError(f"config.compare.methods names unknown method(s) {unknown}; expected some of "
+                          f"{config_lib.METHODS}")
+    if config.compare.seeds < 1:
+        raise ConfigError(f"config.compare.seeds must be at least 1, got {config.compare.seeds}")
+    return names
+
+
+def is_comparison(config) -> bool:
+    return bool(methods(config))
+
+
+def run_config(config, method: str, seed: int) -> ml_collections.ConfigDict:
+    """``config`` as one run of the comparison: the method's preset and stages (those of ``config.stages`` the
+    method needs), that seed, no report of its own and no nested comparison."""
+    single = ml_collections.ConfigDict(config.to_dict())
+    single.compare.methods = ""
+    single.seed = seed
+    single.stages = ",".join(config_lib.STAGES)
+    config_lib.apply_method(single, method)
+    requested = set(config_lib.parse_stages(config.stages)) - {"report"}
+    single.stages = ",".join(s for s in config_lib.parse_stages(single.stages) if s in requested)
+    return single
+
+
+def runs(config, workdir: str) -> list[Run]:
+    """The runs of ``config``: the comparison's, method-major, or the single run in ``workdir`` itself."""
+    if not is_comparison(config):
+        return [Run(config.method, config.seed, workdir, config)]
+    return [Run(method, config.seed + k, os.path.join(workdir, method, f"seed{k}"),
+                run_config(config, method, config.seed + k))
+            for method in methods(config) for k in range(config.compare.seeds)]
