@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bobjax import config_lib
 from bobjax.models import classifiers
 
 TIMM_NAMES = {"resnet50": "resnet50", "vit_b16": "vit_base_patch16_224", "resnet18": "resnet18"}
@@ -42,8 +43,9 @@ def _median_seconds(step, iters: int, warmup: int) -> float:
 
 def bench_jax(name: str, batch: int, size: int, dtype, iters: int, warmup: int) -> tuple[float, float | None]:
     """(seconds per step, FLOPs per step from XLA's cost analysis)."""
-    model = classifiers.build(name, 1000, size, rngs=nnx.Rngs(0))
-    model.train()
+    cfg = config_lib.base_config().classify
+    cfg.backbone, cfg.image_size, cfg.checkpoint = name, size, ""
+    model = classifiers.build(cfg, [f"class {c}" for c in range(1000)], "object", rngs=nnx.Rngs(0)).model
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-4, weight_decay=1e-4)
     state = (params, rest, tx.init(params))

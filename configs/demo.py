@@ -1,16 +1,20 @@
 """The built-in default: the whole BOB pipeline on the toy world, small enough for a laptop CPU.
 
 A spuriously correlated 5-shot train split (each class seen mostly in its own backgrounds) and a
-context-balanced test split; oracle captions; tiny models. Args: method (bob|datadream|real_only), seed.
+context-balanced test split; oracle captions; LoRA fine-tuning of the shipped toy-world SD prior; a tiny ResNet.
+Three methods side by side (real only, DataDream's class-only prompts, BOB), each with `seeds` seeds, and one
+report. Args: seeds, seed (the first), method (for a single run: `--config.compare.methods=` and this method).
 """
 
 from bobjax import config_lib
 
 
 def get_config(arg=None):
-    args = config_lib.parse_arg(arg, method="bob", seed=0)
+    args = config_lib.parse_arg(arg, method="bob", seed=0, seeds=3)
     config = config_lib.base_config()
     config.seed = args.seed
+    config.compare.methods = "real_only,datadream,bob"
+    config.compare.seeds = args.seeds
     config.data.source = "toyworld"
     config.data.name = "toyworld"
     config.data.descriptor = "bird"
