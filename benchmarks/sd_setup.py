@@ -18,6 +18,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this che
 _SD_LEVELS = dict(down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8)
 CONFIGS = {  # name: diffusers configs of the UNet, VAE and CLIP text encoder, and a default batch.
+    # Seconds to run: for checking that a script works (tests/test_benchmarks.py), not for its numbers.
+    "tiny": dict(unet=dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, sample_size=8,
+                           norm_num_groups=8, attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+                 vae=dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4),
+                 text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+                 batch=2),
     "medium": dict(unet=dict(block_out_channels=(64, 128, 256), layers_per_block=2, cross_attention_dim=256,
                              sample_size=32, norm_num_groups=32, **_SD_LEVELS),
                    vae=dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=32),

@@ -26,14 +26,8 @@ from bobjax.models.attention import IMPLEMENTATIONS  # noqa: E402
 from bobjax.models.sd.unet import UNet2DConditionModel  # noqa: E402
 
 CONFIGS = {  # name: (diffusers UNet config, default batch, latent size, text length)
-    "tiny": (
-        dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
-             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8),
-        2, 16, 77,
-    ),
-    "medium": (SD_CONFIGS["medium"]["unet"], SD_CONFIGS["medium"]["batch"], SD_CONFIGS["medium"]["unet"]["sample_size"], 77),
-}  # fmt: skip
+    name: (spec["unet"], spec["batch"], spec["unet"]["sample_size"], 77) for name, spec in SD_CONFIGS.items()
+}
 
 
 def jax_timers(config, state_dict, inputs, attention, dtype):
