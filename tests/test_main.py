@@ -31,7 +31,7 @@ def recorded(monkeypatch):
 
 def test_override_and_resolved_config_written(tmp_path):
     result = cli("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.finetune.lora_rank=3",
-                 "--config.stages=caption", "--config.caption.method=oracle")
+                 "--config.stages=caption", "--config.caption.method=oracle", "--config.compare.methods=")
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["finetune"]["lora_rank"] == 3
     assert "lora_rank: 3" in result.stdout
