@@ -106,10 +106,10 @@ def collect(config, workdir: str) -> Results:
     for run in runs:
         first_runs.setdefault(run.method, run)
     contexts: dict[str, dict[str, collections.Counter]] = {}
+    real = next((c for c in map(_real_contexts, first_runs.values()) if c is not None), None)
+    if real is not None:
+        contexts["real train"] = real
     for run in first_runs.values():
-        real = _real_contexts(run)
-        if real is not None and "real train" not in contexts:
-            contexts["real train"] = real
         synthetic = _synthetic_contexts(run, class_names)
         if synthetic is not None:
             contexts[f"{run.method} synthetic"] = synthetic
