@@ -26,8 +26,8 @@ def get_config(arg=None):
     c.data.empty_prompt_prob = 0.1  # Unconditional captions, for classifier-free guidance.
 
     c.vae = ml_collections.ConfigDict(dict(
-        block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=16, latent_channels=4,
-        kl_weight=1e-4, steps=800, batch_size=16, crop_size=32,
+        block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=16, latent_channels=8,
+        kl_weight=1e-4, steps=2400, batch_size=16, crop_size=32,
         learning_rate=1e-3, warmup_steps=50, grad_clip_norm=1.0, weight_decay=0.0,
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
     c.unet = ml_collections.ConfigDict(dict(
