@@ -35,6 +35,11 @@ def get_config(arg=None):
         steps=2000, batch_size=32,
         learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0, weight_decay=1e-2,
         adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8))
+    # Then the decoder alone on whole images (0 steps: skip): sharper crests and wing bars, same latent space.
+    c.decoder = ml_collections.ConfigDict(dict(
+        steps=600, batch_size=16, crop_size=0,
+        learning_rate=3e-4, warmup_steps=20, grad_clip_norm=1.0, weight_decay=0.0,
+        adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
     # Frozen at its random init: see bobjax/prior/models.py for why.
     c.text_encoder = ml_collections.ConfigDict(dict(
         hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4))
@@ -54,6 +59,7 @@ def get_config(arg=None):
         c.data.pool_size = 16
         c.data.image_size = 16
         c.vae.update(block_out_channels=[8, 16], norm_num_groups=4, steps=3, batch_size=2, crop_size=8)
+        c.decoder.update(steps=2, batch_size=2)
         c.unet.update(block_out_channels=[32], attention=[True], attention_head_dim=2, norm_num_groups=8, steps=3, batch_size=2)
         c.text_encoder.update(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
         c.checkpoint_every = 2

@@ -77,18 +77,18 @@ def load_pool(data_config, seed: int, workdir: str) -> dict[str, np.ndarray]:
 
 
 def step_rng(seed: int, phase: str, step: int) -> np.random.Generator:
-    return np.random.default_rng([seed, {"vae": 0, "unet": 1}[phase], step])
+    return np.random.default_rng([seed, {"vae": 0, "unet": 1, "decoder": 2}[phase], step])
 
 
-def vae_batch(pool: dict, seed: int, step: int, batch_size: int, crop_size: int) -> np.ndarray:
+def vae_batch(pool: dict, seed: int, step: int, batch_size: int, crop_size: int, phase: str = "vae") -> np.ndarray:
     """Random crops (``crop_size``; 0 = whole images), randomly flipped, in [-1, 1]: the VAE is convolutional, so
     crops teach it the same local code at a fraction of the cost."""
     images = pool["images"]
     size = images.shape[1]
     crop = crop_size or size
     if not 0 < crop <= size:
-        raise ConfigError(f"config.vae.crop_size must be in [0, {size}], got {crop_size}")
-    rng = step_rng(seed, "vae", step)
+        raise ConfigError(f"config.{phase}.crop_size must be in [0, {size}], got {crop_size}")
+    rng = step_rng(seed, phase, step)
     index = rng.integers(len(images), size=batch_size)
     top, left = rng.integers(size - crop + 1, size=(2, batch_size))
     batch = np.stack([images[i, t:t + crop, l:l + crop] for i, t, l in zip(index, top, left)])

@@ -36,14 +36,15 @@ def _update(state: TrainState, optimizer, loss, grads, metrics: dict) -> tuple[T
 
 
 def make_vae_step(graph, optimizer, *, kl_weight: float, seed: int):
-    """``(state, pixels [B, H, W, 3] in [-1, 1]) -> (state, metrics)``: L1 + L2 reconstruction of a posterior
-    sample, plus ``kl_weight`` x the KL to N(0, I) per latent element (small: it only keeps latents tame)."""
+    """``(state, pixels [B, H, W, 3] in [-1, 1], *frozen) -> (state, metrics)``: L1 + L2 reconstruction of a
+    posterior sample, plus ``kl_weight`` x the KL to N(0, I) per latent element (small: it only keeps latents
+    tame). ``frozen``: the states ``graph`` also needs that do not train (the encoder, when only the decoder does)."""
 
-    def step(state: TrainState, pixels: jax.Array):
+    def step(state: TrainState, pixels: jax.Array, *frozen: nnx.State):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
 
         def loss_fn(params):
-            vae = nnx.merge(graph, params)
+            vae = nnx.merge(graph, params, *frozen)
             mean, logvar = vae.encode_moments(pixels)
             z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
             error = vae.decode(z) - pixels
