@@ -51,8 +51,8 @@ def test_shipped_prior_matches_diffusers_pipeline():
     assert ids.shape[1] == 77
 
     context = np.asarray(sd.text_encoder(jnp.asarray(ids, jnp.int32)))
-    size = sd.unet_config["sample_size"]
-    latents = np.random.default_rng(0).standard_normal((2, size, size, 4)).astype(np.float32)
+    size, channels = sd.unet_config["sample_size"], sd.unet_config["in_channels"]
+    latents = np.random.default_rng(0).standard_normal((2, size, size, channels)).astype(np.float32)
     timesteps = np.array([999, 20])
     ours = np.asarray(sd.unet(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(context)))
     images = np.asarray(sd.vae.decode(jnp.asarray(latents)))
