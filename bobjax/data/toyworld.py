@@ -35,6 +35,7 @@ _CREST_COLOURS = {
     "ivory": (245, 240, 225),
 }
 _TAILS = ("forked", "fan")
+MAX_CLASSES = len(_CREST_COLOURS) * 2 * len(_TAILS)  # Every (crest, wing bar, tail) combination.
 _BODY = (120, 100, 85)
 _BAR = (25, 25, 25)
 

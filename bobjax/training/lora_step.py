@@ -78,10 +78,17 @@ def merge_models(graphs: Graphs, trainable: dict, frozen: Frozen) -> tuple[nnx.M
 
 def training_inputs(vae: nnx.Module, pixels: jax.Array, key: jax.Array, num_train_timesteps: int):
     """Pixels in [-1, 1] -> (scaled latents sampled from the VAE posterior, noise, timesteps), as diffusers."""
-    k_posterior, k_noise, k_time = jax.random.split(key, 3)
     mean, logvar = vae.encode_moments(pixels)
+    return noised_inputs(mean, logvar, vae.scaling_factor, key, num_train_timesteps)
+
+
+def noised_inputs(mean: jax.Array, logvar: jax.Array, scaling_factor: float, key: jax.Array,
+                  num_train_timesteps: int):
+    """VAE posterior moments -> (scaled latent sample, noise, timesteps): the part of :func:`training_inputs`
+    after the encoder, for callers that cache the moments (the toy-world prior's pre-training)."""
+    k_posterior, k_noise, k_time = jax.random.split(key, 3)
     posterior = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_posterior, mean.shape, mean.dtype)
-    latents = jax.lax.stop_gradient(posterior.astype(jnp.float32) * vae.scaling_factor)
+    latents = jax.lax.stop_gradient(posterior.astype(jnp.float32) * scaling_factor)
     noise = jax.random.normal(k_noise, latents.shape, jnp.float32)
     timesteps = jax.random.randint(k_time, (latents.shape[0],), 0, num_train_timesteps)
     return latents, noise, timesteps

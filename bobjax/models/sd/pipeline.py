@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from transformers import CLIPTokenizer
 
+from bobjax import assets
 from bobjax.models import weights
 from bobjax.models.clip_text import CLIPTextModel, load_clip_text_weights
 from bobjax.models.sd.unet import UNet2DConditionModel
@@ -172,8 +173,9 @@ def _check_model_index(folder: str) -> None:
 
 
 def _resolve_folder(name_or_path: str | os.PathLike, *, variant: str | None, revision: str | None) -> str:
-    """A local folder as is; otherwise a hub id, fetched (only the needed files) into the HF cache."""
-    name = os.fspath(name_or_path)
+    """A local folder as is; ``bobjax:NAME`` a folder shipped in the package; otherwise a hub id, fetched (only
+    the needed files) into the HF cache."""
+    name = assets.resolve(os.fspath(name_or_path))
     if os.path.isdir(name):
         return name
     if name.startswith((".", "/", "~")) or name.count("/") > 1:

@@ -1,0 +1,140 @@
+"""The toy-world prior: the shipped folder loads in bobjax and in diffusers (same numbers), pre-training runs and
+resumes exactly, and its export round-trips."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from bobjax import config_lib
+from bobjax.models import weights
+from bobjax.models.sd import load_stable_diffusion
+from bobjax.models.sd.pipeline import weight_files
+from bobjax.prior import data, export, models, pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRIOR_CONFIG = os.path.join(ROOT, "configs", "toyworld_prior.py")
+
+
+def tiny_config(**overrides):
+    config = config_lib.load_config_file(PRIOR_CONFIG, "tiny=True")
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def read_components(folder):
+    """{component: state dict} of an exported folder's weights, as stored."""
+    return {c: weights.read_state_dict(weight_files(os.path.join(folder, c))) for c in ("unet", "vae", "text_encoder")}
+
+
+def _close(ours, ref, rtol=1e-4):
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=rtol * scale)
+
+
+def test_shipped_prior_matches_diffusers_pipeline():
+    from diffusers import StableDiffusionPipeline
+
+    sd = load_stable_diffusion("bobjax:toyworld_prior")
+    pipe = StableDiffusionPipeline.from_pretrained(sd.path, dtype=torch.float32)
+    prompt = ["a bird photo of a bird in the blue sky background with the diving downward pose", ""]
+    ids = sd.tokenizer(prompt, padding="max_length", max_length=sd.tokenizer.model_max_length,
+                       return_tensors="np").input_ids
+    ref_ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             return_tensors="np").input_ids
+    np.testing.assert_array_equal(ids, ref_ids)
+    assert ids.shape[1] == 77
+
+    context = np.asarray(sd.text_encoder(jnp.asarray(ids, jnp.int32)))
+    size, channels = sd.unet_config["sample_size"], sd.unet_config["in_channels"]
+    latents = np.random.default_rng(0).standard_normal((2, size, size, channels)).astype(np.float32)
+    timesteps = np.array([999, 20])
+    ours = np.asarray(sd.unet(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(context)))
+    images = np.asarray(sd.vae.decode(jnp.asarray(latents)))
+    with torch.no_grad():
+        ref_context = pipe.text_encoder(torch.from_numpy(ref_ids).long())[0].numpy()
+        ref = pipe.unet(torch.from_numpy(latents.transpose(0, 3, 1, 2)), torch.from_numpy(timesteps),
+                        torch.from_numpy(ref_context)).sample.numpy().transpose(0, 2, 3, 1)
+        ref_images = pipe.vae.decode(torch.from_numpy(latents.transpose(0, 3, 1, 2))).sample.numpy()
+    _close(context, ref_context)
+    _close(ours, ref)
+    _close(images, ref_images.transpose(0, 2, 3, 1))
+    assert pipe.vae.config.scaling_factor == sd.vae.scaling_factor != 1.0  # measured after training, not left at 1
+
+
+def test_shipped_prior_is_small():
+    folder = os.path.join(ROOT, "bobjax", "assets", "toyworld_prior")
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+    assert 0 < total < 20 * 2**20
+
+
+def test_export_round_trips(tmp_path):
+    config = tiny_config()
+    unet, vae, text_encoder = models.build(config)
+    path = export.export_diffusers(str(tmp_path / "prior"), config, unet, vae, text_encoder, scaling_factor=0.5)
+    sd = load_stable_diffusion(path)
+    assert sd.vae.scaling_factor == 0.5
+    for ours, loaded in ((unet, sd.unet), (vae, sd.vae), (text_encoder, sd.text_encoder)):
+        expected = nnx.to_flat_state(nnx.state(ours, nnx.Param))
+        got = dict(nnx.to_flat_state(nnx.state(loaded, nnx.Param)))
+        assert len(expected) == len(got)
+        for key, variable in expected:  # stored as float16
+            value = np.asarray(variable.get_value())
+            np.testing.assert_array_equal(np.asarray(got[key].get_value()), value.astype(np.float16).astype(np.float32))
+
+
+def test_captions_name_context_but_never_a_class():
+    config = tiny_config()
+    prompts = data.prompts(config.data)
+    assert prompts[data.EMPTY] == "" and prompts[data.CLASS_ONLY] == "a bird photo of a bird"
+    full = prompts[data.context_prompt_id(0, 1)]
+    assert full == "a bird photo of a bird in the blue sky background with the perched on a branch pose"
+    from bobjax.data import toyworld
+
+    names = [c.name for c in toyworld.toy_classes(toyworld.MAX_CLASSES)]
+    assert not any(word in p for p in prompts for name in names for word in name.split())
+
+
+def test_pretraining_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    config = tiny_config(**{"vae.steps": 4, "unet.steps": 4})
+    config.sample_steps = 0
+    reference = pretrain.run(config, str(tmp_path / "a"))
+    for phase in ("vae", "unet"):
+        assert np.isfinite(reference.final_metrics[phase]["loss"])
+
+    unet_batch = data.unet_batch
+
+    def killed_at_step_3(*args):
+        if args[4] == 3:  # step
+            raise KeyboardInterrupt
+        return unet_batch(*args)
+
+    monkeypatch.setattr(data, "unet_batch", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(config, str(tmp_path / "b"))
+    monkeypatch.setattr(data, "unet_batch", unet_batch)
+    resumed = pretrain.run(config, str(tmp_path / "b"))
+    assert resumed.final_metrics["vae"] == {}  # the VAE phase was complete and did not run again
+
+    trained = read_components(reference.path)
+    assert trained.keys() == read_components(resumed.path).keys()
+    for component, state in read_components(resumed.path).items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(value, trained[component][key], err_msg=f"{component}: {key}")
+    untrained = read_components(
+        export.export_diffusers(str(tmp_path / "untrained"), config, *models.build(config), scaling_factor=1.0))
+    assert any(not np.array_equal(v, untrained["unet"][k]) for k, v in trained["unet"].items())
+
+
+def test_prior_config_errors_name_the_field():
+    config = tiny_config(**{"unet.attention": [True, False]})
+    with pytest.raises(ValueError, match="config.unet.attention"):
+        models.unet_config(config)
+    config = tiny_config(**{"data.prompt": "a {descriptor} photo of a {kind}"})
+    with pytest.raises(ValueError, match="config.data.prompt"):
+        data.prompts(config.data)
