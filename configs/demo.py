@@ -10,7 +10,7 @@ from bobjax import config_lib
 
 
 def get_config(arg=None):
-    args = config_lib.parse_arg(arg, method="bob", seed=0, seeds=3)
+    args = config_lib.parse_arg(arg, method="bob", seed=0, seeds=1)
     config = config_lib.base_config()
     config.seed = args.seed
     config.compare.methods = "real_only,datadream,bob"
