@@ -32,23 +32,25 @@ def get_config(arg=None):
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
     c.unet = ml_collections.ConfigDict(dict(
         block_out_channels=[64, 128], attention=[False, True], layers_per_block=1, attention_head_dim=4, norm_num_groups=32,
-        steps=1800, batch_size=32,
+        steps=1200, batch_size=32,
         learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0, weight_decay=1e-2,
         adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8))
     # Then the decoder alone on whole images (0 steps: skip): sharper crests and wing bars, same latent space.
     c.decoder = ml_collections.ConfigDict(dict(
-        steps=300, batch_size=16, crop_size=0,
+        steps=200, batch_size=16, crop_size=0,
         learning_rate=3e-4, warmup_steps=20, grad_clip_norm=1.0, weight_decay=0.0,
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
     # Frozen at its random init: see bobjax/prior/models.py for why.
     c.text_encoder = ml_collections.ConfigDict(dict(
         hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4))
-    # DDPM's linear schedule, read by the finetune stage and every sampler of the generate stage. Not SD's
-    # scaled_linear: on 16x16 latents its last step keeps enough signal in the latent mean (sqrt(a_T) = 0.07 vs
-    # noise 1/16) that the UNet learnt the background from the noise instead of the prompt.
+    # DDPM's linear schedule and v-prediction (as SD 2.x), read by the finetune stage and every sampler of the
+    # generate stage. Not SD 1.x's scaled_linear + epsilon: on 16x16 latents its last step keeps enough signal in
+    # the latent mean (sqrt(a_T) = 0.07 vs noise 1/16) that the UNet took the background from the noise; and an
+    # epsilon target barely depends on the image at high noise, so after 750 steps the UNet still ignored the
+    # prompt. A v target at high noise is the clean image, which only the prompt can tell.
     c.scheduler = ml_collections.ConfigDict(dict(
         _class_name="PNDMScheduler", num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
-        beta_schedule="linear", prediction_type="epsilon", skip_prk_steps=True, set_alpha_to_one=False,
+        beta_schedule="linear", prediction_type="v_prediction", skip_prk_steps=True, set_alpha_to_one=False,
         steps_offset=1, clip_sample=False))
 
     c.checkpoint_every = 250
