@@ -5,6 +5,7 @@ Tolerance everywhere: max |ours - torch| <= 1e-4 * max(1, max |torch|), fp32.
 
 import jax.numpy as jnp
 import numpy as np
+from parity import close
 import pytest
 import torch
 import transformers
@@ -23,12 +24,6 @@ STYLES = {
 }
 
 
-def close(ours, ref):
-    ours, ref = np.asarray(ours, np.float32), np.asarray(ref, np.float32)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    bound = 1e-4 * max(1.0, float(np.abs(ref).max()))
-    error = float(np.abs(ours - ref).max())
-    assert error <= bound, f"max abs error {error} > {bound}"
 
 
 def torch_text_model(style, cls=transformers.CLIPTextModel, **overrides):

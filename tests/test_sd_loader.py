@@ -11,6 +11,7 @@ import huggingface_hub
 import jax
 import jax.numpy as jnp
 import numpy as np
+from parity import close
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -24,12 +25,6 @@ from bobjax.models.sd.pipeline import hub_allow_patterns
 PROMPTS = ["a photo of a laysan albatross on a rock", "a bird"]
 
 
-def close(ours, ref, rel=1e-4):
-    ours, ref = np.asarray(ours, np.float32), np.asarray(ref, np.float32)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    bound = rel * max(1.0, float(np.abs(ref).max()))
-    error = float(np.abs(ours - ref).max())
-    assert error <= bound, f"max abs error {error} > {bound}"
 
 
 def nhwc(x):

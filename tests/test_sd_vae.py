@@ -8,6 +8,7 @@ import json
 import diffusers
 import jax.numpy as jnp
 import numpy as np
+from parity import close
 import pytest
 import torch
 from flax import nnx
@@ -32,12 +33,6 @@ CONFIGS = {
 }
 
 
-def close(ours, ref):
-    ours, ref = np.asarray(ours, np.float32), np.asarray(ref, np.float32)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    bound = 1e-4 * max(1.0, float(np.abs(ref).max()))
-    error = float(np.abs(ours - ref).max())
-    assert error <= bound, f"max abs error {error} > {bound}"
 
 
 def torch_vae(name):
