@@ -24,8 +24,6 @@ STYLES = {
 }
 
 
-
-
 def torch_text_model(style, cls=transformers.CLIPTextModel, **overrides):
     config = transformers.CLIPTextConfig(
         vocab_size=VOCAB, intermediate_size=37, num_hidden_layers=2, max_position_embeddings=16,

@@ -25,8 +25,6 @@ from bobjax.models.sd.pipeline import hub_allow_patterns
 PROMPTS = ["a photo of a laysan albatross on a rock", "a bird"]
 
 
-
-
 def nhwc(x):
     return np.asarray(x).transpose(0, 2, 3, 1)
 

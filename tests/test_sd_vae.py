@@ -33,8 +33,6 @@ CONFIGS = {
 }
 
 
-
-
 def torch_vae(name):
     blocks = len(CONFIGS[name]["block_out_channels"])
     torch.manual_seed(0)
