@@ -142,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.classify.real_weight = 0.8  # lambda of BOB: loss = lambda CE(real) + (1 - lambda) CE(synthetic).
     c.classify.alpha = 0.5  # SGIA: probability that a slot holds a synthetic image.
     c.classify.epochs = 100
+    # Optimiser steps per epoch; 0: one pass over the epoch's stream (BOB's). Fixing it gives every method the
+    # same number of steps: with 5 shots a real-only epoch is one batch, against 15 for a real + synthetic one.
+    c.classify.steps_per_epoch = 0
     c.classify.real_only_epochs = 10  # BTL's second phase.
     c.classify.batch_size = 64  # Global.
     c.classify.learning_rate = 1e-5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import time
 
@@ -55,6 +56,8 @@ def run_stage(config, workdir: str, stage: str) -> None:
     if parallel.is_main_process():
         artifacts.mark_complete(config, workdir, stage)
         artifacts.record_timing(workdir, stage, time.perf_counter() - start)
+        # Checkpoints and caches are dead weight once the artifact is complete (a CLIP classifier's are GBs).
+        shutil.rmtree(artifacts.partial_dir(workdir, stage), ignore_errors=True)
     logging.info("stage %s: complete", stage)
 
 

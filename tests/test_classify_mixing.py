@@ -9,6 +9,7 @@ from bobjax import artifacts, classify, parallel
 from bobjax.classification import input as input_lib
 from bobjax.data import make_splits, mixing
 from bobjax.data.tfds_writer import ShardedWriter
+from bobjax.errors import ConfigError
 from bobjax.generate import features
 from classify_run import small_config
 
@@ -58,3 +59,26 @@ def test_btl_trains_both_phases(workdir):
     result = classify.run(config, workdir, mesh=mesh)
     assert result["steps"] == 3 + 3 and result["epochs"] == 2  # alpha phase over 18 slots, then 18 real images
     assert len(result["validation_history"]) == 2
+
+
+def test_fixed_steps_per_epoch_matches_budgets_across_mixings(workdir):
+    """With ``steps_per_epoch`` set, real-only and real + synthetic runs take the same number of steps, and the
+    real-only stream cycles through its few images rather than stopping after one pass."""
+    splits = make_splits(small_config().data, 0)
+    synthetic = classify._synthetic(small_config(**{"classify.mixing": "lambda"}), workdir)
+    for mixing_kind in ("real_only", "lambda", "alpha"):
+        config = small_config(**{"classify.mixing": mixing_kind, "classify.steps_per_epoch": 7})
+        data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32)
+        (phase,) = data.phases
+        assert phase.steps_per_epoch == 7 and data.total_steps == 7 * config.classify.epochs, mixing_kind
+    config = small_config(**{"classify.mixing": "real_only", "classify.steps_per_epoch": 7})
+    data = input_lib.TrainInput(config.classify, splits.train, None, config.seed, 32)
+    labels = np.concatenate([data.phases[0].batch(step)["label"] for step in range(7)])
+    counts = np.bincount(labels, minlength=len(splits.class_names))
+    assert counts.min() >= (len(labels) // len(splits.train)) * np.bincount(splits.train.labels()).min()
+
+
+def test_negative_steps_per_epoch_is_named(workdir):
+    config = small_config(**{"classify.mixing": "real_only", "classify.steps_per_epoch": -1})
+    with pytest.raises(ConfigError, match="config.classify.steps_per_epoch"):
+        input_lib.TrainInput(config.classify, make_splits(config.data, 0).train, None, config.seed, 32)

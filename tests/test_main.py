@@ -12,11 +12,14 @@ from bobjax.errors import ConfigError
 
 
 class RecordingStage:
+    """A stage that leaves work in progress, then dies (``fail``) or writes its artifact."""
+
     def __init__(self, name, calls, fail=False):
         self.name, self.calls, self.fail = name, calls, fail
 
     def run(self, config, workdir):
         self.calls.append(self.name)
+        os.makedirs(artifacts.partial_dir(workdir, self.name), exist_ok=True)
         if self.fail:
             raise RuntimeError("killed")
         os.makedirs(artifacts.stage_dir(workdir, self.name), exist_ok=True)
@@ -67,9 +70,11 @@ def test_killed_stage_reruns_and_earlier_ones_do_not(tmp_path, recorded):
     failing.add("finetune")
     with pytest.raises(RuntimeError):
         main.run(config, str(tmp_path))
+    assert os.path.isdir(artifacts.partial_dir(str(tmp_path), "finetune")), "a killed stage keeps its progress"
     failing.clear()
     main.run(config, str(tmp_path))
     assert calls == ["caption", "finetune", "finetune", "generate"]
+    assert not any(os.path.exists(artifacts.partial_dir(str(tmp_path), s)) for s in ("caption", "finetune", "generate"))
 
 
 def test_changed_config_refuses_stale_stage_until_redo(tmp_path, recorded):

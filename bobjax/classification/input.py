@@ -131,7 +131,9 @@ class TrainInput:
                     epoch_size = len(real_labels)
                 rows = _host_rows(_records(refs, real, synthetic, image_size), cfg.batch_size)
                 batch = lambda step, rows=rows: _stack(rows(step))
-            steps_per_epoch = max(1, math.ceil(epoch_size / cfg.batch_size))
+            if cfg.steps_per_epoch < 0:
+                raise ConfigError(f"config.classify.steps_per_epoch must be >= 0 (0: one pass), got {cfg.steps_per_epoch}")
+            steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(epoch_size / cfg.batch_size))
             self.phases.append(Phase(kind, epochs, steps_per_epoch, batch))
 
     @property
