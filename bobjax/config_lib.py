@@ -15,7 +15,7 @@ import ml_collections
 from bobjax.errors import ConfigError
 
 STAGES = ("caption", "finetune", "generate", "classify", "report")
-METHODS = ("bob", "datadream", "real_only", "zero_shot")
+METHODS = ("bob", "bob_within_class", "datadream", "real_only", "zero_shot")
 
 # The prompts of BOB_SPEC, step 2 (training) and 3 (generation); {descriptor} is the dataset's object kind.
 BOB_PROMPT = "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
@@ -133,6 +133,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate.resolution = 512
     c.generate.batch_size = 8  # Per device.
     c.generate.export_png = False
+    # diffusion: the fine-tuned Stable Diffusion. toyworld: the toy world draws each planned (class, background,
+    # pose) exactly, a perfect generator that tells what the plan gives from what the prior can render.
+    c.generate.renderer = "diffusion"
 
     c.classify = ml_collections.ConfigDict()
     # clip_vit_b16 | resnet50 | vit_b16 | mae_vit_b16 | resnet_tiny (demo, from scratch) | resnet18/26/34
@@ -174,6 +177,10 @@ def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collectio
         config.finetune.prompt = BOB_PROMPT
         config.generate.prompt = BOB_PROMPT
         config.generate.plan = "bob"
+    elif method == "bob_within_class":  # BOB's ablation: contexts drawn from the class's own images only.
+        config.finetune.prompt = BOB_PROMPT
+        config.generate.prompt = BOB_PROMPT
+        config.generate.plan = "within_class"
     elif method == "datadream":
         config.finetune.prompt = CLASS_PROMPT
         config.generate.prompt = CLASS_PROMPT

@@ -80,6 +80,19 @@ def load_generator(config, workdir: str, mesh):
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
 
 
+def make_generate_fn(config, workdir: str, mesh):
+    """``planned images -> uint8 images``: the fine-tuned diffusion model, or the toy world's own renderer."""
+    renderer = config.generate.renderer
+    if renderer == "toyworld":
+        from bobjax.generation.toyworld_renderer import ToyWorldRenderer
+
+        return ToyWorldRenderer(config)
+    if renderer != "diffusion":
+        raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
+    generator = load_generator(config, workdir, mesh)
+    return lambda planned: generator([p.prompt for p in planned], seeds=[p.seed for p in planned])
+
+
 def _records(planned: list[PlannedImage], images: np.ndarray):
     for item, image in zip(planned, images):
         yield {"image": image, "label": item.label, "image_id": item.image_id, "class_name": item.class_name,
@@ -121,14 +134,14 @@ def run(config, workdir: str) -> None:
     logging.info("generate: %d images in %d shards; %d shards left for this host", len(planned), len(shards), len(mine))
     if mine:
         mesh = parallel.make_mesh(config.mesh, devices=jax.local_devices())
-        generator = load_generator(config, workdir, mesh)
+        generate = make_generate_fn(config, workdir, mesh)
         batch = g.batch_size * mesh.size
         with tqdm(total=sum(len(shards[k]) for k in mine), desc="generate", unit="img") as progress:
             for k in mine:
                 images = []
                 for start in range(0, len(shards[k]), batch):
                     chunk = shards[k][start : start + batch]
-                    images.append(generator([p.prompt for p in chunk], seeds=[p.seed for p in chunk]))
+                    images.append(generate(chunk))
                     progress.update(len(chunk))
                 writer.write_shard(k, _records(shards[k], np.concatenate(images) if images else []))
     if jax.process_count() > 1:

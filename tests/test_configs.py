@@ -55,6 +55,9 @@ def test_method_presets():
     assert datadream.data.shots == 10
     assert datadream.finetune.prompt == "a {descriptor} photo of a {class_name}"
     assert datadream.generate.plan == "class_only" and "caption" not in datadream.stages
+    within = load(os.path.join(ROOT, "configs", "cub.py"), "method=bob_within_class")
+    assert within.generate.plan == "within_class" and within.finetune.prompt == within.generate.prompt
+    assert "{background}" in within.generate.prompt
     real = load(os.path.join(ROOT, "configs", "cub.py"), "method=real_only")
     assert real.classify.mixing == "real_only" and real.stages == "classify,report"
     assert load(os.path.join(ROOT, "configs", "cub.py"), "sd=sd15").model.sd == "runwayml/stable-diffusion-v1-5"

@@ -7,8 +7,8 @@ import math
 from demo_run import cli
 
 REDUCED = ("--config.compare.seeds=1", "--config.finetune.epochs=2", "--config.generate.images_per_class=4",
-           "--config.generate.steps=3", "--config.classify.epochs=2", "--config.data.toyworld.test_per_class=4",
-           "--config.data.toyworld.val_per_class=2")
+           "--config.generate.steps=3", "--config.classify.epochs=2", "--config.classify.steps_per_epoch=2",
+           "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2")
 
 
 def test_reduced_demo_end_to_end_then_nothing_to_redo(tmp_path):
