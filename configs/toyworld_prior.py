@@ -27,12 +27,12 @@ def get_config(arg=None):
 
     c.vae = ml_collections.ConfigDict(dict(
         block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=16, latent_channels=8,
-        kl_weight=1e-4, steps=2400, batch_size=16, crop_size=32,
+        kl_weight=1e-4, steps=2000, batch_size=16, crop_size=32,
         learning_rate=1e-3, warmup_steps=50, grad_clip_norm=1.0, weight_decay=0.0,
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
     c.unet = ml_collections.ConfigDict(dict(
         block_out_channels=[64, 128], attention=[False, True], layers_per_block=1, attention_head_dim=4, norm_num_groups=32,
-        steps=2500, batch_size=32,
+        steps=2200, batch_size=32,
         learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0, weight_decay=1e-2,
         adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8))
     # Then the decoder alone on whole images (0 steps: skip): sharper crests and wing bars, same latent space.
