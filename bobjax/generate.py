@@ -22,10 +22,9 @@ from bobjax import artifacts, assets, parallel
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
-from bobjax.generation.plan import PlannedImage, images_per_class, make_plan
+from bobjax.generation.plan import CONTEXT_PLANS, PlannedImage, images_per_class, make_plan
 
 SHARD_SIZE = 256  # Images per shard: a few minutes of work on one GPU, so a kill loses little.
-CONTEXT_PLANS = ("bob", "within_class", "independent")
 
 
 def features(class_names) -> tfds.features.FeaturesDict:

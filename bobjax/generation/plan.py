@@ -19,7 +19,7 @@ import numpy as np
 from bobjax.errors import ConfigError
 
 PLANS = ("bob", "within_class", "independent", "class_only", "zero_shot")
-_CONTEXT_PLANS = ("bob", "within_class", "independent")
+CONTEXT_PLANS = ("bob", "within_class", "independent")
 
 
 class ContextBank(Protocol):
@@ -79,7 +79,7 @@ def make_plan(
     """Every synthetic image of the run, class by class."""
     if plan not in PLANS:
         raise ConfigError(f"config.generate.plan is {plan!r}; expected one of {PLANS}")
-    needs_context = plan in _CONTEXT_PLANS
+    needs_context = plan in CONTEXT_PLANS
     if needs_context and (bank is None or len(bank.labels) == 0):
         raise ConfigError(f"plan {plan!r} draws contexts from the caption bank, which is empty or missing; "
                           "run the caption stage first")

@@ -14,7 +14,7 @@ import numpy as np
 
 from bobjax.data import toyworld
 from bobjax.errors import ConfigError
-from bobjax.generation.plan import PlannedImage
+from bobjax.generation.plan import CONTEXT_PLANS, PlannedImage
 
 
 class ToyWorldRenderer:
@@ -24,10 +24,9 @@ class ToyWorldRenderer:
         if config.data.source != "toyworld":
             raise ConfigError(f"config.generate.renderer='toyworld' draws toy-world birds; config.data.source is "
                               f"{config.data.source!r}: use config.generate.renderer='diffusion'")
-        if config.generate.plan not in ("bob", "within_class", "independent"):
+        if config.generate.plan not in CONTEXT_PLANS:
             raise ConfigError(f"config.generate.renderer='toyworld' needs a background and pose per image, which "
-                              f"config.generate.plan={config.generate.plan!r} does not give; use bob, within_class "
-                              "or independent")
+                              f"config.generate.plan={config.generate.plan!r} does not give; use one of {CONTEXT_PLANS}")
         self.classes = toyworld.toy_classes(config.data.toyworld.num_classes)
         self.resolution = config.generate.resolution
 
