@@ -31,7 +31,7 @@ _STAGE_INPUTS = {
     "finetune": ("seed", "data", "caption", "model", "finetune"),
     "generate": ("seed", "data", "caption", "model", "finetune", "generate"),
     "classify": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method"),
-    "report": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method", "compare"),
+    "report": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method", "compare", "report"),
 }
 
 

@@ -59,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
     # A side-by-side comparison: run each method (config_lib.METHODS) with each of `seeds` seeds (config.seed,
     # config.seed + 1, ...) in WORKDIR/<method>/seed<k>/, then one report over all. "" runs config.method once.
     c.compare = ml_collections.ConfigDict(dict(methods="", seeds=1))
+    # Toy world only: an oracle classifier trained on oracle_per_class balanced real images per class for
+    # oracle_steps steps measures how much class detail each method's synthetic images carry (0 steps: skip).
+    c.report = ml_collections.ConfigDict(dict(oracle_steps=300, oracle_per_class=200))
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "tfds"  # tfds | folder | toyworld

@@ -1,10 +1,11 @@
 """The ``report`` stage: ``WORKDIR/report/index.html``, its Markdown twin ``index.md``, and ``results.json``
-(``{method: {"top1": mean over seeds, "top1_std", "top1_per_seed", "seeds", "per_class"}}``).
+(``{method: {"top1": mean over seeds, "top1_std", "top1_per_seed", "seeds", "per_class"}}``, plus
+``"synthetic_class_fidelity"`` on the toy world: see :mod:`bobjax.reporting.fidelity`).
 
 It covers the run in ``WORKDIR`` or, for a comparison (``config.compare``), every method and seed side by side:
 accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of each class, the
-backgrounds those images show, the wall time of every stage, and the config. The whole folder is written
-under a temporary name and renamed when complete.
+backgrounds those images show, on the toy world how much class detail the synthetic images carry, the wall time
+of every stage, and the config. The whole folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from bobjax import artifacts
-from bobjax.data import make_splits
-from bobjax.reporting import render
+from bobjax.data import make_splits, toyworld
+from bobjax.data.tfds_writer import read_dataset
+from bobjax.reporting import fidelity, render
 from bobjax.reporting.results import Results, collect
 
 TILE = 64  # Pixels of one image in the report's grids.
@@ -61,10 +63,40 @@ def _synthetic_rows(workdir: str, num_classes: int) -> list[list[np.ndarray]] | 
     return rows
 
 
+def _class_fidelity(config, results: Results) -> dict[str, dict] | None:
+    """Toy world only: each method's synthetic class fidelity (mean over its seeds), and the oracle's own test
+    accuracy under the key ``"oracle"``; None where there is nothing to measure."""
+    synthetic = {m.method: [d for d in m.workdirs if os.path.isfile(
+        os.path.join(artifacts.stage_dir(d, "generate"), "dataset_info.json"))] for m in results.methods}
+    if config.data.source != "toyworld" or not config.report.oracle_steps or not any(synthetic.values()):
+        return None
+    oracle = fidelity.train_oracle(toyworld.spec_from_config(config.data.toyworld),
+                                   per_class=config.report.oracle_per_class, steps=config.report.oracle_steps,
+                                   seed=config.seed)
+    out = {"oracle": {"test_top1": oracle.test_top1}}
+    for method, workdirs in synthetic.items():
+        scores = []
+        for folder in workdirs:
+            source = read_dataset(artifacts.stage_dir(folder, "generate"))
+            records = [source[i] for i in range(len(source))]
+            images = np.stack([np.asarray(r["image"]) for r in records])
+            labels = np.array([int(r["label"]) for r in records])
+            scores.append(fidelity.class_fidelity(oracle, images, labels, len(results.class_names)))
+        if scores:
+            out[method] = {"top1": float(np.mean([s["top1"] for s in scores])),
+                           "per_class": np.nanmean([s["per_class"] for s in scores], axis=0).tolist()}
+    return out
+
+
 def run(config, workdir: str) -> dict:
     results = collect(config, workdir)
     out_dir = artifacts.stage_dir(workdir, "report")
     summary = {m.method: m.as_json(results.class_names) for m in results.methods}
+    class_fidelity = _class_fidelity(config, results)
+    if class_fidelity is not None:
+        for method, score in class_fidelity.items():
+            if method in summary:
+                summary[method]["synthetic_class_fidelity"] = score["top1"]
     title = f"bobjax report: {results.dataset}"
     with artifacts.atomic_dir(out_dir) as tmp:
         os.makedirs(os.path.join(tmp, "images"))
@@ -78,7 +110,7 @@ def run(config, workdir: str) -> dict:
             path = os.path.join("images", caption.split(" ")[0] + ".png")
             _grid(rows).save(os.path.join(tmp, path))
             images.append((caption, path))
-        parts = render.sections(results, images, config.to_json_best_effort(indent=2))
+        parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity)
         with open(os.path.join(tmp, "index.html"), "w") as f:
             f.write(render.to_html(title, results, parts))
         with open(os.path.join(tmp, "index.md"), "w") as f:

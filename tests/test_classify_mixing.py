@@ -5,25 +5,20 @@ import jax
 import numpy as np
 import pytest
 
-from bobjax import artifacts, classify, parallel
+from bobjax import classify, parallel
 from bobjax.classification import input as input_lib
 from bobjax.data import make_splits, mixing
-from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
-from bobjax.generate import features
 from classify_run import small_config
+from synthetic_data import write_synthetic
 
 PER_CLASS = 4
 
 
 def _write_synthetic(workdir: str, class_names) -> None:
     rng = np.random.default_rng(0)
-    writer = ShardedWriter(artifacts.stage_dir(workdir, "generate"), "synthetic", features(class_names), "train", 1)
-    examples = [{"image": rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8), "label": c, "image_id": f"s{c}_{i}",
-                 "class_name": name, "prompt": "p", "background": "b", "pose": "q", "seed": i}
-                for c, name in enumerate(class_names) for i in range(PER_CLASS)]
-    writer.write_shard(0, examples)
-    writer.finalize([len(examples)])
+    labels = np.repeat(np.arange(len(class_names)), PER_CLASS)
+    write_synthetic(workdir, class_names, rng.integers(0, 256, size=(len(labels), 40, 48, 3), dtype=np.uint8), labels)
 
 
 @pytest.fixture

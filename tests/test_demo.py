@@ -8,7 +8,8 @@ from demo_run import cli
 
 REDUCED = ("--config.compare.seeds=1", "--config.finetune.epochs=2", "--config.generate.images_per_class=4",
            "--config.generate.steps=3", "--config.classify.epochs=2", "--config.classify.steps_per_epoch=2",
-           "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2")
+           "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2",
+           "--config.report.oracle_steps=5", "--config.report.oracle_per_class=4")
 
 
 def test_reduced_demo_end_to_end_then_nothing_to_redo(tmp_path):
@@ -18,6 +19,7 @@ def test_reduced_demo_end_to_end_then_nothing_to_redo(tmp_path):
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert sorted(results) == ["bob", "datadream", "real_only"]
     assert all(math.isfinite(r["top1"]) and 0 <= r["top1"] <= 100 for r in results.values())
+    assert all(0 <= results[m]["synthetic_class_fidelity"] <= 100 for m in ("bob", "datadream"))
     page = (tmp_path / "report" / "index.html").read_text()
     assert "datadream synthetic" in page and "bob synthetic" in page and "Wall time" in page
     timings = {p: p.read_text() for p in tmp_path.glob("**/timings.json")}

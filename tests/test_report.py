@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from demo_run import demo_config
 from PIL import Image
+from synthetic_data import write_synthetic
 
 from bobjax import artifacts, caption, compare, report
-from bobjax.data import make_splits
+from bobjax.data import make_splits, toyworld
 from bobjax.reporting.results import collect
 
 METHODS = ("real_only", "datadream", "bob")
@@ -73,3 +74,31 @@ def test_missing_run_names_the_file_and_stage(tmp_path):
     with pytest.raises(artifacts.ArtifactError, match="classify stage") as error:
         report.run(config, str(tmp_path))
     assert os.path.join(str(tmp_path), "real_only", "seed0", "classify", "metrics.json") in str(error.value)
+
+
+def test_toy_world_report_measures_class_fidelity(tmp_path):
+    """A method whose synthetic images show their classes scores far above one whose images carry other classes'
+    details; the table and results.json say so."""
+    config = demo_config(**{"compare.methods": "real_only,datadream,bob", "compare.seeds": 1,
+                            "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
+                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 150,
+                            "report.oracle_per_class": 40})
+    workdir = str(tmp_path)
+    runs = {r.method: r for r in compare.runs(config, workdir)}
+    class_names = make_splits(config.data, config.seed).class_names
+    rng = np.random.default_rng(0)
+    for run in runs.values():
+        _write_metrics(run, class_names, rng)
+    world = toyworld.ToyWorldSpec(num_classes=3, image_size=32, seed=5, correlated=False, train_per_class=8)
+    drawn = toyworld.ToyWorldSplit(world, "train")
+    images, labels = np.stack([drawn[i]["image"] for i in range(len(drawn))]), drawn.labels()
+    write_synthetic(runs["bob"].workdir, class_names, images, labels)
+    write_synthetic(runs["datadream"].workdir, class_names, images, (labels + 1) % 3)  # Another class's detail.
+
+    summary = report.run(config, workdir)
+
+    assert "synthetic_class_fidelity" not in summary["real_only"]
+    assert summary["bob"]["synthetic_class_fidelity"] >= 80.0 and summary["datadream"]["synthetic_class_fidelity"] <= 15.0
+    markdown = open(os.path.join(artifacts.stage_dir(workdir, "report"), "index.md")).read()
+    assert "Class fidelity of the synthetic images" in markdown
+    assert f"| bob | {summary['bob']['synthetic_class_fidelity']:.1f} |" in markdown

@@ -254,9 +254,7 @@ def load_source(data_config) -> Source:
     """The source named by ``config.data``."""
     kind = data_config.source
     if kind == "toyworld":
-        tw = data_config.toyworld
-        spec = toyworld.ToyWorldSpec(**{f.name: tw[f.name] for f in dataclasses.fields(toyworld.ToyWorldSpec) if f.name in tw})
-        return toyworld_source(spec)
+        return toyworld_source(toyworld.spec_from_config(data_config.toyworld))
     if kind == "folder":
         return folder_source(data_config.data_dir, data_config.descriptor)
     if kind == "tfds":

@@ -84,6 +84,12 @@ class ToyWorldSpec:
             raise ConfigError(f"config.data.toyworld.image_size must be >= 16, got {self.image_size}")
 
 
+def spec_from_config(toyworld_config) -> ToyWorldSpec:
+    """``config.data.toyworld`` -> the spec of the world it describes."""
+    return ToyWorldSpec(**{f.name: toyworld_config[f.name] for f in dataclasses.fields(ToyWorldSpec)
+                           if f.name in toyworld_config})
+
+
 def _rng(*key) -> np.random.Generator:
     digest = hashlib.sha256(repr(key).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))

@@ -29,7 +29,8 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def sections(results: Results, images: list[tuple[str, str]], config_json: str) -> list[Section]:
+def sections(results: Results, images: list[tuple[str, str]], config_json: str,
+             class_fidelity: dict[str, dict] | None = None) -> list[Section]:
     seeds = sorted({s for m in results.methods for s in m.seeds})
     out = [Section(
         "Test top-1 accuracy (%)",
@@ -42,6 +43,18 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str) 
                        header=["class"] + [m.method for m in results.methods],
                        rows=[[name] + [_pct(m.per_class_mean()[c]) for m in results.methods]
                              for c, name in enumerate(results.class_names)]))
+    if class_fidelity is not None:
+        methods = [m for m in class_fidelity if m != "oracle"]
+        out.append(Section(
+            "Class fidelity of the synthetic images (%, toy-world oracle)",
+            text=f"The share of each method's synthetic images (all seeds) that an oracle classifier, trained on "
+                 f"plentiful context-balanced real toy images ({_pct(class_fidelity['oracle']['test_top1'])} % on "
+                 f"the real test split), labels as the class they were generated for. Chance is "
+                 f"{_pct(100 / len(results.class_names))} %: images at chance carry no class detail, whatever their "
+                 "contexts.",
+            header=["method", "all classes"] + results.class_names,
+            rows=[[m, _pct(class_fidelity[m]["top1"])] + [_pct(a) for a in class_fidelity[m]["per_class"]]
+                  for m in methods]))
     out.append(Section("Real and synthetic training images",
                        text="One row per class: the real few-shot images, then each method's synthetic images "
                             "(first seed).", images=images))
