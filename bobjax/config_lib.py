@@ -97,7 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.prompt = BOB_PROMPT
-    c.finetune.per_class = False  # One LoRA for the whole dataset (BOB) or one per class.
+    # One LoRA for the whole dataset (BOB), or one per class (DataDream's per-class variant; generate then draws
+    # each class with its own LoRA).
+    c.finetune.per_class = False
     c.finetune.lora_rank = 16
     c.finetune.lora_alpha = 16.0
     c.finetune.lora_dropout = 0.0

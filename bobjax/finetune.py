@@ -29,6 +29,11 @@ from bobjax.models.sd.schedulers import NoiseSchedule
 from bobjax.training import lora_step, optim, preview
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def class_dir(finetune_dir: str, label: int) -> str:
+    """Where class ``label``'s LoRA goes with ``config.finetune.per_class``."""
+    return os.path.join(finetune_dir, f"class_{label:04d}")
 NUM_PREVIEWS = 4
 
 
@@ -80,7 +85,7 @@ def run(config, workdir: str) -> None:
     input_ids = tokenize(sd.tokenizer, prompts)
 
     folder = artifacts.stage_dir(workdir, "finetune")
-    groups = ([(os.path.join(folder, f"class_{k:04d}"), np.flatnonzero(train.labels() == k))
+    groups = ([(class_dir(folder, k), np.flatnonzero(train.labels() == k))
                for k in range(len(splits.class_names))] if c.per_class
               else [(folder, np.arange(len(train)))])
     for folder, indices in groups:

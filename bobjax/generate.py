@@ -57,7 +57,8 @@ def plan_run(config, workdir: str):
 
 
 def load_generator(config, workdir: str, mesh):
-    """The base model, with the run's LoRA merged in (none for ``zero_shot``), wrapped in a sampler."""
+    """The base model, with the run's LoRA merged in (none for ``zero_shot``; per-class LoRAs are folded in
+    class by class later, by :class:`~bobjax.generation.per_class_loras.PerClassLoras`), wrapped in a sampler."""
     import jax.numpy as jnp
 
     from bobjax.generation.sampler import TextToImage
@@ -70,11 +71,9 @@ def load_generator(config, workdir: str, mesh):
         from bobjax.finetune import LORA_FILE
         from bobjax.models import lora
 
-        if config.finetune.per_class:
-            raise ConfigError("generating from per-class LoRAs (config.finetune.per_class=True) is not built yet; "
-                              "set config.finetune.per_class=False for one LoRA over the dataset")
-        lora.fold_file_into_pipeline(sd, os.path.join(artifacts.stage_dir(workdir, "finetune"), LORA_FILE),
-                                     scale=g.lora_scale)
+        if not config.finetune.per_class:
+            lora.fold_file_into_pipeline(sd, os.path.join(artifacts.stage_dir(workdir, "finetune"), LORA_FILE),
+                                         scale=g.lora_scale)
     return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
 
@@ -89,6 +88,10 @@ def make_generate_fn(config, workdir: str, mesh):
     if renderer != "diffusion":
         raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
     generator = load_generator(config, workdir, mesh)
+    if config.finetune.per_class and config.generate.plan != "zero_shot":
+        from bobjax.generation.per_class_loras import PerClassLoras
+
+        return PerClassLoras(generator, artifacts.stage_dir(workdir, "finetune"), config.generate.lora_scale)
     return lambda planned: generator([p.prompt for p in planned], seeds=[p.seed for p in planned])
 
 

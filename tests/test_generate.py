@@ -119,8 +119,8 @@ def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeyp
         np.testing.assert_array_equal(first[i]["image"], second[i]["image"])
 
 
-def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
-    import diffusers
+def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05) -> None:
+    """A LoRA with non-zero B (a trained one's shape; entries of ``std``), written by the real export path."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -128,17 +128,25 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
     from bobjax.config_lib import base_config
     from bobjax.models import lora
 
-    # A LoRA with non-zero B (a trained one's shape), written by the real export path.
     sd = load_stable_diffusion(tiny_sd_path)
     configs = finetune.lora_configs(base_config().finetune)
     unet, text_encoder = finetune.add_adapters(sd, configs, seed=0)
-    key = jax.random.key(1)
+    key = jax.random.key(seed)
     for model in (unet, text_encoder):
         for _, variable in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
             key, sub = jax.random.split(key)
-            variable.set_value(0.05 * jax.random.normal(sub, variable.get_value().shape, jnp.float32))
-    path = str(tmp_path / "pytorch_lora_weights.safetensors")
+            variable.set_value(std * jax.random.normal(sub, variable.get_value().shape, jnp.float32))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     lora.save_diffusers_lora(path, {"unet": (unet, configs["unet"]), "text_encoder": (text_encoder, configs["text_encoder"])})
+
+
+def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
+    import diffusers
+
+    from bobjax.models import lora
+
+    path = str(tmp_path / "pytorch_lora_weights.safetensors")
+    write_random_lora(tiny_sd_path, path, seed=1)
 
     ours = load_stable_diffusion(tiny_sd_path)
     lora.fold_file_into_pipeline(ours, path, scale=1.0)
@@ -163,3 +171,34 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
                        latents=torch.from_numpy(latents.transpose(0, 3, 1, 2)), output_type="np").images
     assert np.abs(reference - without).max() > 1e-2, "the LoRA must change the images for this test to mean anything"
     np.testing.assert_allclose(mine, reference, atol=1e-3)
+
+
+def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
+    """With ``finetune.per_class``, every image equals the one a pipeline holding only its class's LoRA draws
+    for the same prompt and seed (batches of 4 cross class boundaries, so LoRAs are swapped mid-batch)."""
+    from bobjax import finetune
+    from bobjax.models import lora
+
+    config = stage_config(tiny_sd_path, **{"generate.plan": "class_only", "finetune.per_class": True,
+                                           "generate.batch_size": 4})
+    finetune_dir = artifacts.stage_dir(str(tmp_path), "finetune")
+    for label in range(3):
+        write_random_lora(tiny_sd_path, os.path.join(finetune.class_dir(finetune_dir, label), finetune.LORA_FILE),
+                          seed=10 + label, std=0.3)  # Strong enough that each class's images tell its LoRA.
+    generate.run(config, str(tmp_path))
+
+    _, planned = generate.plan_run(config, str(tmp_path))
+    source = read_dataset(artifacts.stage_dir(str(tmp_path), "generate"))
+    drawn = {source[i]["image_id"].decode(): source[i]["image"] for i in range(len(source))}
+    g = config.generate
+    for label in range(3):
+        sd = load_stable_diffusion(tiny_sd_path)
+        lora.fold_file_into_pipeline(sd, os.path.join(finetune.class_dir(finetune_dir, label), finetune.LORA_FILE))
+        own = TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
+                          resolution=g.resolution, mesh=mesh_of(1))
+        items = [p for p in planned if p.label == label]
+        want = own([p.prompt for p in items], seeds=[p.seed for p in items])
+        got = np.stack([drawn[p.image_id] for p in items])
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, label  # uint8 rounding of float noise.
+        other = [p for p in planned if p.label == (label + 1) % 3][:1]
+        assert np.abs(drawn[other[0].image_id].astype(int) - own([other[0].prompt], seeds=[other[0].seed])[0]).max() > 8

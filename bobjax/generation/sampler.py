@@ -42,15 +42,21 @@ class TextToImage:
         self.latent_shape = (resolution // factor, resolution // factor, sd.unet_config.get("in_channels", 4))
         self.guidance_scale = float(guidance_scale)
         self.negative_ids = self.tokenize([negative_prompt])
-        self._graphdef, self._state = nnx.split((sd.unet, sd.vae, sd.text_encoder))
+        self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
+        self.refresh_weights()
         replicated = parallel.replicated(mesh)
-        self._state = jax.device_put(self._state, replicated)
         batch = NamedSharding(mesh, PartitionSpec(parallel.AXES))
         self._generate = jax.jit(
             self._pure_generate,
             in_shardings=(replicated, batch, replicated, batch),
             out_shardings=batch,
         )
+
+    def refresh_weights(self) -> None:
+        """Reads the pipeline's weights again (after another LoRA was folded in); the graph is the same, so
+        nothing recompiles."""
+        state = nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder))
+        self._state = jax.device_put(state, parallel.replicated(self.mesh))
 
     def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
         tokenizer = self.sd.tokenizer
