@@ -26,12 +26,12 @@ def get_config(arg=None):
     c.data.empty_prompt_prob = 0.1  # Unconditional captions, for classifier-free guidance.
 
     c.vae = ml_collections.ConfigDict(dict(
-        block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=16, latent_channels=8,
+        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, latent_channels=8,
         kl_weight=1e-4, steps=2000, batch_size=16, crop_size=32,
         learning_rate=1e-3, warmup_steps=50, grad_clip_norm=1.0, weight_decay=0.0,
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
     c.unet = ml_collections.ConfigDict(dict(
-        block_out_channels=[64, 128], attention=[False, True], layers_per_block=1, attention_head_dim=4, norm_num_groups=32,
+        block_out_channels=(64, 128), attention=(False, True), layers_per_block=1, attention_head_dim=4, norm_num_groups=32,
         steps=2200, batch_size=32,
         learning_rate=1e-3, warmup_steps=100, grad_clip_norm=1.0, weight_decay=1e-2,
         adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8))
@@ -62,9 +62,9 @@ def get_config(arg=None):
     if args.tiny:
         c.data.pool_size = 16
         c.data.image_size = 16
-        c.vae.update(block_out_channels=[8, 16], norm_num_groups=4, steps=3, batch_size=2, crop_size=8)
+        c.vae.update(block_out_channels=(8, 16), norm_num_groups=4, steps=3, batch_size=2, crop_size=8)
         c.decoder.update(steps=2, batch_size=2)
-        c.unet.update(block_out_channels=[32], attention=[True], attention_head_dim=2, norm_num_groups=8, steps=3, batch_size=2)
+        c.unet.update(block_out_channels=(32,), attention=(True,), attention_head_dim=2, norm_num_groups=8, steps=3, batch_size=2)
         c.text_encoder.update(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
         c.checkpoint_every = 2
         c.tensorboard = False

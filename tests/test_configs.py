@@ -3,7 +3,10 @@
 import glob
 import os
 
+import ml_collections
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from bobjax import config_lib
 from bobjax.errors import ConfigError
@@ -68,3 +71,27 @@ def test_bad_arguments_are_named():
         config_lib.parse_arg("shot=5", shots=5)
     with pytest.raises(ConfigError, match="'magic'"):
         config_lib.apply_method(config_lib.base_config(), "magic")
+
+
+def _fields(config, prefix=""):
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _fields(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))), ids=os.path.basename)
+def test_sequence_fields_can_be_set_from_the_command_line(path):
+    """ml_collections' flags parse tuples but refuse lists, so a list in a config is a field users cannot set."""
+    sequences = {name: value for name, value in _fields(config_lib.load_config_file(path))
+                 if isinstance(value, (list, tuple))}
+    argv = ["prog", f"--config={path}"] + [f"--config.{name}={tuple(value)!r}" for name, value in sequences.items()]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    for name, value in sequences.items():
+        got = values.config
+        for key in name.split("."):
+            got = got[key]
+        assert tuple(got) == tuple(value), name
