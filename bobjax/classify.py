@@ -26,7 +26,7 @@ from bobjax import artifacts, parallel
 from bobjax.classification import input as input_lib
 from bobjax.classification import metrics, optim, step as step_lib
 from bobjax.data import augment, make_splits
-from bobjax.data.tfds_writer import read_dataset
+from bobjax.data.tfds_writer import is_finished, read_dataset
 from bobjax.models import classifiers
 
 LOG_EVERY = 10  # Steps between TensorBoard training scalars.
@@ -36,7 +36,7 @@ def _synthetic(config, workdir: str):
     if config.classify.mixing == "real_only":
         return None
     folder = artifacts.stage_dir(workdir, "generate")
-    if not os.path.exists(os.path.join(folder, "dataset_info.json")):
+    if not is_finished(folder):
         raise artifacts.ArtifactError(
             f"config.classify.mixing={config.classify.mixing!r} needs the synthetic images of the generate stage in "
             f"{folder}, which holds no finished dataset; run the generate stage first, or set "

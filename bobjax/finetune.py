@@ -29,12 +29,12 @@ from bobjax.models.sd.schedulers import NoiseSchedule
 from bobjax.training import lora_step, optim, preview
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+NUM_PREVIEWS = 4
 
 
 def class_dir(finetune_dir: str, label: int) -> str:
     """Where class ``label``'s LoRA goes with ``config.finetune.per_class``."""
     return os.path.join(finetune_dir, f"class_{label:04d}")
-NUM_PREVIEWS = 4
 
 
 class TrainingDivergedError(UserError):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bobjax import artifacts
 from bobjax.data import make_splits, toyworld
-from bobjax.data.tfds_writer import read_dataset
+from bobjax.data.tfds_writer import is_finished, read_dataset
 from bobjax.reporting import fidelity, render
 from bobjax.reporting.results import Results, collect
 
@@ -66,8 +66,8 @@ def _synthetic_rows(workdir: str, num_classes: int) -> list[list[np.ndarray]] | 
 def _class_fidelity(config, results: Results) -> dict[str, dict] | None:
     """Toy world only: each method's synthetic class fidelity (mean over its seeds), and the oracle's own test
     accuracy under the key ``"oracle"``; None where there is nothing to measure."""
-    synthetic = {m.method: [d for d in m.workdirs if os.path.isfile(
-        os.path.join(artifacts.stage_dir(d, "generate"), "dataset_info.json"))] for m in results.methods}
+    synthetic = {m.method: [d for d in m.workdirs if is_finished(artifacts.stage_dir(d, "generate"))]
+                 for m in results.methods}
     if config.data.source != "toyworld" or not config.report.oracle_steps or not any(synthetic.values()):
         return None
     oracle = fidelity.train_oracle(toyworld.spec_from_config(config.data.toyworld),

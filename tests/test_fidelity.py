@@ -18,7 +18,7 @@ def oracle():
 
 def _test_images():
     split = toyworld.ToyWorldSplit(SPEC, "test")
-    return np.stack([split[i]["image"] for i in range(len(split))]), split.labels()
+    return split.images(), split.labels()
 
 
 def test_oracle_reads_the_class_detail_of_real_images(oracle):

@@ -91,7 +91,7 @@ def test_toy_world_report_measures_class_fidelity(tmp_path):
         _write_metrics(run, class_names, rng)
     world = toyworld.ToyWorldSpec(num_classes=3, image_size=32, seed=5, correlated=False, train_per_class=8)
     drawn = toyworld.ToyWorldSplit(world, "train")
-    images, labels = np.stack([drawn[i]["image"] for i in range(len(drawn))]), drawn.labels()
+    images, labels = drawn.images(), drawn.labels()
     write_synthetic(runs["bob"].workdir, class_names, images, labels)
     write_synthetic(runs["datadream"].workdir, class_names, images, (labels + 1) % 3)  # Another class's detail.
 

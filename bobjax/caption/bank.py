@@ -91,8 +91,10 @@ def read_caption_bank(workdir: str) -> CaptionBank:
     """The bank the caption stage wrote in ``workdir``."""
     import tensorflow_datasets as tfds
 
+    from bobjax.data.tfds_writer import is_finished
+
     path = bank_path(workdir)
-    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+    if not is_finished(path):
         raise ArtifactError(f"no caption bank in {path}; run the caption stage first (--config.stages=caption)")
     source = tfds.builder_from_directory(path).as_data_source(split=SPLIT)
     records = [source[i] for i in range(len(source))]

@@ -74,8 +74,13 @@ class ShardedWriter:
             raise ArtifactError(f"cannot write TFDS metadata in {self.directory}: {e.strerror or e}") from e
 
 
+def is_finished(directory: str) -> bool:
+    """Whether ``directory`` holds a finished dataset: its metadata is written last, after every shard."""
+    return os.path.isfile(os.path.join(directory, "dataset_info.json"))
+
+
 def read_dataset(directory: str, split: str = "train"):
     """The random-access source of a dataset written by :class:`ShardedWriter` (or any TFDS folder)."""
-    if not os.path.exists(os.path.join(directory, "dataset_info.json")):
+    if not is_finished(directory):
         raise ArtifactError(f"{directory} holds no finished TFDS dataset (no dataset_info.json)")
     return tfds.builder_from_directory(directory).as_data_source(split=split)

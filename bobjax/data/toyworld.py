@@ -122,6 +122,10 @@ class ToyWorldSplit:
     def image_ids(self) -> list[str]:
         return [self.image_id(i) for i in range(len(self))]
 
+    def images(self) -> np.ndarray:
+        """Every image of the split, drawn now: [N, H, W, 3] uint8, in index order (``labels()``'s order)."""
+        return np.stack([self[i]["image"] for i in range(len(self))])
+
     def image_id(self, index: int) -> str:
         return f"toyworld/{self.split}/{index:06d}"
 

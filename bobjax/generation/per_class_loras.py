@@ -47,7 +47,8 @@ class PerClassLoras:
         out: list[np.ndarray | None] = [None] * len(planned)
         for label in dict.fromkeys(p.label for p in planned):  # In plan order: the folded class goes first.
             rows = [i for i, p in enumerate(planned) if p.label == label]
-            padded = rows + rows[-1:] * (min(len(planned), 1 << (len(rows) - 1).bit_length()) - len(rows))
+            size = min(len(planned), 1 << (len(rows) - 1).bit_length())  # The next power of two, at most the batch.
+            padded = rows + [rows[-1]] * (size - len(rows))
             self.use(label)
             images = self.generator([planned[i].prompt for i in padded], seeds=[planned[i].seed for i in padded])
             for i, image in zip(rows, images):

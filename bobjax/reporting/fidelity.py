@@ -63,16 +63,13 @@ def _train_step(model, optimizer, x, labels):
     optimizer.update(model, grads)
 
 
-def _images(split: toyworld.ToyWorldSplit) -> tuple[np.ndarray, np.ndarray]:
-    return np.stack([split[i]["image"] for i in range(len(split))]), split.labels()
-
-
 def train_oracle(spec: toyworld.ToyWorldSpec, *, per_class: int = 200, steps: int = 300, batch_size: int = 64,
                  learning_rate: float = 5e-3, seed: int = 0) -> Oracle:
     """A ``resnet_tiny`` on ``per_class`` uncorrelated images per class of ``spec``'s classes, drawn at
     ``spec.image_size``, scored on ``spec``'s own test split."""
     pool_spec = dataclasses.replace(spec, seed=ORACLE_SEED, correlated=False, train_per_class=per_class)
-    images, labels = _images(toyworld.ToyWorldSplit(pool_spec, "train"))
+    pool = toyworld.ToyWorldSplit(pool_spec, "train")
+    images, labels = pool.images(), pool.labels()
     model = resnet.resnet("resnet_tiny", spec.num_classes, rngs=nnx.Rngs(seed))
     optimizer = nnx.Optimizer(model, optax.adam(optax.cosine_decay_schedule(learning_rate, steps)), wrt=nnx.Param)
     order = np.random.default_rng(seed)
@@ -81,8 +78,8 @@ def train_oracle(spec: toyworld.ToyWorldSpec, *, per_class: int = 200, steps: in
         rows = order.choice(len(images), size=min(batch_size, len(images)), replace=False)
         _train_step(model, optimizer, _inputs(images[rows], spec.image_size), jnp.asarray(labels[rows]))
     model.eval()
-    test_images, test_labels = _images(toyworld.ToyWorldSplit(spec, "test"))
-    test_top1 = 100.0 * float(np.mean(_predict_all(model, test_images, spec.image_size) == test_labels))
+    test = toyworld.ToyWorldSplit(spec, "test")
+    test_top1 = 100.0 * float(np.mean(_predict_all(model, test.images(), spec.image_size) == test.labels()))
     return Oracle(model, spec.image_size, test_top1)
 
 

@@ -75,11 +75,13 @@ def _real_contexts(run: compare.Run) -> dict[str, collections.Counter] | None:
 
 
 def _synthetic_contexts(run: compare.Run, class_names: list[str]) -> dict[str, collections.Counter] | None:
-    folder = artifacts.stage_dir(run.workdir, "generate")
-    if not os.path.isfile(os.path.join(folder, "dataset_info.json")):
-        return None
     import tensorflow_datasets as tfds
 
+    from bobjax.data.tfds_writer import is_finished
+
+    folder = artifacts.stage_dir(run.workdir, "generate")
+    if not is_finished(folder):
+        return None
     source = tfds.builder_from_directory(folder).as_data_source(
         split="train", decoders={"image": tfds.decode.SkipDecoding()})
     out: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
