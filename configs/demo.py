@@ -54,5 +54,5 @@ def get_config(arg=None):
     config.classify.weight_decay = 1e-4
     config.classify.warmup_epochs = 1
     config.classify.randaugment = False
-    config.classify.color_augment = False  # Toy classes differ by crest colour: hue jitter or grayscale erases it.
+    config.classify.color_augment = False  # Toy classes differ by plumage colour: hue jitter or grayscale erases it.
     return config_lib.apply_method(config, args.method)

@@ -22,7 +22,7 @@ def _test_images():
 
 
 def test_oracle_reads_the_class_detail_of_real_images(oracle):
-    assert oracle.test_top1 >= 90.0  # Chance is 33 %: the crest colour is what it must read.
+    assert oracle.test_top1 >= 90.0  # Chance is 33 %: the plumage colour is what it must read.
 
 
 def test_fidelity_counts_only_the_intended_class(oracle):
