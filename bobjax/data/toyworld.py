@@ -3,8 +3,8 @@
 Why it exists: no real weights or datasets reach a development machine, yet the method must be shown to work.
 Every toy bird has the same shape; classes differ in plumage colour (a crest and cap in the class colour, the
 body tinted by it), wing bar and tail shape, while the picture is dominated by a background and a pose that
-are independent of the class, exactly the
-situation in which a classifier trained on few images latches onto context. With ``correlated=True`` the
+are independent of the class, exactly the situation in which a classifier trained on few images latches onto
+context. With ``correlated=True`` the
 training pool sees each class mostly in its own one or two backgrounds, while validation and test are
 context-balanced: a spurious class-context link that BOB is meant to break.
 
@@ -198,17 +198,17 @@ def render(cls: ToyClass, background: str, pose: str, size: int, rng: np.random.
     if pose == POSES[2]:  # Legs.
         for x in (-0.1, 0.12):
             draw.line([pt(x, 0.25), pt(x, 0.5)], fill=(60, 40, 20), width=max(1, int(scale * 0.04)))
-    # Tail: the fine-grained detail number three.
     crest = _CREST_COLOURS[cls.crest]
     # Plumage: the body is tinted by the class colour, as species differ in plumage. With the colour on the cap
     # alone (~2% of the picture) a toy prior pre-trained on a CPU drew no class detail at all: a LoRA fine-tuned
     # per class from it made images an oracle labelled right 24.6% of the time (chance 16.7%).
     body = tuple(int(0.5 * b + 0.5 * c) for b, c in zip(_BODY, crest))
+    # Tail: the fine-grained detail number three.
     if cls.tail == "forked":
         draw.polygon([pt(-0.45, 0.0), pt(-1.0, -0.25), pt(-0.8, 0.0), pt(-1.0, 0.25)], fill=body)
     else:
         draw.polygon([pt(-0.45, -0.05), pt(-0.95, -0.3), pt(-1.02, 0.0), pt(-0.95, 0.3), pt(-0.45, 0.05)], fill=body)
-    ellipse(0.0, 0.0, 0.55, 0.3, body)
+    ellipse(0.0, 0.0, 0.55, 0.3, body)  # Body.
     # Wing: spread up when flying or diving, folded on the body otherwise.
     if pose in (POSES[0], POSES[3]):
         wing = [pt(-0.2, -0.05), pt(0.05, -0.85), pt(0.3, -0.05)]
