@@ -75,17 +75,29 @@ def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) ->
             artifacts.remove_stage(workdir, stage)
 
 
+def _refuse_stale_stages(plan, redo) -> None:
+    """Raises, before any work, if a stage this command would skip was completed with a different config: found
+    only when its turn came, the error would follow minutes to hours of the stages before it."""
+    for config, workdir, stage in plan:
+        if stage not in redo:
+            artifacts.is_complete(config, workdir, stage)
+
+
 def run(config, workdir: str, redo=()) -> None:
     """Runs ``config.stages``: in ``workdir``, or, for a comparison, in each run's folder and then the report
     over all runs in ``workdir``."""
     stages = config_lib.parse_stages(config.stages)
     if not compare.is_comparison(config):
+        _refuse_stale_stages([(config, workdir, stage) for stage in stages], redo)
         prepare_workdir(config, workdir, redo)
         for stage in stages:
             run_stage(config, workdir, stage)
         return
-    prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     runs = compare.runs(config, workdir)
+    _refuse_stale_stages([(one.config, one.workdir, stage) for one in runs
+                          for stage in config_lib.parse_stages(one.config.stages)]
+                         + [(config, workdir, stage) for stage in stages if stage == "report"], redo)
+    prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     for k, one in enumerate(runs):
         logging.info("comparison run %d/%d: method %s, seed %d, in %s", k + 1, len(runs), one.method, one.seed,
                      one.workdir)

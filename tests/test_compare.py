@@ -8,6 +8,7 @@ from demo_run import demo_config
 from test_main import RecordingStage
 
 from bobjax import compare, main
+from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
 
 
@@ -76,6 +77,19 @@ def test_killed_comparison_resumes_without_redoing_runs(tmp_path, recorded):
     assert [c for c in calls if c[1] != "report"] == [
         ("datadream/seed0", "generate"), ("datadream/seed0", "classify"), ("bob/seed0", "caption"),
         ("bob/seed0", "finetune"), ("bob/seed0", "generate"), ("bob/seed0", "classify")]
+
+
+def test_stale_report_is_refused_before_any_run_starts(tmp_path, recorded):
+    """More seeds in a finished comparison's folder: the report's error comes first, not after the new runs."""
+    calls, _ = recorded
+    main.run(comparison(**{"compare.seeds": 1}), str(tmp_path))
+    calls.clear()
+    with pytest.raises(ArtifactError, match=r"'report'.*compare.seeds.*--redo=report"):
+        main.run(comparison(), str(tmp_path))
+    assert calls == []
+    main.run(comparison(), str(tmp_path), redo=["report"])
+    report_dir = f"{os.path.basename(os.path.dirname(str(tmp_path)))}/{os.path.basename(str(tmp_path))}"
+    assert not [c for c in calls if c[0].endswith("seed0")] and calls[-1] == (report_dir, "report")
 
 
 def test_unknown_method_is_named():
