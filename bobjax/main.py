@@ -96,7 +96,7 @@ def run(config, workdir: str, redo=()) -> None:
     runs = compare.runs(config, workdir)
     _refuse_stale_stages([(one.config, one.workdir, stage) for one in runs
                           for stage in config_lib.parse_stages(one.config.stages)]
-                         + [(config, workdir, stage) for stage in stages if stage == "report"], redo)
+                         + ([(config, workdir, "report")] if "report" in stages else []), redo)
     prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     for k, one in enumerate(runs):
         logging.info("comparison run %d/%d: method %s, seed %d, in %s", k + 1, len(runs), one.method, one.seed,
