@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from bobjax.caption import prompts  # noqa: E402
 from bobjax.caption.vlm import VLMCaptioner  # noqa: E402
-from bobjax.data import toyworld  # noqa: E402
+from bobjax import toyworld  # noqa: E402
 
 
 def toy_images(count: int, size: int) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from bobjax import config_lib
-from bobjax.models import classifiers
+from bobjax.classify import backbones
 
 TIMM_NAMES = {"resnet50": "resnet50", "vit_b16": "vit_base_patch16_224", "resnet18": "resnet18"}
 # Dense bf16 peak FLOP/s by device kind (vendor figures).
@@ -45,7 +45,7 @@ def bench_jax(name: str, batch: int, size: int, dtype, iters: int, warmup: int) 
     """(seconds per step, FLOPs per step from XLA's cost analysis)."""
     cfg = config_lib.base_config().classify
     cfg.backbone, cfg.image_size, cfg.checkpoint = name, size, ""
-    model = classifiers.build(cfg, [f"class {c}" for c in range(1000)], "object", rngs=nnx.Rngs(0)).model
+    model = backbones.build(cfg, [f"class {c}" for c in range(1000)], "object", rngs=nnx.Rngs(0)).model
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-4, weight_decay=1e-4)
     state = (params, rest, tx.init(params))

@@ -36,16 +36,18 @@ def ours_step(path: str, args, pixels, input_ids):
     import jax
     import jax.numpy as jnp
 
-    from bobjax import finetune, parallel
+    from bobjax import parallel
+    from bobjax.finetune import step as lora_step
+    from bobjax.finetune.adapters import add_adapters, lora_configs
     from bobjax.models.sd import load_stable_diffusion
     from bobjax.models.sd.schedulers import NoiseSchedule
-    from bobjax.training import lora_step, optim
+    from bobjax.training import optim
 
     c = finetune_config()
     dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
     sd = load_stable_diffusion(path, dtype=dtype, attention=args.attention, remat=args.remat)
     mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
-    unet, text_encoder = finetune.add_adapters(sd, finetune.lora_configs(c), seed=0)
+    unet, text_encoder = add_adapters(sd, lora_configs(c), seed=0)
     graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)
     optimizer, lr = optim.make_optimizer(c, 10_000)
     step_fn = lora_step.make_train_step(graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer, lr,
@@ -69,7 +71,7 @@ def torch_step(path: str, args, pixels, input_ids):
     from diffusers import DDPMScheduler, StableDiffusionPipeline
     from peft import LoraConfig, inject_adapter_in_model
 
-    from bobjax.finetune import lora_configs
+    from bobjax.finetune.adapters import lora_configs
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -127,10 +129,9 @@ def main() -> None:
 
     import jax
     import numpy as np
-
     from transformers import CLIPTokenizer
 
-    from bobjax.finetune import tokenize
+    from bobjax.finetune.input import tokenize
 
     spec = CONFIGS[args.config]
     batch = args.batch or spec["batch"]

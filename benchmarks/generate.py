@@ -33,7 +33,7 @@ def main() -> None:
     from ml_collections import ConfigDict
 
     from bobjax import parallel
-    from bobjax.generation.sampler import TextToImage
+    from bobjax.generate.sampler import TextToImage
     from bobjax.models.sd import load_stable_diffusion
 
     with tempfile.TemporaryDirectory() as folder:

@@ -25,6 +25,10 @@ STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthe
 
 TIMINGS = "timings.json"  # Wall seconds of each completed stage of a run, for the report.
 
+# The finetune stage's LoRA (diffusers/peft layout, so ``load_lora_weights`` in PyTorch reads it), which generate
+# reads: in ``WORKDIR/finetune/``, or in one ``class_NNNN/`` folder per class with ``config.finetune.per_class``.
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
 # The config sections each stage's output depends on (later stages inherit the earlier ones').
 _STAGE_INPUTS = {
     "caption": ("seed", "data", "caption"),
@@ -132,6 +136,11 @@ def _diff(a, b, prefix: str = "") -> list[str]:
 
 def stage_dir(workdir: str, stage: str) -> str:
     return os.path.join(workdir, STAGE_DIRS[stage])
+
+
+def class_lora_dir(finetune_dir: str, label: int) -> str:
+    """Where class ``label``'s LoRA goes with ``config.finetune.per_class``."""
+    return os.path.join(finetune_dir, f"class_{label:04d}")
 
 
 def partial_dir(workdir: str, stage: str) -> str:

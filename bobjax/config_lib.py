@@ -113,7 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.finetune.grad_clip_norm = 1.0
     c.finetune.warmup_steps = 100
     c.finetune.epochs = 400
-    c.finetune.batch_size = 8  # Per device.
+    c.finetune.batch_size = 8  # Global (split over every device), as every batch_size in bobjax.
     c.finetune.resolution = 512
     c.finetune.random_flip = False
     c.finetune.checkpoint_every = 500
@@ -136,7 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate.lora_scale = 1.0
     c.generate.merge_lora = True
     c.generate.resolution = 512
-    c.generate.batch_size = 8  # Per device.
+    c.generate.batch_size = 8  # Images per sampler call, split over the devices of the host that draws them.
     c.generate.export_png = False
     # diffusion: the fine-tuned Stable Diffusion. toyworld: the toy world draws each planned (class, background,
     # pose) exactly, a perfect generator that tells what the plan gives from what the prior can render.

@@ -10,7 +10,3 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config field has a value bobjax cannot use."""
-
-
-class StageNotBuiltError(UserError):
-    """A pipeline stage whose implementation has not landed yet."""

@@ -9,7 +9,6 @@ key fails and names itself.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import sys
@@ -18,7 +17,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bobjax import artifacts, compare, config_lib, parallel
+from bobjax import artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, report
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -28,8 +27,9 @@ _REDO = flags.DEFINE_list("redo", [], "Stages to remake even if complete (their 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def stage_module(name: str):
-    return importlib.import_module(f"bobjax.{name}")
+# Each stage's run(config, workdir), in pipeline order.
+STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "classify": classify.run,
+              "report": report.run}
 
 
 def record_splits(config, workdir: str) -> None:
@@ -52,7 +52,7 @@ def run_stage(config, workdir: str, stage: str) -> None:
         return
     logging.info("stage %s: running in %s", stage, workdir)
     start = time.perf_counter()
-    stage_module(stage).run(config, workdir)
+    STAGE_RUNS[stage](config, workdir)
     if parallel.is_main_process():
         artifacts.mark_complete(config, workdir, stage)
         artifacts.record_timing(workdir, stage, time.perf_counter() - start)

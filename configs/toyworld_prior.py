@@ -1,4 +1,4 @@
-"""The toy-world Stable Diffusion prior that ships as ``bobjax:toyworld_prior`` (``python -m bobjax.prior``).
+"""The toy-world Stable Diffusion prior that ships as ``bobjax:toyworld_prior`` (``python -m bobjax.toyworld.prior``).
 
 A small SD (VAE 4x down to 16x16x8 latents at 64 px, a two-level UNet, a 2-layer CLIP text tower on the real
 BPE vocabulary) pre-trained on toy birds of every class in every background and pose, captioned with BOB's
@@ -41,7 +41,7 @@ def get_config(arg=None):
         steps=200, batch_size=16, crop_size=0,
         learning_rate=3e-4, warmup_steps=20, grad_clip_norm=1.0, weight_decay=0.0,
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8))
-    # Frozen at its random init: see bobjax/prior/models.py for why.
+    # Frozen at its random init: see bobjax/toyworld/prior/models.py for why.
     c.text_encoder = ml_collections.ConfigDict(dict(
         hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4))
     # DDPM's linear schedule and v-prediction (as SD 2.x), read by the finetune stage and every sampler of the

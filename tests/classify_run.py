@@ -4,9 +4,8 @@ import contextlib
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
-from bobjax import classify
+from bobjax.classify import stage as classify
 from demo_run import demo_config
 
 
@@ -36,6 +35,5 @@ def small_config(**overrides):
 
 def saved_state(workdir: str) -> dict:
     """The last checkpoint's training state, as host numpy arrays."""
-    manager = classify.checkpoint_manager(workdir)
-    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    restored = classify.checkpoints(workdir).restore({"state": None})
     return jax.tree.map(np.asarray, restored["state"])

@@ -36,5 +36,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def one_device(monkeypatch):
+    """Stages build their mesh over the first device only (faster on a CPU than 8 forced host devices)."""
+    import functools
+
+    import jax
+
+    from bobjax import parallel
+
+    monkeypatch.setattr(parallel, "make_mesh", functools.partial(parallel.make_mesh, devices=jax.devices()[:1]))
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)

@@ -4,7 +4,7 @@ import numpy as np
 
 from bobjax import artifacts
 from bobjax.data.tfds_writer import ShardedWriter
-from bobjax.generate import features
+from bobjax.generate.stage import features
 
 
 def write_synthetic(workdir: str, class_names, images: np.ndarray, labels) -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import stats
 from torchvision.transforms.v2 import functional as TF
 
-from bobjax.data import augment, mixup, randaugment
+from bobjax.classify import augment, mixup, randaugment
 
 SPEC = augment.AugmentSpec(image_size=32)
 ALL_OFF = augment.AugmentSpec(image_size=32, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=0.0,

@@ -1,13 +1,14 @@
 """The classify stage on a synthetic dataset as the generate stage writes it: lambda batches are half real,
 half synthetic in the layout the loss weights assume; BTL runs its alpha phase, then its real-only phase."""
 
-import jax
 import numpy as np
 import pytest
 
-from bobjax import classify, parallel
-from bobjax.classification import input as input_lib
-from bobjax.data import make_splits, mixing
+from bobjax import classify
+from bobjax.classify import input as input_lib
+from bobjax.classify import mixing
+from bobjax.classify import stage as classify_stage
+from bobjax.data import make_splits
 from bobjax.errors import ConfigError
 from classify_run import small_config
 from synthetic_data import write_synthetic
@@ -31,7 +32,7 @@ def workdir(tmp_path):
 def test_lambda_batches_are_half_real_half_synthetic(workdir):
     config = small_config(**{"classify.mixing": "lambda"})
     splits = make_splits(config.data, config.seed)
-    synthetic = classify._synthetic(config, workdir)
+    synthetic = classify_stage._synthetic(config, workdir)
     data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32)
     (phase,) = data.phases
     # An epoch: real images repeated floor(4 / 3) = 1 time (18) plus 24 synthetic, in batches of 8.
@@ -48,10 +49,9 @@ def test_lambda_batches_are_half_real_half_synthetic(workdir):
         assert batch["label"][synthetic_rows].tolist() == want_syn
 
 
-def test_btl_trains_both_phases(workdir):
+def test_btl_trains_both_phases(workdir, one_device):
     config = small_config(**{"classify.mixing": "btl", "classify.epochs": 1, "classify.real_only_epochs": 1})
-    mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
-    result = classify.run(config, workdir, mesh=mesh)
+    result = classify.run(config, workdir)
     assert result["steps"] == 3 + 3 and result["epochs"] == 2  # alpha phase over 18 slots, then 18 real images
     assert len(result["validation_history"]) == 2
 
@@ -60,7 +60,7 @@ def test_fixed_steps_per_epoch_matches_budgets_across_mixings(workdir):
     """With ``steps_per_epoch`` set, real-only and real + synthetic runs take the same number of steps, and the
     real-only stream cycles through its few images rather than stopping after one pass."""
     splits = make_splits(small_config().data, 0)
-    synthetic = classify._synthetic(small_config(**{"classify.mixing": "lambda"}), workdir)
+    synthetic = classify_stage._synthetic(small_config(**{"classify.mixing": "lambda"}), workdir)
     for mixing_kind in ("real_only", "lambda", "alpha"):
         config = small_config(**{"classify.mixing": mixing_kind, "classify.steps_per_epoch": 7})
         data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32)

@@ -2,24 +2,38 @@
 
 import jax
 import numpy as np
+import pytest
 
-from bobjax import classify, parallel
+from bobjax import classify
+from bobjax.training import loop
 from classify_run import compilation_cache, saved_state, small_config
+
+
+class _Killed(Exception):
+    pass
 
 
 def _leaves(tree):
     return jax.tree_util.tree_leaves_with_path(tree)
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, one_device, monkeypatch):
     config = small_config()
-    mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
     killed = str(tmp_path / "killed")
     with compilation_cache(str(tmp_path / "xla_cache")):
-        assert classify.run(config, killed, mesh=mesh, stop_after_epoch=1) is None
+        with monkeypatch.context() as patch:  # Killed right after the first epoch's checkpoint is saved.
+            save = loop.Checkpoints.save
+
+            def save_then_die(self, *args, **kwargs):
+                save(self, *args, **kwargs)
+                raise _Killed
+
+            patch.setattr(loop.Checkpoints, "save", save_then_die)
+            with pytest.raises(_Killed):
+                classify.run(config, killed)
         assert int(saved_state(killed)["step"]) == 3
-        resumed = classify.run(config, killed, mesh=mesh)
-        uninterrupted = classify.run(config, str(tmp_path / "uninterrupted"), mesh=mesh)
+        resumed = classify.run(config, killed)
+        uninterrupted = classify.run(config, str(tmp_path / "uninterrupted"))
     for (path, a), (_, b) in zip(_leaves(saved_state(killed)), _leaves(saved_state(str(tmp_path / "uninterrupted"))),
                                  strict=True):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))

@@ -4,22 +4,20 @@ metrics.json and TensorBoard logs, and refuses a mixing scheme whose synthetic d
 import json
 import os
 
-import jax
 import pytest
 from scipy import stats
 
-from bobjax import classify, parallel
+from bobjax import classify
 from bobjax.errors import UserError
 from demo_run import demo_config
 
 
-def test_real_only_learns_above_chance(tmp_path):
+def test_real_only_learns_above_chance(tmp_path, one_device):
     # A context-free toy world (one background) so that the birds' details are what there is to learn.
     config = demo_config(**{"classify.mixing": "real_only", "data.shots": 0, "classify.epochs": 25,
                             "classify.learning_rate": 3e-3, "classify.augment": False, "classify.mix_prob": 0.0,
                             "data.toyworld.correlated": False, "data.toyworld.num_backgrounds": 1})
-    one_device = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])  # Faster on a CPU.
-    result = classify.run(config, str(tmp_path), mesh=one_device)
+    result = classify.run(config, str(tmp_path))
     print("test top-1", result["test"]["top1"], "best epoch", result["best_epoch"])
     with open(tmp_path / "classify" / "metrics.json") as f:
         written = json.load(f)

@@ -65,8 +65,8 @@ def test_other_image_size_resizes_position_embeddings(reference):
     assert np.isfinite(np.asarray(model(np.zeros((1, 48, 48, 3), np.float32)))).all()
 
 
-def test_stage_trains_only_the_lora_adapters(reference, tmp_path):
-    from bobjax import classify, parallel
+def test_stage_trains_only_the_lora_adapters(reference, tmp_path, one_device):
+    from bobjax import classify
     from bobjax.models import clip_tokenizer
     from classify_run import saved_state, small_config
 
@@ -75,8 +75,7 @@ def test_stage_trains_only_the_lora_adapters(reference, tmp_path):
     config = small_config(**{"classify.backbone": "clip_vit_b16", "classify.checkpoint": folder,
                              "classify.epochs": 1, "classify.learning_rate": 1e-3, "classify.lora_rank": 4,
                              "classify.lora_alpha": 8.0})
-    mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
-    result = classify.run(config, str(tmp_path), mesh=mesh)
+    result = classify.run(config, str(tmp_path))
     assert len(result["test"]["per_class"]) == 6
     params = jax.tree_util.tree_leaves_with_path(saved_state(str(tmp_path))["params"])
     names = {jax.tree_util.keystr(path) for path, _ in params}

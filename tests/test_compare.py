@@ -7,7 +7,7 @@ import pytest
 from demo_run import demo_config
 from test_main import RecordingStage
 
-from bobjax import compare, main
+from bobjax import compare, config_lib, main
 from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
 
@@ -16,17 +16,16 @@ from bobjax.errors import ConfigError
 def recorded(monkeypatch):
     calls, failing = [], set()
 
-    def module(name):
-        stage = RecordingStage(name, [], name in failing)
+    def recorder(name):
+        stage = RecordingStage(name, [], failing)
 
-        class Recorder:
-            def run(self, config, workdir):
-                calls.append((os.path.basename(os.path.dirname(workdir)) + "/" + os.path.basename(workdir), name))
-                return stage.run(config, workdir)
+        def run(config, workdir):
+            calls.append((os.path.basename(os.path.dirname(workdir)) + "/" + os.path.basename(workdir), name))
+            return stage.run(config, workdir)
 
-        return Recorder()
+        return run
 
-    monkeypatch.setattr(main, "stage_module", module)
+    monkeypatch.setattr(main, "STAGE_RUNS", {name: recorder(name) for name in config_lib.STAGES})
     return calls, failing
 
 

@@ -100,7 +100,7 @@ def test_toyworld_few_shot_split_is_spuriously_correlated():
     assert len(splits.train) == 5 * 6 and len(splits.test) == 30 * 6
     own = [r["background"] for r in (splits.train[i] for i in range(len(splits.train)))]
     labels = splits.train.labels()
-    from bobjax.data.toyworld import BACKGROUNDS
+    from bobjax.toyworld.world import BACKGROUNDS
 
     in_own = [BACKGROUNDS.index(b) in {l % 6, (l + 1) % 6} for b, l in zip(own, labels)]
     assert np.mean(in_own) > 0.75

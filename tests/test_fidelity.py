@@ -5,8 +5,8 @@ image's own class (images labelled with another class score near zero)."""
 import numpy as np
 import pytest
 
-from bobjax.data import toyworld
-from bobjax.reporting import fidelity
+from bobjax import toyworld
+from bobjax.toyworld import fidelity
 
 SPEC = toyworld.ToyWorldSpec(num_classes=3, image_size=32, test_per_class=20)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bobjax import config_lib
-from bobjax.data.finetune_input import finetune_batches, resize_crop_flip, training_prompts
 from bobjax.errors import ConfigError
+from bobjax.finetune.input import finetune_batches, resize_crop_flip, training_prompts
 
 IMAGES = [np.random.default_rng(i).integers(0, 256, size=(30 + i, 40, 3), dtype=np.uint8) for i in range(7)]
 IDS = np.arange(7, dtype=np.int32)[:, None].repeat(4, axis=1)

@@ -12,10 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bobjax import config_lib, finetune, parallel
+from bobjax import config_lib, parallel
+from bobjax.finetune import step as lora_step
+from bobjax.finetune.adapters import add_adapters, lora_configs
+from bobjax.finetune.input import tokenize
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers import NoiseSchedule
-from bobjax.training import lora_step, optim
+from bobjax.training import optim
 from tiny_sd import make_tiny_sd
 
 STEPS = 40
@@ -31,7 +34,7 @@ def test_training_loss_of_the_real_step_falls_by_half_on_four_images(sd):
     c.lora_rank, c.lora_alpha, c.lora_dropout = 8, 8.0, 0.0
     c.learning_rate, c.warmup_steps, c.weight_decay = 3e-2, 0, 0.0
     mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, devices=jax.devices()[:1])
-    unet, text_encoder = finetune.add_adapters(sd, finetune.lora_configs(c), seed=0)
+    unet, text_encoder = add_adapters(sd, lora_configs(c), seed=0)
     graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)
     optimizer, lr = optim.make_optimizer(c, STEPS)
     step_fn = lora_step.make_train_step(graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer, lr,
@@ -42,7 +45,7 @@ def test_training_loss_of_the_real_step_falls_by_half_on_four_images(sd):
     rng = np.random.default_rng(0)
     prompts = ["a bird photo of a crow", "a bird photo of a gull", "a bird photo of an owl", "a bird photo of a wren"]
     batch = {"pixels": jnp.asarray(rng.uniform(-1, 1, size=(4, 16, 16, 3)), jnp.float32),
-             "input_ids": jnp.asarray(finetune.tokenize(sd.tokenizer, prompts))}
+             "input_ids": jnp.asarray(tokenize(sd.tokenizer, prompts))}
     losses = []
     for _ in range(STEPS):
         state, metrics = train_step(state.replace(step=jnp.zeros_like(state.step)), frozen, batch)

@@ -16,9 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from bobjax import config_lib, finetune, parallel
+from bobjax import artifacts, config_lib, parallel
+from bobjax.finetune import stage as finetune
+from bobjax.finetune.input import tokenize
 from bobjax.models import lora
 from bobjax.models.sd import load_stable_diffusion
+from bobjax.training import loop
 from tiny_sd import make_tiny_sd
 
 IMAGES = [np.random.default_rng(i).integers(0, 256, size=(20, 24, 3), dtype=np.uint8) for i in range(8)]
@@ -31,12 +34,12 @@ def sd(tmp_path_factory):
     return load_stable_diffusion(make_tiny_sd(tmp_path_factory.mktemp("sd1"), "sd1", minimal=True))
 
 
-def _config(devices: int, **overrides):
+def _config(**overrides):
     config = config_lib.base_config()
     c = config.finetune
     c.lora_rank, c.lora_alpha, c.lora_dropout = 4, 8.0, 0.1
     c.resolution, c.random_flip, c.epochs, c.warmup_steps = 16, True, 3, 1
-    c.learning_rate, c.batch_size = 1e-2, 8 // devices
+    c.learning_rate, c.batch_size = 1e-2, 8  # Global: the same batches on any mesh.
     c.checkpoint_every, c.sample_every, c.sample_steps, c.log_every = 100, 0, 2, 1
     c.update(overrides)
     return config
@@ -45,10 +48,10 @@ def _config(devices: int, **overrides):
 def _run(sd, folder, mesh_shape, **overrides):
     devices = mesh_shape[0] * mesh_shape[1]
     mesh = parallel.make_mesh({"data": mesh_shape[0], "fsdp": mesh_shape[1]}, devices=jax.devices()[:devices])
-    config = _config(devices, **overrides)
-    ids = finetune.tokenize(sd.tokenizer, PROMPTS)
+    config = _config(**overrides)
+    ids = tokenize(sd.tokenizer, PROMPTS)
     finetune.train_lora(config, sd, IMAGES.__getitem__, ids, str(folder), mesh)
-    return lora.read_diffusers_lora(os.path.join(folder, finetune.LORA_FILE))
+    return lora.read_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE))
 
 
 def _assert_same(a, b, tol):
@@ -100,7 +103,7 @@ def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, sd, tmp_
         _fail_at_third_batch(patch, killed)
         with pytest.raises(_Killed):
             _run(sd, folder, ONE_DEVICE, checkpoint_every=2)
-    assert os.path.isdir(folder / "checkpoints" / "2") and not os.path.exists(folder / finetune.LORA_FILE)
+    assert os.path.isdir(folder / "checkpoints" / "2") and not os.path.exists(folder / artifacts.LORA_FILE)
 
     resumed = _run(sd, folder, ONE_DEVICE, checkpoint_every=2, sample_every=3)
     _assert_same(single, resumed, 1e-5)
@@ -114,7 +117,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(sd, tmp_path
         return real({**batch, "pixels": np.full_like(batch["pixels"], np.nan)}, mesh)
 
     _fail_at_third_batch(monkeypatch, nan_image)
-    with pytest.raises(finetune.TrainingDivergedError, match=r"at step 2: stopped; .*checkpoints"):
+    with pytest.raises(loop.TrainingDivergedError, match=r"at step 2: stopped; .*checkpoints"):
         _run(sd, folder, ONE_DEVICE, checkpoint_every=1)
     assert sorted(os.listdir(folder / "checkpoints")) == ["1", "2"]  # Step 3 (index 2) is not saved.
-    assert not os.path.exists(folder / finetune.LORA_FILE)
+    assert not os.path.exists(folder / artifacts.LORA_FILE)

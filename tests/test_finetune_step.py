@@ -16,11 +16,13 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model
 
 from bobjax import config_lib
-from bobjax.finetune import add_adapters, lora_configs, tokenize
+from bobjax.finetune import step as lora_step
+from bobjax.finetune.adapters import add_adapters, lora_configs
+from bobjax.finetune.input import tokenize
 from bobjax.models import lora
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers import NoiseSchedule
-from bobjax.training import lora_step
+from bobjax.training.denoising import denoising_loss
 from tiny_sd import make_tiny_sd
 
 PROMPTS = ["a bird photo of a crow in the grass background", "a red car"]
@@ -100,7 +102,7 @@ def test_loss_and_lora_gradients_match_diffusers_with_peft(twins):
 
     def loss_fn(trainable):
         u, te, _ = lora_step.merge_models(graphs, trainable, frozen)
-        return lora_step.denoising_loss(u, te, schedule, jnp.asarray(latents), jnp.asarray(ids), jnp.asarray(noise),
+        return denoising_loss(u, te, schedule, jnp.asarray(latents), jnp.asarray(ids), jnp.asarray(noise),
                                         jnp.asarray(timesteps))
 
     loss, grads = jax.jit(jax.value_and_grad(loss_fn))(trainable)

@@ -10,9 +10,10 @@ from demo_run import demo_config
 from ml_collections import ConfigDict
 from tiny_sd import make_tiny_sd
 
-from bobjax import artifacts, generate, parallel
+from bobjax import artifacts, parallel
 from bobjax.data.tfds_writer import read_dataset
-from bobjax.generation.sampler import TextToImage
+from bobjax.generate import stage as generate
+from bobjax.generate.sampler import TextToImage
 from bobjax.models.sd import load_stable_diffusion
 
 PROMPTS = ["a bird photo of a crimson forkedtail in the blue sky background", "a bird photo of a golden fantail"]
@@ -124,13 +125,13 @@ def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05
     import jax.numpy as jnp
     from flax import nnx
 
-    from bobjax import finetune
     from bobjax.config_lib import base_config
+    from bobjax.finetune.adapters import add_adapters, lora_configs
     from bobjax.models import lora
 
     sd = load_stable_diffusion(tiny_sd_path)
-    configs = finetune.lora_configs(base_config().finetune)
-    unet, text_encoder = finetune.add_adapters(sd, configs, seed=0)
+    configs = lora_configs(base_config().finetune)
+    unet, text_encoder = add_adapters(sd, configs, seed=0)
     key = jax.random.key(seed)
     for model in (unet, text_encoder):
         for _, variable in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
@@ -176,14 +177,13 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
 def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
     """With ``finetune.per_class``, every image equals the one a pipeline holding only its class's LoRA draws
     for the same prompt and seed (batches of 4 cross class boundaries, so LoRAs are swapped mid-batch)."""
-    from bobjax import finetune
     from bobjax.models import lora
 
     config = stage_config(tiny_sd_path, **{"generate.plan": "class_only", "finetune.per_class": True,
                                            "generate.batch_size": 4})
     finetune_dir = artifacts.stage_dir(str(tmp_path), "finetune")
     for label in range(3):
-        write_random_lora(tiny_sd_path, os.path.join(finetune.class_dir(finetune_dir, label), finetune.LORA_FILE),
+        write_random_lora(tiny_sd_path, os.path.join(artifacts.class_lora_dir(finetune_dir, label), artifacts.LORA_FILE),
                           seed=10 + label, std=0.3)  # Strong enough that each class's images tell its LoRA.
     generate.run(config, str(tmp_path))
 
@@ -193,7 +193,7 @@ def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
     g = config.generate
     for label in range(3):
         sd = load_stable_diffusion(tiny_sd_path)
-        lora.fold_file_into_pipeline(sd, os.path.join(finetune.class_dir(finetune_dir, label), finetune.LORA_FILE))
+        lora.fold_file_into_pipeline(sd, os.path.join(artifacts.class_lora_dir(finetune_dir, label), artifacts.LORA_FILE))
         own = TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                           resolution=g.resolution, mesh=mesh_of(1))
         items = [p for p in planned if p.label == label]

@@ -12,15 +12,15 @@ from bobjax.errors import ConfigError
 
 
 class RecordingStage:
-    """A stage that leaves work in progress, then dies (``fail``) or writes its artifact."""
+    """A stage that leaves work in progress, then dies (its name is in ``failing``) or writes its artifact."""
 
-    def __init__(self, name, calls, fail=False):
-        self.name, self.calls, self.fail = name, calls, fail
+    def __init__(self, name, calls, failing=()):
+        self.name, self.calls, self.failing = name, calls, failing
 
     def run(self, config, workdir):
         self.calls.append(self.name)
         os.makedirs(artifacts.partial_dir(workdir, self.name), exist_ok=True)
-        if self.fail:
+        if self.name in self.failing:
             raise RuntimeError("killed")
         os.makedirs(artifacts.stage_dir(workdir, self.name), exist_ok=True)
 
@@ -28,7 +28,8 @@ class RecordingStage:
 @pytest.fixture
 def recorded(monkeypatch):
     calls, failing = [], set()
-    monkeypatch.setattr(main, "stage_module", lambda name: RecordingStage(name, calls, name in failing))
+    monkeypatch.setattr(main, "STAGE_RUNS", {name: RecordingStage(name, calls, failing).run
+                                             for name in config_lib.STAGES})
     return calls, failing
 
 
@@ -117,3 +118,8 @@ def test_redo_discards_work_in_progress_too(tmp_path):
     os.makedirs(artifacts.stage_dir(str(tmp_path), "caption"))
     artifacts.remove_stage(str(tmp_path), "caption")
     assert not os.path.exists(partial) and not os.path.exists(artifacts.stage_dir(str(tmp_path), "caption"))
+
+
+def test_every_stage_has_its_run_in_pipeline_order():
+    assert tuple(main.STAGE_RUNS) == config_lib.STAGES
+    assert all(run.__name__ == "run" for run in main.STAGE_RUNS.values())

@@ -1,12 +1,10 @@
-"""Real/synthetic mixing: the proportions of SGIA's alpha stream, BOB's lambda loss, and BTL's phases."""
+"""Real/synthetic mixing: the proportions of SGIA's alpha stream, BOB's lambda streams, and BTL's phases."""
 
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from scipy import stats
 
-from bobjax.data import mixing
+from bobjax.classify import mixing
 from bobjax.errors import ConfigError
 
 REAL = np.repeat(np.arange(4), 5)  # 4 classes x 5 shots.
@@ -44,16 +42,6 @@ def test_lambda_streams_balance_real_and_synthetic_per_class():
     first_epoch = [i for _, i in take(synthetic, len(SYN))]
     assert sorted(first_epoch) == list(range(len(SYN)))
     assert all(kind == mixing.REAL for kind, _ in take(real, 50))
-
-
-def test_lambda_loss_weights_the_parts():
-    rng = np.random.default_rng(0)
-    lr, ls = rng.normal(size=(6, 4)), rng.normal(size=(10, 4))
-    yr, ys = rng.integers(4, size=6), rng.integers(4, size=10)
-    ce = lambda logits, labels: float(optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), labels).mean())
-    got = float(mixing.lambda_loss(lr, yr, ls, ys, real_weight=0.8))
-    assert got == pytest.approx(0.8 * ce(lr, yr) + 0.2 * ce(ls, ys), rel=1e-6)
-    assert float(mixing.lambda_loss(lr, yr, ls, ys, real_weight=1.0)) == pytest.approx(ce(lr, yr), rel=1e-6)
 
 
 def test_btl_second_phase_sees_no_synthetic_image():

@@ -8,7 +8,7 @@ import pytest
 
 from bobjax import config_lib
 from bobjax.errors import ConfigError
-from bobjax.generation import plan as plans
+from bobjax.generate import plan as plans
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from bobjax import config_lib
 from bobjax.models import weights
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.pipeline import weight_files
-from bobjax.prior import data, export, models, pretrain
+from bobjax.toyworld.prior import data, export, models, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIOR_CONFIG = os.path.join(ROOT, "configs", "toyworld_prior.py")
@@ -94,7 +94,7 @@ def test_captions_name_context_but_never_a_class():
     assert prompts[data.EMPTY] == "" and prompts[data.CLASS_ONLY] == "a bird photo of a bird"
     full = prompts[data.context_prompt_id(0, 1)]
     assert full == "a bird photo of a bird in the blue sky background with the perched on a branch pose"
-    from bobjax.data import toyworld
+    from bobjax import toyworld
 
     names = [c.name for c in toyworld.toy_classes(toyworld.MAX_CLASSES)]
     assert not any(word in p for p in prompts for name in names for word in name.split())

@@ -11,8 +11,10 @@ from PIL import Image
 from synthetic_data import write_synthetic
 
 from bobjax import artifacts, caption, compare, report
-from bobjax.data import make_splits, toyworld
-from bobjax.reporting.results import collect
+from bobjax import toyworld
+from bobjax.data import make_splits
+from bobjax.report import stage as report_stage
+from bobjax.report.results import collect
 
 METHODS = ("real_only", "datadream", "bob")
 
@@ -62,10 +64,10 @@ def test_report_over_a_comparison(tmp_path):
     assert page.count("<svg") == 1 and page.count("<rect") == len(METHODS)
     assert f"| bob | {summary['bob']['top1']:.1f} |" in markdown
     real = Image.open(os.path.join(out, "images", "real.png"))
-    assert real.size == (report.PER_CLASS * report.TILE, len(class_names) * report.TILE)
+    assert real.size == (report_stage.PER_CLASS * report_stage.TILE, len(class_names) * report_stage.TILE)
     bob_grid = np.asarray(Image.open(os.path.join(out, "images", "bob.png")))
-    assert (bob_grid[: report.TILE, : 3 * report.TILE] == 90).all()  # The three 16-px images, scaled.
-    assert (bob_grid[: report.TILE, 3 * report.TILE:] == 255).all()  # The rest of the row is padding.
+    assert (bob_grid[: report_stage.TILE, : 3 * report_stage.TILE] == 90).all()  # The three 16-px images, scaled.
+    assert (bob_grid[: report_stage.TILE, 3 * report_stage.TILE:] == 255).all()  # The rest of the row is padding.
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".report")]  # No temporary folder left.
 
 

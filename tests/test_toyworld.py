@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from bobjax.data import toyworld
+from bobjax import toyworld
 from bobjax.errors import ConfigError
 
 

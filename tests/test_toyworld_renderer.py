@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from demo_run import demo_config
 
-from bobjax import artifacts, generate
+from bobjax import artifacts
+from bobjax import toyworld
 from bobjax.caption import stage as caption_stage
-from bobjax.data import toyworld
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.errors import ConfigError
+from bobjax.generate import stage as generate
 
 
 def renderer_config(**overrides):

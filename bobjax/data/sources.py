@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from bobjax.data import toyworld
+from bobjax import toyworld
 from bobjax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -225,27 +225,8 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
 # ---------------------------------------------------------------------------------------------- toy world
 
 
-class _ToySplitRecords:
-    """A toy-world split whose records also carry the ground-truth context words."""
-
-    def __init__(self, split: toyworld.ToyWorldSplit):
-        self._split = split
-
-    def __len__(self) -> int:
-        return len(self._split)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._split[index]
-
-    def labels(self) -> np.ndarray:
-        return self._split.labels()
-
-    def image_ids(self) -> list[str]:
-        return self._split.image_ids()
-
-
 def toyworld_source(spec: toyworld.ToyWorldSpec) -> Source:
-    splits = {s: _ToySplitRecords(toyworld.ToyWorldSplit(spec, s)) for s in ("train", "validation", "test")}
+    splits = {s: toyworld.ToyWorldSplit(spec, s) for s in ("train", "validation", "test")}
     names = [c.name for c in toyworld.toy_classes(spec.num_classes)]
     return Source("toyworld", names, "bird", splits)
 

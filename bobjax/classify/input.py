@@ -1,0 +1,183 @@
+"""The classifier's host input: the mixing streams of ``bobjax.classify.mixing`` cut into per-step batches.
+
+Batch ``s`` of a phase is a pure function of (seed, s): a resumed run starts at its step and sees the same
+images. Each host decodes only its rows of the global batch (``[s*B + p*b, s*B + (p+1)*b)`` of each stream),
+so the global batch does not depend on the number of hosts. Images are resized (shorter side) and centre-cropped
+to ``image_size`` here; the random augmentation happens on the device (``bobjax.classify.augment``).
+
+With ``lambda`` mixing every host batch is its real rows then its synthetic rows; :attr:`TrainInput.parts`
+gives the global row indices of each part, which the loss weights and MixUp/CutMix keep apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+
+import grain
+import jax
+import numpy as np
+
+from bobjax.classify import augment, mixing
+from bobjax.errors import ConfigError
+
+_READ = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
+
+
+class ResizedCache:
+    """A record source whose images are read and resized once, then served from memory.
+
+    For the real training images: few-shot runs repeat each of them floor(n_syn / k) times per epoch, so
+    decoding them once saves most of the input work (5 shots x 200 classes at 224 px is 150 MB).
+    """
+
+    def __init__(self, source, image_size: int):
+        self.source, self.image_size = source, image_size
+        self._records: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def labels(self) -> np.ndarray:
+        return self.source.labels()
+
+    def __getitem__(self, index: int) -> dict:
+        record = self._records.get(index)
+        if record is None:
+            raw = self.source[index]
+            record = {"image": augment.resize_and_center_crop(np.asarray(raw["image"]), self.image_size),
+                      "label": int(raw["label"])}
+            self._records[index] = record  # Threads may race to fill a slot; both write the same record.
+        return record
+
+
+class LabelledSource:
+    """A record source plus its labels array (what the mixing streams need up front)."""
+
+    def __init__(self, source, labels: np.ndarray):
+        self.source, self._labels = source, np.asarray(labels, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.source[index]
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+
+def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grain.MapDataset:
+    def prepare(record):
+        return {"image": augment.resize_and_center_crop(np.asarray(record["image"]), image_size),
+                "label": np.int32(record["label"]), "synthetic": np.bool_(record["synthetic"])}
+
+    return mixing.materialize(stream, real, synthetic).map(prepare)
+
+
+def _host_rows(stream: grain.MapDataset, global_size: int) -> Callable[[int], list[dict]]:
+    """``step -> this host's records of that step`` for a stream cut into batches of ``global_size``."""
+    local = global_size // jax.process_count()
+    offset = jax.process_index() * local
+    return lambda step: [stream[step * global_size + offset + j] for j in range(local)]
+
+
+def _stack(records: list[dict]) -> dict[str, np.ndarray]:
+    return {key: np.stack([r[key] for r in records]) for key in ("image", "label", "synthetic")}
+
+
+@dataclasses.dataclass
+class Phase:
+    kind: str  # a mixing kind: lambda | alpha | real_only
+    epochs: int
+    steps_per_epoch: int
+    batch: Callable[[int], dict[str, np.ndarray]]  # step within the phase -> this host's batch
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class TrainInput:
+    """Every phase of the configured mixing scheme, and the batch layout the loss needs."""
+
+    def __init__(self, cfg, real, synthetic, seed: int, image_size: int):
+        self.batch_size = cfg.batch_size
+        hosts = jax.process_count()
+        real = ResizedCache(real, image_size)
+        real_labels = real.labels()
+        synthetic_labels = synthetic.labels() if synthetic is not None else np.zeros(0, np.int64)
+        self.phases: list[Phase] = []
+        for kind, epochs in mixing.phases(cfg.mixing, cfg.epochs, cfg.real_only_epochs):
+            if kind != "real_only" and synthetic is None:
+                raise ConfigError(f"config.classify.mixing={cfg.mixing!r} needs the synthetic dataset; run the "
+                                  "generate stage first, or set config.classify.mixing='real_only'")
+            if kind == "lambda":
+                if cfg.batch_size % (2 * hosts):
+                    raise ConfigError(f"config.classify.batch_size={cfg.batch_size} must split into equal real and "
+                                      f"synthetic halves on each of {hosts} host(s)")
+                real_refs, syn_refs = mixing.lambda_streams(real_labels, synthetic_labels, seed)
+                halves = [_host_rows(_records(s, real, synthetic, image_size), cfg.batch_size // 2)
+                          for s in (real_refs, syn_refs)]
+                batch = lambda step, halves=halves: _stack(halves[0](step) + halves[1](step))
+                epoch_size = len(mixing.repeated_real_indices(real_labels, synthetic_labels)) + len(synthetic_labels)
+            else:
+                if kind == "alpha":
+                    refs = mixing.alpha_stream(real_labels, synthetic_labels, cfg.alpha, seed)
+                    epoch_size = len(mixing.repeated_real_indices(real_labels, synthetic_labels))
+                else:
+                    refs = mixing.real_stream(real_labels, seed)
+                    epoch_size = len(real_labels)
+                rows = _host_rows(_records(refs, real, synthetic, image_size), cfg.batch_size)
+                batch = lambda step, rows=rows: _stack(rows(step))
+            if cfg.steps_per_epoch < 0:
+                raise ConfigError(f"config.classify.steps_per_epoch must be >= 0 (0: one pass), got {cfg.steps_per_epoch}")
+            steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(epoch_size / cfg.batch_size))
+            self.phases.append(Phase(kind, epochs, steps_per_epoch, batch))
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    def phase_at(self, step: int) -> tuple[Phase, int]:
+        """The phase of global ``step`` and the step within it."""
+        for phase in self.phases:
+            if step < phase.steps:
+                return phase, step
+            step -= phase.steps
+        raise IndexError(f"step {step} is past the last phase")
+
+    def parts(self, phase: Phase) -> list[np.ndarray]:
+        """Global row indices of each part of a batch of ``phase`` (two for ``lambda``: real, synthetic)."""
+        if phase.kind != "lambda":
+            return [np.arange(self.batch_size)]
+        local = self.batch_size // jax.process_count()
+        half = local // 2
+        starts = np.arange(jax.process_count())[:, None] * local
+        return [(starts + np.arange(half)).ravel(), (starts + half + np.arange(half)).ravel()]
+
+    def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        """This host's batches from global ``start_step`` to the end, read ahead by a thread pool."""
+        step = start_step
+        while step < self.total_steps:
+            phase, within = self.phase_at(step)
+            indices = grain.MapDataset.range(within, phase.steps)
+            yield from indices.map(phase.batch).to_iter_dataset(_READ)
+            step += phase.steps - within
+
+
+def eval_batches(source, image_size: int, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """This host's rows of each global evaluation batch, padded with repeats of the last image at the end;
+    yields (batch, number of real rows in the global batch)."""
+    n = len(source)
+    local = batch_size // jax.process_count()
+    offset = jax.process_index() * local
+
+    def load(k: int):
+        rows = [min(k * batch_size + offset + j, n - 1) for j in range(local)]
+        records = [source[i] for i in rows]
+        return {"image": np.stack([augment.resize_and_center_crop(np.asarray(r["image"]), image_size) for r in records]),
+                "label": np.asarray([r["label"] for r in records], np.int32)}, min(batch_size, n - k * batch_size)
+
+    yield from grain.MapDataset.range(0, math.ceil(n / batch_size)).map(load).to_iter_dataset(_READ)

@@ -1,0 +1,106 @@
+"""The classifier's one jitted, sharded training step and its evaluation step.
+
+State is a plain pytree ``{"step", "params", "stats", "opt_state"}`` (``params``: what is trained; ``stats``:
+BatchNorm statistics), replicated over the mesh; the frozen rest of the model (CLIP's base weights) is a
+separate, constant argument; the batch is split over every device. Augmentation and MixUp/CutMix run on the device just before
+the update, keyed by ``fold_in(key(seed), step)``, so a step is a pure function of (state, batch).
+
+Loss: soft-target cross-entropy weighted per row. With ``lambda`` mixing the real rows share weight lambda and
+the synthetic rows 1 - lambda: lambda * CE(real half) + (1 - lambda) * CE(synthetic half), extended to MixUp's
+soft targets; otherwise every row weighs 1 / batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bobjax import parallel
+from bobjax.classify import augment, mixup
+from bobjax.models import lora
+
+_DROPOUT_STREAM = 0x10A  # LoRA dropout draws from its own key stream, apart from augmentation's.
+
+
+def row_weights(parts: list[np.ndarray], batch_size: int, real_weight: float | None) -> np.ndarray:
+    """Per-row loss weights summing to 1; ``real_weight`` (lambda) applies to two parts (real, synthetic)."""
+    weights = np.zeros(batch_size, np.float32)
+    if real_weight is None:
+        weights[:] = 1.0 / batch_size
+    else:
+        real, synthetic = parts
+        weights[real] = real_weight / len(real)
+        weights[synthetic] = (1.0 - real_weight) / len(synthetic)
+    return weights
+
+
+def normalize(images, mean, std):
+    return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+
+
+def prepare(key, batch, spec: augment.AugmentSpec, parts, num_classes: int, mix_prob: float):
+    """uint8 batch -> (augmented, mixed images in [0, 1], soft targets)."""
+    k_aug, k_mix = jax.random.split(key)
+    images = augment.augment_batch(k_aug, batch["image"], spec)
+    targets = jax.nn.one_hot(batch["label"], num_classes)
+    return mixup.mix_batch(k_mix, images, targets, parts, mix_prob)
+
+
+def make_prepare(mesh, *, seed: int, spec, parts, num_classes: int, mix_prob: float):
+    """A jitted ``(step, batch) -> (images, targets)``: the batch the model sees at ``step``, also for logging."""
+
+    def prepare_at(step, batch):
+        return prepare(jax.random.fold_in(jax.random.key(seed), step), batch, spec, parts, num_classes, mix_prob)
+
+    batch = parallel.batch_sharding(mesh)
+    return jax.jit(prepare_at, in_shardings=(parallel.replicated(mesh), batch), out_shardings=(batch, batch))
+
+
+def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax.GradientTransformation,
+                    state_template, frozen_template, seed: int, lora_dropout: float = 0.0, dtype=jnp.float32):
+    """A ``(state, frozen, batch) -> (state, metrics)``: ``prepare_fn`` (:func:`make_prepare`), then one jitted
+    update; ``graphdef`` is the model's in training mode."""
+    weights = jnp.asarray(weights)
+
+    def update(state, frozen, images, targets, labels):
+        x = normalize(images, mean, std).astype(dtype)
+
+        def loss_fn(params, stats):
+            model = nnx.merge(graphdef, params, stats, frozen, copy=True)  # Fresh variables, owned by this trace.
+            if lora_dropout > 0:
+                lora.set_dropout_rng(model, jax.random.fold_in(jax.random.key(seed + _DROPOUT_STREAM), state["step"]))
+            logits = model(x).astype(jnp.float32)
+            loss = jnp.sum(weights * optax.softmax_cross_entropy(logits, targets))
+            return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["stats"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        new_state = {"step": state["step"] + 1, "params": params, "stats": stats, "opt_state": opt_state}
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    replicate = lambda tree: jax.tree.map(lambda _: parallel.replicated(mesh), tree)  # noqa: E731
+    batch = parallel.batch_sharding(mesh)
+    update = jax.jit(update, in_shardings=(replicate(state_template), replicate(frozen_template), batch, batch, batch),
+                     out_shardings=(replicate(state_template), parallel.replicated(mesh)), donate_argnums=0)
+
+    def train_step(state, frozen, batch):
+        images, targets = prepare_fn(state["step"], batch)
+        return update(state, frozen, images, targets, batch["label"])
+
+    return train_step
+
+
+def make_eval_step(graphdef, mesh, *, mean, std, dtype=jnp.float32):
+    """A jitted ``(params, stats, frozen, uint8 images) -> predicted classes``; ``graphdef`` in evaluation mode."""
+
+    def eval_step(params, stats, frozen, images):
+        model = nnx.merge(graphdef, params, stats, frozen)
+        x = normalize(images.astype(jnp.float32) / 255.0, mean, std).astype(dtype)
+        return jnp.argmax(model(x), axis=-1)
+
+    return jax.jit(eval_step, out_shardings=parallel.replicated(mesh))

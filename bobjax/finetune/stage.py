@@ -1,0 +1,129 @@
+"""The ``finetune`` stage: LoRA on Stable Diffusion with context-preserving prompts (BOB step 2).
+
+Reads the few-shot train split and (for BOB's prompt) the caption bank; writes
+``WORKDIR/finetune/pytorch_lora_weights.safetensors`` (diffusers/peft layout: ``load_lora_weights`` in PyTorch
+reads it), or one such file per class under ``class_NNNN/`` with ``config.finetune.per_class``.
+Orbax checkpoints every ``checkpoint_every`` steps; a killed run resumes from the last one and sees the same
+batches (they are a function of (seed, step)). TensorBoard scalars and preview grids go to ``finetune/tb``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from bobjax import artifacts, assets, parallel
+from bobjax.data import fewshot
+from bobjax.finetune import step as lora_step
+from bobjax.finetune.adapters import add_adapters, lora_configs
+from bobjax.finetune.input import finetune_batches, prompt_fields, tokenize, training_prompts
+from bobjax.finetune.preview import Previews
+from bobjax.models import lora
+from bobjax.models.sd.schedulers import NoiseSchedule
+from bobjax.training import loop, optim
+
+
+def run(config, workdir: str) -> None:
+    from bobjax.models.sd import load_stable_diffusion
+
+    c = config.finetune
+    mesh = parallel.make_mesh(config.mesh)
+    splits = fewshot.make_splits(config.data, config.seed)
+    train = splits.train
+    class_names = [splits.class_names[int(label)] for label in train.labels()]
+    contexts = _contexts(workdir, c.prompt)
+    prompts = training_prompts(c.prompt, splits.descriptor, class_names, train.image_ids(), contexts)
+    dtype = jnp.dtype(config.model.dtype)
+    sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=dtype, attention=config.model.attention,
+                               remat=c.remat)
+    input_ids = tokenize(sd.tokenizer, prompts)
+
+    folder = artifacts.stage_dir(workdir, "finetune")
+    groups = ([(artifacts.class_lora_dir(folder, k), np.flatnonzero(train.labels() == k))
+               for k in range(len(splits.class_names))] if c.per_class
+              else [(folder, np.arange(len(train)))])
+    for folder, indices in groups:
+        if os.path.exists(os.path.join(folder, artifacts.LORA_FILE)) or not len(indices):
+            continue
+        train_lora(config, sd, lambda i, idx=indices: train[int(idx[i])]["image"], input_ids[indices], folder, mesh)
+
+
+def _contexts(workdir: str, template: str) -> dict[str, tuple[str, str]] | None:
+    if not prompt_fields(template) & {"background", "pose"}:
+        return None
+    from bobjax.caption.bank import read_caption_bank
+
+    bank = read_caption_bank(workdir)
+    return {i: (b, p) for i, b, p in zip(bank.image_ids, bank.backgrounds, bank.poses, strict=True)}
+
+
+def train_lora(config, sd, load_image, input_ids: np.ndarray, folder: str, mesh) -> None:
+    """Trains one LoRA on the images ``load_image(0..n-1)`` with prompts ``input_ids`` and exports it to ``folder``."""
+    c = config.finetune
+    local_batch = parallel.local_batch_size(c.batch_size, mesh)
+    total_steps = c.epochs * math.ceil(len(input_ids) / c.batch_size)
+
+    # Model and step: adapters train, everything else is frozen (replicated, or FSDP over the mesh).
+    configs = lora_configs(c)
+    unet, text_encoder = add_adapters(sd, configs, config.seed)
+    graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)
+    optimizer, lr = optim.make_optimizer(c, total_steps)
+    step_fn = lora_step.make_train_step(graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer, lr,
+                                        seed=config.seed, lora_dropout=c.lora_dropout)
+    frozen = jax.device_put(frozen, lora_step.frozen_sharding(frozen, mesh))
+    state = jax.device_put(lora_step.init_state(trainable, optimizer), parallel.replicated(mesh))
+    train_step = lora_step.jit_train_step(step_fn, state, frozen, mesh)
+
+    # Resume from the last checkpoint, if any.
+    checkpoints = loop.Checkpoints(os.path.join(folder, "checkpoints"))
+    restored = checkpoints.restore({"state": state})
+    if restored is not None:
+        state = restored["state"]
+        logging.info("finetune: resumed %s at step %d of %d", folder, int(state.step), total_steps)
+    start = int(state.step)
+
+    # Data and logs.
+    batches = finetune_batches(load_image, input_ids, resolution=c.resolution, random_flip=c.random_flip,
+                               seed=config.seed, local_batch_size=local_batch, process_index=jax.process_index(),
+                               process_count=jax.process_count(), start_step=start)
+    writer = loop.writer(os.path.join(folder, "tb"))
+    previews = Previews(config, sd, graphs, configs, input_ids, mesh)
+    window = loop.MetricWindow()
+
+    def check(step: int, loss) -> None:
+        loop.check_finite(float(loss), what="fine-tuning", step=step, checkpoints=checkpoints,
+                          hint="lower config.finetune.learning_rate, or use float32 weights")
+
+    # Loop.
+    pending = None
+    with checkpoints, loop.progress_bar(total_steps, start, "finetune") as bar:
+        for step in range(start, total_steps):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = train_step(state, frozen, parallel.global_batch(next(batches), mesh))
+            if pending is not None:  # The previous step's loss: checking one step behind keeps the device busy.
+                check(*pending)
+            pending = (step, metrics["loss"])
+            window.add(metrics)
+            bar.update()
+            done = step + 1
+            if loop.due(done, c.log_every, total_steps):
+                scalars = window.mean()
+                writer.write_scalars(done, {**scalars, "images_per_sec": scalars["steps_per_sec"] * c.batch_size})
+            if loop.due(done, c.checkpoint_every, total_steps):
+                check(*pending)
+                checkpoints.save(done, {"state": state})
+            if loop.due(done, c.sample_every, total_steps):
+                writer.write_images(done, {"samples": previews(state.lora, frozen)[None]})
+    writer.flush()
+
+    if parallel.is_main_process():
+        unet, text_encoder, _ = lora_step.merge_models(graphs, parallel.to_host(state.lora), frozen)
+        parts = {"unet": (unet, configs["unet"])}
+        if "text_encoder" in configs:
+            parts["text_encoder"] = (text_encoder, configs["text_encoder"])
+        lora.save_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE), parts)

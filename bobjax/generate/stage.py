@@ -1,0 +1,160 @@
+"""BOB step 3: context-marginalized generation into a synthetic TFDS dataset, sharded and resumable.
+
+Reads the caption bank (``captions/``) and the fine-tuned LoRA (``finetune/``), plans every synthetic image
+(``bobjax.generate.plan``), and writes ``synthetic/`` (TFDS, ArrayRecord) shard by shard. Shards are dealt to
+hosts round-robin and each host samples its shards on its own devices, so generation needs no cross-host
+traffic; a killed run rewrites only the missing shards. Each image's noise comes from its plan entry's seed, so
+the output does not depend on devices, batch size or restarts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image
+from tqdm import tqdm
+
+from bobjax import artifacts, assets, parallel
+from bobjax.data import make_splits
+from bobjax.data.tfds_writer import ShardedWriter
+from bobjax.errors import ConfigError
+from bobjax.generate.plan import CONTEXT_PLANS, PlannedImage, images_per_class, make_plan
+from bobjax.grid import image_grid
+
+SHARD_SIZE = 256  # Images per shard: a few minutes of work on one GPU, so a kill loses little.
+
+
+def features(class_names) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3)),
+        "label": tfds.features.ClassLabel(names=list(class_names)),
+        "image_id": tfds.features.Text(),
+        "class_name": tfds.features.Text(),
+        "prompt": tfds.features.Text(),
+        "background": tfds.features.Text(),
+        "pose": tfds.features.Text(),
+        "seed": np.int64,
+    })
+
+
+def plan_run(config, workdir: str):
+    """(splits, planned images) of this run: a pure function of the config and the caption bank."""
+    g = config.generate
+    splits = make_splits(config.data, config.seed)
+    bank = None
+    if g.plan in CONTEXT_PLANS:
+        from bobjax.caption.bank import read_caption_bank
+
+        bank = read_caption_bank(workdir)
+    train_counts = np.bincount(splits.train.labels(), minlength=len(splits.class_names))
+    counts = images_per_class(train_counts, g.images_per_class, g.long_tail_total, g.long_tail_m)
+    planned = make_plan(g.plan, class_names=splits.class_names, descriptor=splits.descriptor, counts=counts,
+                        prompt=g.prompt, seed=config.seed, bank=bank, shared_sequence=g.shared_sequence)
+    return splits, planned
+
+
+def load_generator(config, workdir: str, mesh):
+    """The base model, with the run's LoRA merged in (none for ``zero_shot``; per-class LoRAs are folded in
+    class by class later, by :class:`~bobjax.generate.per_class.PerClassLoras`), wrapped in a sampler."""
+    import jax.numpy as jnp
+
+    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd import load_stable_diffusion
+
+    g = config.generate
+    sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=jnp.dtype(config.model.dtype),
+                               attention=config.model.attention)
+    if g.plan != "zero_shot":
+        from bobjax.models import lora
+
+        if not config.finetune.per_class:
+            lora.fold_file_into_pipeline(sd, os.path.join(artifacts.stage_dir(workdir, "finetune"), artifacts.LORA_FILE),
+                                         scale=g.lora_scale)
+    return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
+                       resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
+
+
+def make_generate_fn(config, workdir: str, mesh):
+    """``planned images -> uint8 images``: the fine-tuned diffusion model, or the toy world's own renderer."""
+    renderer = config.generate.renderer
+    if renderer == "toyworld":
+        from bobjax.toyworld.renderer import ToyWorldRenderer
+
+        return ToyWorldRenderer(config)
+    if renderer != "diffusion":
+        raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
+    generator = load_generator(config, workdir, mesh)
+    if config.finetune.per_class and config.generate.plan != "zero_shot":
+        from bobjax.generate.per_class import PerClassLoras
+
+        return PerClassLoras(generator, artifacts.stage_dir(workdir, "finetune"), config.generate.lora_scale)
+    return lambda planned: generator([p.prompt for p in planned], seeds=[p.seed for p in planned])
+
+
+def _records(planned: list[PlannedImage], images: np.ndarray):
+    for item, image in zip(planned, images):
+        yield {"image": image, "label": item.label, "image_id": item.image_id, "class_name": item.class_name,
+               "prompt": item.prompt, "background": item.background, "pose": item.pose, "seed": item.seed}
+
+
+def write_grids(directory: str, planned: list[PlannedImage], source, per_class: int = 8) -> None:
+    """One PNG row of the first images of each class, for the report and for people."""
+    os.makedirs(directory, exist_ok=True)
+    by_class: dict[int, list[int]] = {}
+    for position, item in enumerate(planned):
+        by_class.setdefault(item.label, []).append(position)
+    for label, positions in by_class.items():
+        row = image_grid(np.stack([source[p]["image"] for p in positions[:per_class]]), columns=per_class)
+        path = os.path.join(directory, f"class_{label:04d}.png")
+        with artifacts.atomic_path(path) as tmp:
+            Image.fromarray(row).save(tmp, format="PNG")
+
+
+def export_png(directory: str, source) -> None:
+    """An image folder (``<class name>/<image id>.png``) for PyTorch users."""
+    for i in range(len(source)):
+        record = source[i]
+        folder = os.path.join(directory, record["class_name"].decode())
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{record['image_id'].decode()}.png")
+        if not os.path.exists(path):
+            with artifacts.atomic_path(path) as tmp:
+                Image.fromarray(record["image"]).save(tmp, format="PNG")
+
+
+def run(config, workdir: str) -> None:
+    g = config.generate
+    out_dir = artifacts.stage_dir(workdir, "generate")
+    splits, planned = plan_run(config, workdir)
+    shards = [planned[k : k + SHARD_SIZE] for k in range(0, max(len(planned), 1), SHARD_SIZE)]
+    writer = ShardedWriter(out_dir, "synthetic", features(splits.class_names), "train", num_shards=len(shards))
+    mine = [k for k in writer.missing_shards() if k % jax.process_count() == jax.process_index()]
+    logging.info("generate: %d images in %d shards; %d shards left for this host", len(planned), len(shards), len(mine))
+    if mine:
+        mesh = parallel.make_mesh(config.mesh, devices=jax.local_devices())
+        generate = make_generate_fn(config, workdir, mesh)
+        batch = g.batch_size
+        with tqdm(total=sum(len(shards[k]) for k in mine), desc="generate", unit="img") as progress:
+            for k in mine:
+                images = []
+                for start in range(0, len(shards[k]), batch):
+                    chunk = shards[k][start : start + batch]
+                    images.append(generate(chunk))
+                    progress.update(len(chunk))
+                writer.write_shard(k, _records(shards[k], np.concatenate(images) if images else []))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("bobjax.generate: all shards written")
+    if parallel.is_main_process():
+        writer.finalize([len(s) for s in shards])
+        from bobjax.data.tfds_writer import read_dataset
+
+        source = read_dataset(out_dir)
+        write_grids(os.path.join(out_dir, "grids"), planned, source)
+        if g.export_png:
+            export_png(os.path.join(out_dir, "png"), source)

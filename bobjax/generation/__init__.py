@@ -1,1 +1,0 @@
-"""Synthetic images: prompt plans and the sampler behind the ``generate`` stage."""

@@ -1,0 +1,120 @@
+"""The ``report`` stage: ``WORKDIR/report/index.html``, its Markdown twin ``index.md``, and ``results.json``
+(``{method: {"top1": mean over seeds, "top1_std", "top1_per_seed", "seeds", "per_class"}}``, plus
+``"synthetic_class_fidelity"`` on the toy world: see :mod:`bobjax.toyworld.fidelity`).
+
+It covers the run in ``WORKDIR`` or, for a comparison (``config.compare``), every method and seed side by side:
+accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of each class, the
+backgrounds those images show, on the toy world how much class detail the synthetic images carry, the wall time
+of every stage, and the config. The whole folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from bobjax import artifacts, toyworld
+from bobjax.data import make_splits
+from bobjax.data.tfds_writer import is_finished, read_dataset
+from bobjax.report import render
+from bobjax.report.results import Results, collect
+from bobjax.toyworld import fidelity
+
+TILE = 64  # Pixels of one image in the report's grids.
+PER_CLASS = 8  # Images per class row.
+
+
+def _tile(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(np.asarray(image, np.uint8)).convert("RGB").resize((TILE, TILE), Image.BICUBIC))
+
+
+def _grid(rows: list[list[np.ndarray]]) -> Image.Image:
+    """Rows of images (any sizes) -> one picture of TILE-pixel tiles; short rows are padded with white."""
+    blank = np.full((TILE, TILE, 3), 255, np.uint8)
+    lines = [np.concatenate([_tile(x) for x in row] + [blank] * (PER_CLASS - len(row)), axis=1) for row in rows]
+    return Image.fromarray(np.concatenate(lines, axis=0))
+
+
+def _real_rows(results: Results) -> list[list[np.ndarray]]:
+    run = results.runs[0]
+    train = make_splits(run.config.data, run.seed).train
+    labels = train.labels()
+    rows = []
+    for c in range(min(len(results.class_names), render.MAX_CONTEXT_CLASSES)):
+        rows.append([train[int(i)]["image"] for i in np.flatnonzero(labels == c)[:PER_CLASS]])
+    return rows
+
+
+def _synthetic_rows(workdir: str, num_classes: int) -> list[list[np.ndarray]] | None:
+    """The generate stage's per-class grid rows, cut back into images."""
+    folder = os.path.join(artifacts.stage_dir(workdir, "generate"), "grids")
+    if not os.path.isdir(folder):
+        return None
+    rows = []
+    for c in range(min(num_classes, render.MAX_CONTEXT_CLASSES)):
+        path = os.path.join(folder, f"class_{c:04d}.png")
+        if not os.path.exists(path):
+            rows.append([])
+            continue
+        strip = np.asarray(Image.open(path).convert("RGB"))
+        size = strip.shape[0]
+        rows.append([strip[:, k * size:(k + 1) * size] for k in range(min(strip.shape[1] // size, PER_CLASS))])
+    return rows
+
+
+def _class_fidelity(config, results: Results) -> dict[str, dict] | None:
+    """Toy world only: each method's synthetic class fidelity (mean over its seeds), and the oracle's own test
+    accuracy under the key ``"oracle"``; None where there is nothing to measure."""
+    synthetic = {m.method: [d for d in m.workdirs if is_finished(artifacts.stage_dir(d, "generate"))]
+                 for m in results.methods}
+    if config.data.source != "toyworld" or not config.report.oracle_steps or not any(synthetic.values()):
+        return None
+    oracle = fidelity.train_oracle(toyworld.spec_from_config(config.data.toyworld),
+                                   per_class=config.report.oracle_per_class, steps=config.report.oracle_steps,
+                                   seed=config.seed)
+    out = {"oracle": {"test_top1": oracle.test_top1}}
+    for method, workdirs in synthetic.items():
+        scores = []
+        for folder in workdirs:
+            source = read_dataset(artifacts.stage_dir(folder, "generate"))
+            records = [source[i] for i in range(len(source))]
+            images = np.stack([np.asarray(r["image"]) for r in records])
+            labels = np.array([int(r["label"]) for r in records])
+            scores.append(fidelity.class_fidelity(oracle, images, labels, len(results.class_names)))
+        if scores:
+            out[method] = {"top1": float(np.mean([s["top1"] for s in scores])),
+                           "per_class": np.nanmean([s["per_class"] for s in scores], axis=0).tolist()}
+    return out
+
+
+def run(config, workdir: str) -> dict:
+    results = collect(config, workdir)
+    out_dir = artifacts.stage_dir(workdir, "report")
+    summary = {m.method: m.as_json(results.class_names) for m in results.methods}
+    class_fidelity = _class_fidelity(config, results)
+    if class_fidelity is not None:
+        for method, score in class_fidelity.items():
+            if method in summary:
+                summary[method]["synthetic_class_fidelity"] = score["top1"]
+    title = f"bobjax report: {results.dataset}"
+    with artifacts.atomic_dir(out_dir) as tmp:
+        os.makedirs(os.path.join(tmp, "images"))
+        grids = [("real (few-shot train)", _real_rows(results))]
+        for method in results.methods:
+            rows = _synthetic_rows(method.workdirs[0], len(results.class_names))
+            if rows is not None:
+                grids.append((f"{method.method} synthetic", rows))
+        images = []
+        for caption, rows in grids:
+            path = os.path.join("images", caption.split(" ")[0] + ".png")
+            _grid(rows).save(os.path.join(tmp, path))
+            images.append((caption, path))
+        parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity)
+        with open(os.path.join(tmp, "index.html"), "w") as f:
+            f.write(render.to_html(title, results, parts))
+        with open(os.path.join(tmp, "index.md"), "w") as f:
+            f.write(render.to_markdown(title, parts))
+        artifacts.write_json(os.path.join(tmp, "results.json"), summary)
+    return summary

@@ -1,1 +1,0 @@
-"""The report stage's parts: gathering results from run folders, and rendering them as HTML and Markdown."""

@@ -1,0 +1,22 @@
+"""``python -m bobjax.toyworld.prior --config=configs/toyworld_prior.py --workdir=DIR [--export=PATH]``."""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "configs/toyworld_prior.py (or another prior config).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, caches, TensorBoard logs and the sample grid.")
+flags.DEFINE_string("export", None, "Where the diffusers folder goes (default WORKDIR/toyworld_prior).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from bobjax.toyworld.prior import pretrain
+
+    print(pretrain.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.export))
+
+
+if __name__ == "__main__":
+    app.run(main)
