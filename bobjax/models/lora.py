@@ -112,7 +112,16 @@ def add_lora(model: nnx.Module, config: LoraConfig, *example_inputs, rngs: nnx.R
     # UNet); one jitted call creates them in a fraction of that.
     lora_model = qwix.apply_lora_to_model(model, provider, *example_inputs, rngs=rngs, skip_nnx_init=True)
     lora_model.set_attributes(qwix_rngs=rngs, raise_if_not_found=False)
-    nnx.jit(lambda m, *inputs: m(*inputs))(lora_model, *example_inputs)
+    # Adapters created inside a rematerialised block would not reach the model (remat writes back only
+    # changed Variables, see sd.unet_blocks.call_module), so this call runs without remat.
+    rematerialised = [m for _, m in nnx.iter_modules(lora_model) if getattr(m, "remat", False)]
+    for m in rematerialised:
+        m.remat = False
+    try:
+        nnx.jit(lambda m, *inputs: m(*inputs))(lora_model, *example_inputs)
+    finally:
+        for m in rematerialised:
+            m.remat = True
     lora_model.set_attributes(qwix_rngs=None, disable_quant_stats_update=False, raise_if_not_found=False)
     if not adapter_paths(lora_model):
         raise ValueError(f"LoRA targets {list(config.targets)} match no module of {type(model).__name__}")

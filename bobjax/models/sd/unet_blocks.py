@@ -43,9 +43,15 @@ class CrossAttention:
 
 
 def call_module(module: nnx.Module, *args, remat: bool):
-    """Calls ``module``; with ``remat`` its activations are recomputed in the backward pass, not stored."""
+    """Calls ``module``; with ``remat`` its activations are recomputed in the backward pass, not stored.
+
+    ``graph_updates=False``: only the Variables the call changed are written back (e.g. a LoRA dropout
+    stream's count), and Variables created inside are dropped. The default writes back every Variable, which
+    raises ``TraceContextError`` for weights closed over by an inner transform (the frozen weights under the
+    LoRA step's ``jax.grad``).
+    """
     if remat:
-        return nnx.remat(lambda m, *a: m(*a))(module, *args)
+        return nnx.remat(lambda m, *a: m(*a), graph_updates=False)(module, *args)
     return module(*args)
 
 
