@@ -44,8 +44,8 @@ def _median_seconds(step, iters: int, warmup: int) -> float:
 def bench_jax(name: str, batch: int, size: int, dtype, iters: int, warmup: int) -> tuple[float, float | None]:
     """(seconds per step, FLOPs per step from XLA's cost analysis)."""
     cfg = config_lib.base_config().classify
-    cfg.backbone, cfg.image_size, cfg.checkpoint = name, size, ""
-    model = backbones.build(cfg, [f"class {c}" for c in range(1000)], "object", rngs=nnx.Rngs(0)).model
+    cfg.backbone, cfg.image_size = name, size
+    model = backbones.build(cfg, None, [f"class {c}" for c in range(1000)], "object", rngs=nnx.Rngs(0)).model
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-4, weight_decay=1e-4)
     state = (params, rest, tx.init(params))

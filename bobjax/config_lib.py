@@ -145,7 +145,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.classify = ml_collections.ConfigDict()
     # clip_vit_b16 | resnet50 | vit_b16 | mae_vit_b16 | resnet_tiny (demo, from scratch) | resnet18/26/34
     c.classify.backbone = "clip_vit_b16"
-    c.classify.checkpoint = ""  # timm weights (file or folder) or a transformers CLIPModel folder; "": random init.
+    # "default": the backbone's pretrained weights from the hub (classify.backbones.DEFAULT_CHECKPOINTS); "random":
+    # random init; or a hub id, a timm weights file or folder, a transformers CLIPModel folder.
+    c.classify.checkpoint = "default"
     c.classify.mixing = "lambda"  # lambda | alpha | btl | real_only
     c.classify.real_weight = 0.8  # lambda of BOB: loss = lambda CE(real) + (1 - lambda) CE(synthetic).
     c.classify.alpha = 0.5  # SGIA: probability that a slot holds a synthetic image.

@@ -1,7 +1,9 @@
 """The bobjax command line: ``python -m bobjax.main --config=configs/cub.py --workdir=DIR``.
 
-Prints and records the resolved config, then runs the stages that ``config.stages`` names, in pipeline order
-(for a comparison, ``config.compare``, once per method and seed; see :mod:`bobjax.compare`).
+Prints and records the resolved config, fetches the pretrained weights of every stage it will run (so missing
+weights stop it before any work; ``WORKDIR/weights.json`` records them, see :mod:`bobjax.pretrained`), then runs the
+stages that ``config.stages`` names, in pipeline order (for a comparison, ``config.compare``, once per method and
+seed; see :mod:`bobjax.compare`).
 A stage whose artifact is complete (for the same config) is skipped, so a killed run is finished by rerunning
 the same command. Override any field: ``--config.finetune.lora_rank=8``; the config is locked, so a misspelt
 key fails and names itself.
@@ -17,7 +19,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bobjax import artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, report
+from bobjax import artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -75,12 +77,12 @@ def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) ->
             artifacts.remove_stage(workdir, stage)
 
 
-def _refuse_stale_stages(plan, redo) -> None:
-    """Raises, before any work, if a stage this command would skip was completed with a different config: found
-    only when its turn came, the error would follow minutes to hours of the stages before it."""
-    for config, workdir, stage in plan:
-        if stage not in redo:
-            artifacts.is_complete(config, workdir, stage)
+def _pending_stages(plan, redo) -> list:
+    """The ``(config, workdir, stage)`` of ``plan`` that will run. Raises, before any work, if a stage this command
+    would skip was completed with a different config: found only when its turn came, the error would follow minutes
+    to hours of the stages before it."""
+    return [(config, workdir, stage) for config, workdir, stage in plan
+            if stage in redo or not artifacts.is_complete(config, workdir, stage)]
 
 
 def run(config, workdir: str, redo=()) -> None:
@@ -88,20 +90,23 @@ def run(config, workdir: str, redo=()) -> None:
     over all runs in ``workdir``."""
     stages = config_lib.parse_stages(config.stages)
     if not compare.is_comparison(config):
-        _refuse_stale_stages([(config, workdir, stage) for stage in stages], redo)
+        pending = _pending_stages([(config, workdir, stage) for stage in stages], redo)
         prepare_workdir(config, workdir, redo)
+        pretrained.record(workdir, pretrained.resolve_all(pending).get(workdir, {}))
         for stage in stages:
             run_stage(config, workdir, stage)
         return
     runs = compare.runs(config, workdir)
-    _refuse_stale_stages([(one.config, one.workdir, stage) for one in runs
-                          for stage in config_lib.parse_stages(one.config.stages)]
-                         + ([(config, workdir, "report")] if "report" in stages else []), redo)
+    pending = _pending_stages([(one.config, one.workdir, stage) for one in runs
+                               for stage in config_lib.parse_stages(one.config.stages)]
+                              + ([(config, workdir, "report")] if "report" in stages else []), redo)
     prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
+    weights = pretrained.resolve_all(pending)
     for k, one in enumerate(runs):
         logging.info("comparison run %d/%d: method %s, seed %d, in %s", k + 1, len(runs), one.method, one.seed,
                      one.workdir)
         prepare_workdir(one.config, one.workdir, [s for s in redo if s != "report"])
+        pretrained.record(one.workdir, weights.get(one.workdir, {}))
         for stage in config_lib.parse_stages(one.config.stages):
             run_stage(one.config, one.workdir, stage)
     if "report" in stages:

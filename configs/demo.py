@@ -44,6 +44,7 @@ def get_config(arg=None):
     config.generate.batch_size = 16
 
     config.classify.backbone = "resnet_tiny"
+    config.classify.checkpoint = "random"  # No pretrained tiny ResNet exists: the demo trains it from scratch.
     config.classify.image_size = 64
     config.classify.epochs = 20
     # Every method gets 300 steps: an epoch of BOB's stream (40 synthetic + 40 repeated real images per class) is

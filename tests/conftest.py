@@ -1,5 +1,5 @@
-"""Test-wide setup: 8 forced host devices (so sharding tests run on a CPU), cheaper compilation, and the opt-in
-slow marker.
+"""Test-wide setup: 8 forced host devices (so sharding tests run on a CPU), cheaper compilation, the opt-in
+slow marker, and offline Hugging Face caches (``fake_hub``: tiny models under the real ids; ``empty_hub``).
 
 Compiling, not running, dominates tests on tiny models: LLVM's cheap optimisation level halves XLA:CPU compile
 times, and a per-session persistent compilation cache lets a test that builds the same program again (a
@@ -50,3 +50,24 @@ def one_device(monkeypatch):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _session_hub(tmp_path_factory):
+    from fake_hub import FakeHub
+
+    return FakeHub(str(tmp_path_factory.mktemp("hf_home")))
+
+
+@pytest.fixture
+def fake_hub(_session_hub, monkeypatch):
+    """The session's offline Hugging Face cache (tests/fake_hub.py); ``fake_hub.add(repo_id)`` builds a repo once."""
+    return _session_hub.use(monkeypatch)
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """An offline Hugging Face cache that holds nothing."""
+    from fake_hub import FakeHub
+
+    return FakeHub(str(tmp_path / "hf_home")).use(monkeypatch)

@@ -18,9 +18,14 @@ def cli(*args, timeout=120):
 def demo_config(**overrides):
     """One run of ``configs/demo.py`` (its comparison of methods off unless overridden) with
     ``{"section.field": value}`` overrides."""
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"))
+    return config_file("demo.py", **{"compare.methods": "", **overrides})
+
+
+def config_file(name: str, **overrides):
+    """``configs/<name>`` with ``{"section.field": value}`` overrides."""
+    config = config_lib.load_config_file(os.path.join(ROOT, "configs", name))
     config.unlock()
-    for key, value in {"compare.methods": "", **overrides}.items():
+    for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")
         for p in parents:

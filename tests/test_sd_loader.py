@@ -15,10 +15,12 @@ from parity import close
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from fake_hub import add_repo
 from flax import nnx
 from tiny_sd import make_tiny_sd, tiny_sd_pipeline
 
 from bobjax.models import weights
+from bobjax.models.hub import WeightsError
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.pipeline import hub_allow_patterns
 
@@ -136,7 +138,7 @@ def test_missing_component_folder_is_named(root, sd1_path):
     shutil.rmtree(broken / "vae")
     with pytest.raises(FileNotFoundError, match="has no 'vae' folder"):
         load_stable_diffusion(broken)
-    with pytest.raises(FileNotFoundError, match="Stable Diffusion folder not found: /nonexistent/sd"):
+    with pytest.raises(WeightsError, match="Stable Diffusion '/nonexistent/sd' does not exist"):
         load_stable_diffusion("/nonexistent/sd")
 
 
@@ -156,21 +158,15 @@ def offline_hub_cache(tmp_path, monkeypatch):
 
 
 def test_offline_hub_id_says_what_to_do(offline_hub_cache):
-    with pytest.raises(
-        ConnectionError, match=r"could not reach the Hugging Face hub for 'someone/tiny-sd'.*HF_HUB_OFFLINE"
-    ):
+    with pytest.raises(WeightsError, match=r"'someone/tiny-sd' is not in the Hugging Face cache .*HF_HUB_OFFLINE"):
         load_stable_diffusion("someone/tiny-sd")
 
 
 def test_hub_id_served_from_offline_cache(offline_hub_cache, sd1_path):
     """A hub id resolves through huggingface_hub's cache layout (models--owner--name/snapshots/<commit>)."""
-    commit = "0" * 40
-    repo = offline_hub_cache / "models--someone--tiny-sd"
-    shutil.copytree(sd1_path, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    snapshot = add_repo(str(offline_hub_cache), "someone/tiny-sd", sd1_path)
     sd = load_stable_diffusion("someone/tiny-sd")
-    assert sd.path == str(repo / "snapshots" / commit)
+    assert sd.path == snapshot
     assert_same_weights(sd, tiny_sd_pipeline("sd1"))
 
 

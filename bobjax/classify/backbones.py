@@ -1,8 +1,9 @@
 """The classify stage's backbones by name: construction, checkpoint import, input normalisation, layer depth.
 
 ``config.classify.backbone`` picks one; ``config.classify.checkpoint`` names its weights in the backbone's
-PyTorch format (a file, or a folder holding ``model.safetensors`` / ``pytorch_model.bin``, as timm and
-transformers save them); empty means random initialisation (the tiny demo ResNet trains from scratch).
+PyTorch format: ``"default"`` the backbone's pretrained weights on the Hugging Face hub (:data:`DEFAULT_CHECKPOINTS`),
+``"random"`` random initialisation (the demo's tiny ResNet trains from scratch), or a hub id, a file, or a folder
+holding ``model.safetensors`` / ``pytorch_model.bin`` as timm and transformers save them.
 ResNets and ViTs are fine-tuned whole with a new head; CLIP keeps its weights frozen and trains LoRA adapters
 (rank, alpha, dropout from the config) on ``q_proj`` and ``v_proj`` of both towers.
 """
@@ -19,7 +20,7 @@ from flax import nnx
 
 from bobjax.config_lib import CLASS_PROMPT
 from bobjax.errors import ConfigError
-from bobjax.models import clip, clip_tokenizer, lora, resnet, vit, weights
+from bobjax.models import clip, clip_tokenizer, hub, lora, resnet, vit, weights
 
 RESNETS = tuple(resnet.PRESETS)
 VITS = ("vit_b16", "mae_vit_b16")
@@ -28,6 +29,14 @@ CLIP_LORA_TARGETS = ("q_proj", "v_proj")
 # timm's ImageNet normalisation, which the ResNet and ViT checkpoints were trained with.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The weights of config.classify.checkpoint="default": timm repos (config.json, model.safetensors,
+# pytorch_model.bin) and transformers' CLIPModel (config.json, weights, tokenizer files).
+DEFAULT_CHECKPOINTS = {
+    "clip_vit_b16": "openai/clip-vit-base-patch16",
+    "resnet50": "timm/resnet50.tv_in1k",
+    "vit_b16": "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    "mae_vit_b16": "timm/vit_base_patch16_224.mae",
+}
 
 
 @dataclasses.dataclass
@@ -43,21 +52,42 @@ class Classifier:
     lora_dropout: float = 0.0
 
 
-def build(cfg, class_names: list[str], descriptor: str, *, rngs: nnx.Rngs) -> Classifier:
-    """``config.classify`` -> the classifier for ``class_names``, with its checkpoint loaded."""
+def resolve_checkpoint(cfg) -> hub.Resolved | None:
+    """``config.classify.checkpoint`` -> its weights, fetched from the hub if needed; None for ``"random"``."""
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"config.classify.backbone is {cfg.backbone!r}; expected one of {BACKBONES}")
+    name, what = cfg.checkpoint, "config.classify.checkpoint"
+    if name == "random":
+        return None
+    if name == "default":
+        if cfg.backbone not in DEFAULT_CHECKPOINTS:
+            raise ConfigError(f"config.classify.backbone={cfg.backbone!r} has no pretrained default weights (only "
+                              f"{', '.join(DEFAULT_CHECKPOINTS)} do): set config.classify.checkpoint='random' to train "
+                              "it from scratch, or to a hub id, file or folder of its timm weights")
+        name, what = DEFAULT_CHECKPOINTS[cfg.backbone], f"{what} (the default of {cfg.backbone})"
+    elif not name:
+        raise ConfigError("config.classify.checkpoint is empty; expected 'default' (the backbone's pretrained "
+                          "weights), 'random' (train from scratch), a hub id, or a local file or folder")
+    return hub.resolve(name, hub.model_patterns, what=what)
+
+
+def build(cfg, checkpoint: hub.Resolved | None, class_names: list[str], descriptor: str, *,
+          rngs: nnx.Rngs) -> Classifier:
+    """``config.classify`` -> the classifier for ``class_names``, with ``checkpoint`` (from :func:`resolve_checkpoint`;
+    None: random initialisation) loaded."""
     backbone, size = cfg.backbone, cfg.image_size
     if backbone == "clip_vit_b16":
-        return _build_clip(cfg, class_names, descriptor, rngs)
+        return _build_clip(cfg, checkpoint, class_names, descriptor, rngs)
     if backbone in RESNETS:
         model = resnet.resnet(backbone, len(class_names), rngs=rngs)
     elif backbone in VITS:
         model = vit.vit(backbone, len(class_names), size, rngs=rngs)
     else:
         raise ConfigError(f"config.classify.backbone is {backbone!r}; expected one of {BACKBONES}")
-    if cfg.checkpoint:
-        state = weights.read_state_dict(checkpoint_files(cfg.checkpoint))
+    if checkpoint is not None:
+        state = weights.read_state_dict(checkpoint_files(checkpoint.path))
         loader = resnet.load_timm_resnet if backbone in RESNETS else vit.load_timm_vit
-        loader(model, state, new_head=True, source=cfg.checkpoint)
+        loader(model, state, new_head=True, source=checkpoint.name)
     model.eval()
     eval_graph = nnx.graphdef(model)
     model.train()
@@ -72,20 +102,21 @@ def _clip_tokenizer(folder: str):
     return CLIPTokenizer.from_pretrained(clip_tokenizer.write_clip_tokenizer_files(tempfile.mkdtemp()))
 
 
-def _build_clip(cfg, class_names, descriptor, rngs) -> Classifier:
+def _build_clip(cfg, checkpoint, class_names, descriptor, rngs) -> Classifier:
     if cfg.layer_decay != 1.0:
         raise ConfigError("config.classify.layer_decay applies to ResNet and ViT fine-tuning; CLIP trains LoRA "
                           "adapters only, so set it to 1.0")
-    folder = cfg.checkpoint
+    folder = checkpoint.path if checkpoint else ""
     if folder and not os.path.isdir(folder):
-        raise ConfigError(f"config.classify.checkpoint for clip_vit_b16 must be a transformers CLIPModel folder, got {folder!r}")
+        raise ConfigError(f"config.classify.checkpoint for clip_vit_b16 must be a transformers CLIPModel folder (or "
+                          f"its hub id), got {checkpoint.name!r}")
     config = clip.read_config(folder) if folder else clip.CLIP_B16
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
     prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=name) for name in class_names]
     ids = clip.tokenize_prompts(_clip_tokenizer(folder), prompts, max_length)
     model = clip.CLIPClassifier(config, ids, cfg.image_size, rngs=rngs)
     if folder:
-        clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=folder)
+        clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=checkpoint.name)
     example = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
     adapters = lambda dropout: lora.LoraConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=CLIP_LORA_TARGETS,  # noqa: E731
                                                dropout=dropout)
@@ -107,8 +138,7 @@ def checkpoint_files(path: str) -> list[str]:
         if shards:
             return shards
         raise ConfigError(f"config.classify.checkpoint folder {path} holds none of {_CHECKPOINT_FILES} or *.safetensors")
-    raise ConfigError(f"config.classify.checkpoint {path!r} is neither a file nor a folder (hub ids are not resolved "
-                      "here: download the weights and pass their folder)")
+    raise ConfigError(f"config.classify.checkpoint {path!r} is neither a file nor a folder")
 
 
 def layer_depth(backbone: str, path: tuple) -> tuple[int, int]:

@@ -70,6 +70,7 @@ def _copy(tree):
 def run(config, workdir: str) -> dict:
     """Trains, evaluates and writes ``metrics.json`` (returned)."""
     cfg = config.classify
+    checkpoint = backbones.resolve_checkpoint(cfg)  # First: weights that cannot be fetched fail before any work.
     # Mesh and data.
     mesh = parallel.make_mesh(config.mesh)
     parallel.local_batch_size(cfg.batch_size, mesh)  # Checks that the batch splits over the devices.
@@ -79,7 +80,7 @@ def run(config, workdir: str) -> dict:
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
     # Model and optimizer.
-    classifier = backbones.build(cfg, splits.class_names, splits.descriptor, rngs=nnx.Rngs(config.seed))
+    classifier = backbones.build(cfg, checkpoint, splits.class_names, splits.descriptor, rngs=nnx.Rngs(config.seed))
     train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
     learning_rate = optim.schedule(cfg, steps_per_epoch[0], data.total_steps)

@@ -19,8 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from transformers import CLIPTokenizer
 
-from bobjax import assets
-from bobjax.models import weights
+from bobjax.models import hub, weights
 from bobjax.models.clip_text import CLIPTextModel, load_clip_text_weights
 from bobjax.models.sd.unet import UNet2DConditionModel
 from bobjax.models.sd.vae import AutoencoderKL, load_vae_weights
@@ -75,7 +74,7 @@ def load_stable_diffusion(
     the backward pass (fine-tuning memory).
     """
     param_dtype = dtype if param_dtype is None else param_dtype
-    folder = _resolve_folder(name_or_path, variant=variant, revision=revision)
+    folder = resolve_stable_diffusion(name_or_path, variant=variant, revision=revision).path
     _check_model_index(folder)
     for component in COMPONENTS:
         if not os.path.isdir(os.path.join(folder, component)):
@@ -172,41 +171,13 @@ def _check_model_index(folder: str) -> None:
             raise ValueError(f"{path}: {component} is a {class_name}; bobjax loads {' or '.join(supported)}")
 
 
-def _resolve_folder(name_or_path: str | os.PathLike, *, variant: str | None, revision: str | None) -> str:
-    """A local folder as is; ``bobjax:NAME`` a folder shipped in the package; otherwise a hub id, fetched (only
-    the needed files) into the HF cache."""
-    name = assets.resolve(os.fspath(name_or_path))
-    if os.path.isdir(name):
-        return name
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"Stable Diffusion folder not found: {name}")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )  # fmt: skip
-
-    try:
-        folder = snapshot_download(name, revision=revision, allow_patterns=hub_allow_patterns("safetensors", variant))
-        if any(_has_no_weights(folder, c, variant) for c in _WEIGHTED):
-            folder = snapshot_download(name, revision=revision, allow_patterns=hub_allow_patterns("bin", variant))
-    except HFValidationError as e:
-        raise FileNotFoundError(f"'{name}' is neither a local folder nor a valid hub id: {e}") from e
-    except GatedRepoError as e:
-        raise PermissionError(f"'{name}' is gated on the Hugging Face hub: accept its licence and log in") from e
-    except RevisionNotFoundError as e:
-        raise FileNotFoundError(f"'{name}' has no revision {revision!r} on the Hugging Face hub") from e
-    except RepositoryNotFoundError as e:
-        raise FileNotFoundError(f"'{name}' is neither a local folder nor a model on the Hugging Face hub") from e
-    except (LocalEntryNotFoundError, OSError) as e:  # offline, no route, or not in the cache in offline mode
-        raise ConnectionError(
-            f"could not reach the Hugging Face hub for '{name}' ({type(e).__name__}); pass a local diffusers "
-            "folder, or set HF_HOME to a cache that holds it and HF_HUB_OFFLINE=1"
-        ) from e
-    return folder
+def resolve_stable_diffusion(name_or_path: str | os.PathLike, *, variant: str | None = None,
+                             revision: str | None = None, what: str = "Stable Diffusion") -> hub.Resolved:
+    """A local diffusers folder as is; ``bobjax:NAME`` a folder shipped in the package; otherwise a hub id, fetched
+    (only the files we load, one weight format) into the HF cache. ``what`` names the weights in errors."""
+    return hub.resolve(os.fspath(name_or_path), lambda fmt: hub_allow_patterns(fmt, variant), what=what,
+                       revision=revision,
+                       complete=lambda folder: not any(_has_no_weights(folder, c, variant) for c in _WEIGHTED))
 
 
 def hub_allow_patterns(fmt: str, variant: str | None) -> list[str]:
