@@ -10,7 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(*args, timeout=120):
-    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+    """``python -m bobjax.main ARGS`` on one host device, with the session's cheap compilation flags (conftest)."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform")]
+    env = dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
 
