@@ -40,14 +40,8 @@ def write_birds(root) -> str:
     return str(root)
 
 
-# cub's finetune.remat=True crashes in the UNet's training step (flax TraceContextError "Cannot mutate Param from a
-# different trace level" under nnx.remat), being fixed on branch `remat`; drop this override once that lands.
-REMAT_BROKEN = ("--config.finetune.remat=False",)
-
-
 def command(data_dir, workdir):
-    return ("--config=configs/cub.py", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *REDUCED,
-            *REMAT_BROKEN)
+    return ("--config=configs/cub.py", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *REDUCED)
 
 
 def test_cub_end_to_end_from_the_hub_cache(fake_hub, tmp_path):
