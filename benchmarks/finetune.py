@@ -15,6 +15,7 @@ MFU = the compiled step's FLOPs (XLA cost analysis: the whole step, remat recomp
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 
@@ -131,7 +132,7 @@ def main() -> None:
     import numpy as np
     from transformers import CLIPTokenizer
 
-    from bobjax.finetune.input import tokenize
+    from bobjax.models.clip import tokenize_prompts
 
     spec = CONFIGS[args.config]
     batch = args.batch or spec["batch"]
@@ -139,7 +140,10 @@ def main() -> None:
     pixels = np.random.default_rng(0).uniform(-1, 1, size=(batch, size, size, 3)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         path = build_pipeline(args.config, folder)
-        input_ids = tokenize(CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer")), [PROMPT] * batch)
+        with open(os.path.join(path, "text_encoder", "config.json")) as f:
+            length = json.load(f)["max_position_embeddings"]
+        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
+        input_ids = tokenize_prompts(tokenizer, [PROMPT] * batch, length).astype(np.int32)
         ours, flops = ours_step(path, args, pixels, input_ids)
         theirs, device = torch_step(path, args, pixels, input_ids)
         ours_s, torch_s = interleaved_medians([ours, theirs], args.iters)

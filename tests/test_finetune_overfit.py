@@ -15,7 +15,6 @@ import pytest
 from bobjax import config_lib, parallel
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
-from bobjax.finetune.input import tokenize
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers import NoiseSchedule
 from bobjax.training import optim
@@ -45,7 +44,7 @@ def test_training_loss_of_the_real_step_falls_by_half_on_four_images(sd):
     rng = np.random.default_rng(0)
     prompts = ["a bird photo of a crow", "a bird photo of a gull", "a bird photo of an owl", "a bird photo of a wren"]
     batch = {"pixels": jnp.asarray(rng.uniform(-1, 1, size=(4, 16, 16, 3)), jnp.float32),
-             "input_ids": jnp.asarray(tokenize(sd.tokenizer, prompts))}
+             "input_ids": jnp.asarray(sd.tokenize(prompts))}
     losses = []
     for _ in range(STEPS):
         state, metrics = train_step(state.replace(step=jnp.zeros_like(state.step)), frozen, batch)

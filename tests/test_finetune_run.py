@@ -18,7 +18,6 @@ import pytest
 
 from bobjax import artifacts, config_lib, parallel
 from bobjax.finetune import stage as finetune
-from bobjax.finetune.input import tokenize
 from bobjax.models import lora
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.training import loop
@@ -49,7 +48,7 @@ def _run(sd, folder, mesh_shape, **overrides):
     devices = mesh_shape[0] * mesh_shape[1]
     mesh = parallel.make_mesh({"data": mesh_shape[0], "fsdp": mesh_shape[1]}, devices=jax.devices()[:devices])
     config = _config(**overrides)
-    ids = tokenize(sd.tokenizer, PROMPTS)
+    ids = sd.tokenize(PROMPTS)
     finetune.train_lora(config, sd, IMAGES.__getitem__, ids, str(folder), mesh)
     return lora.read_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE))
 

@@ -18,7 +18,6 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model
 from bobjax import config_lib
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
-from bobjax.finetune.input import tokenize
 from bobjax.models import lora
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers import NoiseSchedule
@@ -71,7 +70,7 @@ def _inputs(sd):
     rng = np.random.default_rng(0)
     shape = (len(PROMPTS), 8, 8, 4)
     latents, noise = (rng.normal(size=shape).astype(np.float32) for _ in range(2))
-    return latents, noise, np.asarray(TIMESTEPS), tokenize(sd.tokenizer, PROMPTS)
+    return latents, noise, np.asarray(TIMESTEPS), sd.tokenize(PROMPTS)
 
 
 def _nchw(x):

@@ -4,6 +4,7 @@ Forward parity tolerance: max |ours - torch| <= 1e-4 * max(1, max |torch|) in fp
 fp16, shards, hub cache) are checked by exact equality of every parameter with the torch pipeline's.
 """
 
+import json
 import os
 import shutil
 
@@ -17,7 +18,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from fake_hub import add_repo
 from flax import nnx
-from tiny_sd import make_tiny_sd, tiny_sd_pipeline
+from tiny_sd import TEXT_LENGTH, make_tiny_sd, tiny_sd_pipeline
 
 from bobjax.models import weights
 from bobjax.models.hub import WeightsError
@@ -212,3 +213,25 @@ def test_hub_download_fetches_only_what_is_loaded(fmt, variant, weights_fetched)
     """No safety checker, no original .ckpt, no other variants: the patterns snapshot_download is given."""
     fetched = huggingface_hub.utils.filter_repo_objects(HUB_FILES, allow_patterns=hub_allow_patterns(fmt, variant))
     assert sorted(fetched) == sorted(NEEDED + weights_fetched)
+
+
+def test_prompts_are_padded_to_the_text_encoders_length_when_the_tokenizer_records_none(root):
+    """A tokenizer saved without ``model_max_length`` reports 1e30; padding to it killed fine-tuning with
+    ``OverflowError: int too big to convert``. Every stage pads to the text encoder's position table instead."""
+    path = make_tiny_sd(root / "no_max_length", "sd1", minimal=True)
+    config_path = os.path.join(path, "tokenizer", "tokenizer_config.json")
+    with open(config_path) as f:
+        tokenizer_config = json.load(f)
+    del tokenizer_config["model_max_length"]
+    with open(config_path, "w") as f:
+        json.dump(tokenizer_config, f)
+    sd = load_stable_diffusion(path)
+    assert sd.tokenizer.model_max_length > 1e29  # The trap is set.
+
+    prompts = [PROMPTS[0], " ".join(["bird"] * 100)]
+    ids = sd.tokenize(prompts)
+    assert ids.dtype == np.int32 and ids.shape == (2, TEXT_LENGTH)
+    expected = sd.tokenizer(prompts, padding="max_length", max_length=TEXT_LENGTH, truncation=True).input_ids
+    np.testing.assert_array_equal(ids, expected)
+    assert ids[1, -1] == sd.tokenizer.eos_token_id  # Truncated, still ended as CLIP ends a prompt.
+    assert sd.text_encoder(jnp.asarray(ids)).shape[:2] == (2, TEXT_LENGTH)

@@ -98,8 +98,3 @@ def finetune_batches(
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local_batch_size)
     return iter(ds.to_iter_dataset(options))
 
-
-def tokenize(tokenizer, prompts: list[str]) -> np.ndarray:
-    """Token ids [N, L] of ``prompts``, padded and truncated to the tokenizer's length."""
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="np").input_ids.astype(np.int32)

@@ -12,7 +12,6 @@ import numpy as np
 from flax import nnx
 
 from bobjax import parallel
-from bobjax.finetune.input import tokenize
 from bobjax.finetune.step import Frozen, Graphs, merge_models
 from bobjax.grid import image_grid, to_uint8
 from bobjax.models import lora
@@ -60,7 +59,7 @@ class Previews:
         size = c.resolution // factor
         self.noise = jax.random.normal(jax.random.key(config.seed), (n, size, size, sd.unet_config["in_channels"]))
         self.input_ids = jnp.asarray(input_ids[:n])
-        self.uncond_ids = jnp.asarray(tokenize(sd.tokenizer, [""] * n))
+        self.uncond_ids = jnp.asarray(sd.tokenize([""] * n))
         fn = make_preview_fn(graphs, configs, sd.scheduler_config, num_steps=c.sample_steps,
                              guidance_scale=config.generate.guidance_scale)
         self.fn = jax.jit(fn, out_shardings=parallel.replicated(mesh))

@@ -21,7 +21,7 @@ from bobjax import artifacts, assets, parallel
 from bobjax.data import fewshot
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
-from bobjax.finetune.input import finetune_batches, prompt_fields, tokenize, training_prompts
+from bobjax.finetune.input import finetune_batches, prompt_fields, training_prompts
 from bobjax.finetune.preview import Previews
 from bobjax.models import lora
 from bobjax.models.sd.schedulers import NoiseSchedule
@@ -41,7 +41,7 @@ def run(config, workdir: str) -> None:
     dtype = jnp.dtype(config.model.dtype)
     sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=dtype, attention=config.model.attention,
                                remat=c.remat)
-    input_ids = tokenize(sd.tokenizer, prompts)
+    input_ids = sd.tokenize(prompts)
 
     folder = artifacts.stage_dir(workdir, "finetune")
     groups = ([(artifacts.class_lora_dir(folder, k), np.flatnonzero(train.labels() == k))

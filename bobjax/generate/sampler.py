@@ -41,7 +41,7 @@ class TextToImage:
             raise ValueError(f"resolution {resolution} is not a multiple of the VAE's downsampling factor {factor}")
         self.latent_shape = (resolution // factor, resolution // factor, sd.unet_config.get("in_channels", 4))
         self.guidance_scale = float(guidance_scale)
-        self.negative_ids = self.tokenize([negative_prompt])
+        self.negative_ids = sd.tokenize([negative_prompt])
         self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
         self.refresh_weights()
         replicated = parallel.replicated(mesh)
@@ -57,12 +57,6 @@ class TextToImage:
         nothing recompiles."""
         state = nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder))
         self._state = jax.device_put(state, parallel.replicated(self.mesh))
-
-    def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
-        tokenizer = self.sd.tokenizer
-        ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="np").input_ids
-        return ids.astype(np.int32)
 
     def initial_noise(self, seeds: Sequence[int]) -> jax.Array:
         """One standard-normal latent per seed, independent of batch composition."""
@@ -103,7 +97,7 @@ class TextToImage:
         if (seeds is None) == (latents is None):
             raise ValueError("pass exactly one of seeds or latents")
         latents = self.initial_noise(seeds) if latents is None else jnp.asarray(latents, jnp.float32)
-        ids = self.tokenize(prompts)
+        ids = self.sd.tokenize(prompts)
         padded = -(-n // self.mesh.size) * self.mesh.size
         if padded != n:
             ids = np.concatenate([ids, np.repeat(ids[-1:], padded - n, axis=0)])

@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from transformers import CLIPTokenizer
 
 from bobjax.models import hub, weights
+from bobjax.models.clip import tokenize_prompts
 from bobjax.models.clip_text import CLIPTextModel, load_clip_text_weights
 from bobjax.models.sd.unet import UNet2DConditionModel
 from bobjax.models.sd.vae import AutoencoderKL, load_vae_weights
@@ -54,6 +56,12 @@ class StableDiffusion:
     vae_config: dict[str, Any]
     text_encoder_config: dict[str, Any]
     path: str  # the local folder the pipeline was read from
+
+    def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
+        """int32 token ids [N, L] of ``prompts``, padded and truncated to L = the text encoder's
+        ``max_position_embeddings``: the length it was trained for and the most it can read. Not the tokenizer's
+        ``model_max_length``, which a tokenizer saved without it reports as 1e30."""
+        return tokenize_prompts(self.tokenizer, prompts, self.text_encoder.max_position_embeddings).astype(np.int32)
 
 
 def load_stable_diffusion(
