@@ -99,3 +99,52 @@ def test_aircraft_builder_and_tfds_array_record_source(tmp_path):
     record = train[ids.index("1000000.jpg")]
     assert record["image"].shape == (12, 16, 3) and record["class_name"] == "707-320"
     assert sorted(np.bincount(train.labels()).tolist()) == [2, 2, 2]
+
+
+def write_tfds_dataset(data_dir, name="tiny_birds", count=9):
+    """A prepared TFDS dataset (one train split, two shards) in ``data_dir``, as ``tfds build`` lays it out; returns
+    the (label, image id) of each record as written."""
+    import tensorflow_datasets as tfds
+
+    from bobjax.data.tfds_writer import ShardedWriter
+
+    features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
+                                           "label": tfds.features.ClassLabel(names=["gull", "tern", "wren"]),
+                                           "image/filename": tfds.features.Text()})
+    rows = [((i * 2) % 3, f"birds/{i:03d}.png") for i in range(count)]
+    writer = ShardedWriter(str(data_dir / name / "1.0.0"), name, features, "train", num_shards=2)
+    examples = [{"image": np.full((6, 8, 3), 20 * i, np.uint8), "label": label, "image/filename": image_id}
+                for i, (label, image_id) in enumerate(rows)]
+    writer.write_shard(0, examples[:4])
+    writer.write_shard(1, examples[4:])
+    writer.finalize([4, count - 4])
+    return rows
+
+
+def test_tfds_labels_and_ids_are_read_once_per_process_without_decoding_an_image(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from bobjax.data import make_splits
+
+    rows = write_tfds_dataset(tmp_path)
+    config = config_lib.base_config().data
+    config.name, config.data_dir, config.descriptor, config.shots = "tiny_birds", str(tmp_path), "bird", 2
+    train = sources.load_source(config).split("train")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    reads = []
+    read = type(train._source).__getitem__
+    monkeypatch.setattr(sources, "decode_image", no_decoding)
+    monkeypatch.setattr(tfds.features.Image, "decode_example_np", no_decoding)
+    monkeypatch.setattr(type(train._source), "__getitem__", lambda source, i: reads.append(i) or read(source, i))
+    assert train.labels().tolist() == [label for label, _ in rows]
+    assert train.image_ids() == [image_id for _, image_id in rows]
+    assert make_splits(config, 0).train.image_ids() and make_splits(config, 1).train.labels().size == 6
+    assert sorted(reads) == list(range(len(rows))), "one read of each record, for labels and ids, for every stage"
+
+    monkeypatch.undo()
+    decoded = [train[i] for i in range(len(train))]
+    assert [(r["label"], r["image_id"]) for r in decoded] == rows
+    assert decoded[3]["image"].shape == (6, 8, 3) and int(decoded[3]["image"][0, 0, 0]) == 60

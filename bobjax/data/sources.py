@@ -8,6 +8,7 @@ whose records are ``{"image": uint8 HxWx3, "label": int, "image_id": str, "class
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -146,12 +147,17 @@ def folder_source(data_dir: str, descriptor: str) -> Source:
 
 
 class TfdsSplit:
-    """A TFDS split in ArrayRecord format through ``tfds.data_source`` (random access, no tf.data)."""
+    """A TFDS split in ArrayRecord format through ``tfds.data_source`` (random access, no tf.data).
+
+    The data source skips the image feature's decoding (``tfds.decode.SkipDecoding``): ``[i]`` decodes the bytes
+    itself, and the labels and image ids are read without decoding any image, in one pass kept for the
+    object's life. ArrayRecord stores whole examples, so that pass still reads the image bytes from disk.
+    """
 
     def __init__(self, source, name: str, split: str, class_names: Sequence[str], image_key: str, label_key: str):
         self._source, self._name, self._split = source, name, split
         self._class_names, self._image_key, self._label_key = class_names, image_key, label_key
-        self._labels: np.ndarray | None = None
+        self._index: tuple[np.ndarray, list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self._source)
@@ -159,13 +165,21 @@ class TfdsSplit:
     def _raw(self, index: int) -> dict:
         return self._source[index]
 
+    def _labels_and_ids(self) -> tuple[np.ndarray, list[str]]:
+        if self._index is None:
+            labels, ids = [], []
+            for i in range(len(self)):
+                raw = self._raw(i)
+                labels.append(int(raw[self._label_key]))
+                ids.append(self._image_id(raw, i))
+            self._index = np.asarray(labels, dtype=np.int64), ids
+        return self._index
+
     def labels(self) -> np.ndarray:
-        if self._labels is None:
-            self._labels = np.asarray([int(self._raw(i)[self._label_key]) for i in range(len(self))], dtype=np.int64)
-        return self._labels
+        return self._labels_and_ids()[0]
 
     def image_ids(self) -> list[str]:
-        return [self._image_id(self._raw(i), i) for i in range(len(self))]
+        return list(self._labels_and_ids()[1])
 
     def _image_id(self, raw: dict, index: int) -> str:
         for key in ("image/filename", "file_name", "filename", "id"):
@@ -186,7 +200,10 @@ class TfdsSplit:
         }
 
 
+@functools.lru_cache(maxsize=8)
 def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "image", label_key: str = "label") -> Source:
+    """A prepared TFDS dataset. Kept per process (a failure is not), so every stage of a run, and every run of a
+    comparison, reads its labels and image ids once: a prepared TFDS version never changes on disk."""
     import tensorflow_datasets as tfds
 
     # Registers bobjax's own builders (FGVC-Aircraft) so tfds can find them by name.
