@@ -162,6 +162,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.classify.warmup_epochs = 3
     c.classify.min_learning_rate = 1e-8
     c.classify.image_size = 224
+    # Computation dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16. Parameters and the
+    # optimiser state stay float32 whatever it is.
+    c.classify.dtype = "auto"
     c.classify.lora_rank = 16
     c.classify.lora_alpha = 32.0
     c.classify.lora_dropout = 0.1

@@ -71,17 +71,17 @@ def resolve_checkpoint(cfg) -> hub.Resolved | None:
     return hub.resolve(name, hub.model_patterns, what=what)
 
 
-def build(cfg, checkpoint: hub.Resolved | None, class_names: list[str], descriptor: str, *,
+def build(cfg, checkpoint: hub.Resolved | None, class_names: list[str], descriptor: str, *, dtype=jnp.float32,
           rngs: nnx.Rngs) -> Classifier:
     """``config.classify`` -> the classifier for ``class_names``, with ``checkpoint`` (from :func:`resolve_checkpoint`;
-    None: random initialisation) loaded."""
+    None: random initialisation) loaded; it computes in ``dtype`` (parameters stay float32)."""
     backbone, size = cfg.backbone, cfg.image_size
     if backbone == "clip_vit_b16":
-        return _build_clip(cfg, checkpoint, class_names, descriptor, rngs)
+        return _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs)
     if backbone in RESNETS:
-        model = resnet.resnet(backbone, len(class_names), rngs=rngs)
+        model = resnet.resnet(backbone, len(class_names), dtype=dtype, rngs=rngs)
     elif backbone in VITS:
-        model = vit.vit(backbone, len(class_names), size, rngs=rngs)
+        model = vit.vit(backbone, len(class_names), size, dtype=dtype, rngs=rngs)
     else:
         raise ConfigError(f"config.classify.backbone is {backbone!r}; expected one of {BACKBONES}")
     if checkpoint is not None:
@@ -102,7 +102,7 @@ def _clip_tokenizer(folder: str):
     return CLIPTokenizer.from_pretrained(clip_tokenizer.write_clip_tokenizer_files(tempfile.mkdtemp()))
 
 
-def _build_clip(cfg, checkpoint, class_names, descriptor, rngs) -> Classifier:
+def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs) -> Classifier:
     if cfg.layer_decay != 1.0:
         raise ConfigError("config.classify.layer_decay applies to ResNet and ViT fine-tuning; CLIP trains LoRA "
                           "adapters only, so set it to 1.0")
@@ -114,7 +114,7 @@ def _build_clip(cfg, checkpoint, class_names, descriptor, rngs) -> Classifier:
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
     prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=name) for name in class_names]
     ids = clip.tokenize_prompts(_clip_tokenizer(folder), prompts, max_length)
-    model = clip.CLIPClassifier(config, ids, cfg.image_size, rngs=rngs)
+    model = clip.CLIPClassifier(config, ids, cfg.image_size, dtype=dtype, rngs=rngs)
     if folder:
         clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=checkpoint.name)
     example = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)

@@ -79,8 +79,10 @@ def run(config, workdir: str) -> dict:
     data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size)
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
-    # Model and optimizer.
-    classifier = backbones.build(cfg, checkpoint, splits.class_names, splits.descriptor, rngs=nnx.Rngs(config.seed))
+    # Model and optimizer: parameters and optimiser state in float32, computation in ``dtype``.
+    dtype = step_lib.compute_dtype(cfg.dtype)
+    classifier = backbones.build(cfg, checkpoint, splits.class_names, splits.descriptor, dtype=dtype,
+                                 rngs=nnx.Rngs(config.seed))
     train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
     learning_rate = optim.schedule(cfg, steps_per_epoch[0], data.total_steps)
@@ -100,7 +102,7 @@ def run(config, workdir: str) -> dict:
     # Steps: one jitted train step per batch layout (a phase of real only, lambda or alpha batches).
     mean, std = classifier.mean, classifier.std
     spec = augment.spec_from_config(cfg)
-    eval_step = step_lib.make_eval_step(classifier.eval_graph, mesh, mean=mean, std=std)
+    eval_step = step_lib.make_eval_step(classifier.eval_graph, mesh, mean=mean, std=std, dtype=dtype)
     train_steps = {}
 
     def step_fns(phase):
@@ -112,7 +114,8 @@ def run(config, workdir: str) -> dict:
                                             mix_prob=cfg.mix_prob)
             train_steps[phase.kind] = prepare, step_lib.make_train_step(
                 train_graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
-                state_template=state, frozen_template=frozen, seed=config.seed, lora_dropout=classifier.lora_dropout)
+                state_template=state, frozen_template=frozen, seed=config.seed, lora_dropout=classifier.lora_dropout,
+                dtype=dtype)
         return train_steps[phase.kind]
 
     # Loop: epochs of steps, validation and a checkpoint after each epoch.

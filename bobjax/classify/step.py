@@ -20,9 +20,21 @@ from flax import nnx
 
 from bobjax import parallel
 from bobjax.classify import augment, mixup
+from bobjax.errors import ConfigError
 from bobjax.models import lora
 
 _DROPOUT_STREAM = 0x10A  # LoRA dropout draws from its own key stream, apart from augmentation's.
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(name: str):
+    """``config.classify.dtype`` -> the dtype the classifier computes in. ``auto``: bfloat16 where matrix units
+    run it at several times float32's rate (GPU, TPU), float32 on CPU, where bfloat16 is emulated and slower."""
+    if name not in DTYPES:
+        raise ConfigError(f"config.classify.dtype is {name!r}; expected one of {DTYPES}")
+    if name == "auto":
+        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return jnp.dtype(name)
 
 
 def row_weights(parts: list[np.ndarray], batch_size: int, real_weight: float | None) -> np.ndarray:

@@ -4,7 +4,9 @@ Names mirror transformers' ``CLIPModel`` (``vision_model.*``, ``text_model.*``, 
 ``text_projection``, ``logit_scale``) so its checkpoints load key for key. The text tower is Stable Diffusion's
 (:mod:`bobjax.models.clip_text`), the transformer stack of both towers is :mod:`bobjax.models.clip_encoder`.
 The class prompts ("a {descriptor} photo of a {class}") are tokenised once and kept in the model as
-non-trainable ``PromptIds``, so the text tower (with its LoRA) runs on them at every step.
+non-trainable ``PromptIds``, so the text tower (with its LoRA) runs on them at every step. ``dtype`` is the
+computation dtype of both towers and projections; parameters stay float32, LayerNorms compute in float32 (see
+:mod:`~bobjax.models.clip_encoder`), and so do the cosine logits.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ class PromptIds(nnx.Variable):
 
 
 class CLIPVisionEmbeddings(nnx.Module):
-    def __init__(self, config: Mapping[str, Any], image_size: int, rngs: nnx.Rngs):
+    def __init__(self, config: Mapping[str, Any], image_size: int, dtype, rngs: nnx.Rngs):
         width, patch = config["hidden_size"], config["patch_size"]
         if image_size % patch:
             raise ValueError(f"config.classify.image_size={image_size} is not a multiple of CLIP's patch size {patch}")
         self.patch_embedding = nnx.Conv(3, width, (patch, patch), strides=patch, padding="VALID", use_bias=False,
-                                        rngs=rngs)
+                                        dtype=dtype, rngs=rngs)
         self.class_embedding = nnx.Param(jax.random.normal(rngs.params(), (width,)) * width ** -0.5)
         self.position_embedding = nnx.Embed((image_size // patch) ** 2 + 1, width, rngs=rngs)
 
@@ -55,18 +57,18 @@ class CLIPVisionEmbeddings(nnx.Module):
         x = self.patch_embedding(images)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         cls = jnp.broadcast_to(self.class_embedding[...], (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
-        return jnp.concatenate([cls, x], axis=1) + self.position_embedding.embedding[...][None]
+        return jnp.concatenate([cls, x], axis=1) + self.position_embedding.embedding[...][None].astype(x.dtype)
 
 
 class CLIPVisionTransformer(nnx.Module):
     """Patches -> pre-LayerNorm -> encoder -> post-LayerNorm of the class token (transformers' pooled output)."""
 
-    def __init__(self, config: Mapping[str, Any], image_size: int, *, attention: str, rngs: nnx.Rngs):
+    def __init__(self, config: Mapping[str, Any], image_size: int, *, attention: str, dtype, rngs: nnx.Rngs):
         activation(config["hidden_act"])
         width, eps = config["hidden_size"], config["layer_norm_eps"]
-        self.embeddings = CLIPVisionEmbeddings(config, image_size, rngs)
+        self.embeddings = CLIPVisionEmbeddings(config, image_size, dtype, rngs)
         self.pre_layrnorm = layer_norm(width, eps, param_dtype=jnp.float32, rngs=rngs)  # sic: transformers' name
-        self.encoder = CLIPEncoder(config, dtype=jnp.float32, param_dtype=jnp.float32, attention=attention, rngs=rngs)
+        self.encoder = CLIPEncoder(config, dtype=dtype, param_dtype=jnp.float32, attention=attention, rngs=rngs)
         self.post_layernorm = layer_norm(width, eps, param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, images):
@@ -75,17 +77,19 @@ class CLIPVisionTransformer(nnx.Module):
 
 
 def _normalize(x):
+    """Unit vectors in float32: the logit scale (up to 100) would magnify bfloat16's rounding of the cosines."""
+    x = x.astype(jnp.float32)
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 class CLIPClassifier(nnx.Module):
     def __init__(self, config: Mapping[str, Any], prompt_ids: np.ndarray, image_size: int, *,
-                 attention: str = "xla", rngs: nnx.Rngs):
+                 attention: str = "xla", dtype=jnp.float32, rngs: nnx.Rngs):
         vision, text, dim = {**VISION_B16, **config["vision_config"]}, {**TEXT_B16, **config["text_config"]}, config["projection_dim"]
-        self.vision_model = CLIPVisionTransformer(vision, image_size, attention=attention, rngs=rngs)
-        self.text_model = CLIPTextModel(text, attention=attention, with_projection=False, rngs=rngs)
-        self.visual_projection = nnx.Linear(vision["hidden_size"], dim, use_bias=False, rngs=rngs)
-        self.text_projection = nnx.Linear(text["hidden_size"], dim, use_bias=False, rngs=rngs)
+        self.vision_model = CLIPVisionTransformer(vision, image_size, attention=attention, dtype=dtype, rngs=rngs)
+        self.text_model = CLIPTextModel(text, dtype=dtype, attention=attention, with_projection=False, rngs=rngs)
+        self.visual_projection = nnx.Linear(vision["hidden_size"], dim, use_bias=False, dtype=dtype, rngs=rngs)
+        self.text_projection = nnx.Linear(text["hidden_size"], dim, use_bias=False, dtype=dtype, rngs=rngs)
         self.logit_scale = nnx.Param(jnp.asarray(config.get("logit_scale_init_value", 2.6592), jnp.float32))
         self.prompt_ids = PromptIds(jnp.asarray(prompt_ids, jnp.int32))
 

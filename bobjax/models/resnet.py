@@ -2,7 +2,9 @@
 
 One module covers the whole family through a preset table (block kind, blocks per stage, widths): the full-size
 ``resnet50`` of BOB and a ``resnet_tiny`` that trains from scratch on a CPU for the toy-world demo. Layout is NHWC.
-The classifier head is ``fc``; :func:`load_timm_resnet` keeps or replaces it.
+The classifier head is ``fc``; :func:`load_timm_resnet` keeps or replaces it. ``dtype`` is the computation dtype:
+parameters and BatchNorm statistics stay float32 (BatchNorm also normalises in float32), only convolutions and
+the head compute in ``dtype``.
 """
 
 from __future__ import annotations
@@ -40,25 +42,26 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(cin: int, cout: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv(cin: int, cout: int, kernel: int, stride: int, dtype, rngs: nnx.Rngs) -> nnx.Conv:
     pad = kernel // 2
     return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
-                    use_bias=False, kernel_init=_conv_init, rngs=rngs)
+                    use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
 
 
-def _bn(features: int, rngs: nnx.Rngs, zero_scale: bool = False) -> nnx.BatchNorm:
+def _bn(features: int, dtype, rngs: nnx.Rngs, zero_scale: bool = False) -> nnx.BatchNorm:
     # torch momentum 0.1 == flax momentum 0.9; exact (two-pass) variance to match torch.
     init = nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init()
-    return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, scale_init=init, rngs=rngs)
+    return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, scale_init=init, dtype=dtype,
+                         rngs=rngs)
 
 
 class BasicBlock(nnx.Module):
-    def __init__(self, cin: int, planes: int, stride: int, rngs: nnx.Rngs):
-        self.conv1 = _conv(cin, planes, 3, stride, rngs)
-        self.bn1 = _bn(planes, rngs)
-        self.conv2 = _conv(planes, planes, 3, 1, rngs)
-        self.bn2 = _bn(planes, rngs, zero_scale=True)  # Each block starts as the identity (timm zero_init_last).
-        self.downsample = _downsample(cin, planes, stride, rngs)
+    def __init__(self, cin: int, planes: int, stride: int, dtype, rngs: nnx.Rngs):
+        self.conv1 = _conv(cin, planes, 3, stride, dtype, rngs)
+        self.bn1 = _bn(planes, dtype, rngs)
+        self.conv2 = _conv(planes, planes, 3, 1, dtype, rngs)
+        self.bn2 = _bn(planes, dtype, rngs, zero_scale=True)  # Each block starts as the identity (timm zero_init_last).
+        self.downsample = _downsample(cin, planes, stride, dtype, rngs)
 
     def __call__(self, x):
         shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
@@ -67,15 +70,15 @@ class BasicBlock(nnx.Module):
 
 
 class Bottleneck(nnx.Module):
-    def __init__(self, cin: int, planes: int, stride: int, rngs: nnx.Rngs):
+    def __init__(self, cin: int, planes: int, stride: int, dtype, rngs: nnx.Rngs):
         out = planes * EXPANSION["bottleneck"]
-        self.conv1 = _conv(cin, planes, 1, 1, rngs)
-        self.bn1 = _bn(planes, rngs)
-        self.conv2 = _conv(planes, planes, 3, stride, rngs)
-        self.bn2 = _bn(planes, rngs)
-        self.conv3 = _conv(planes, out, 1, 1, rngs)
-        self.bn3 = _bn(out, rngs, zero_scale=True)
-        self.downsample = _downsample(cin, out, stride, rngs)
+        self.conv1 = _conv(cin, planes, 1, 1, dtype, rngs)
+        self.bn1 = _bn(planes, dtype, rngs)
+        self.conv2 = _conv(planes, planes, 3, stride, dtype, rngs)
+        self.bn2 = _bn(planes, dtype, rngs)
+        self.conv3 = _conv(planes, out, 1, 1, dtype, rngs)
+        self.bn3 = _bn(out, dtype, rngs, zero_scale=True)
+        self.downsample = _downsample(cin, out, stride, dtype, rngs)
 
     def __call__(self, x):
         shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
@@ -84,31 +87,31 @@ class Bottleneck(nnx.Module):
         return jax.nn.relu(self.bn3(self.conv3(y)) + shortcut)
 
 
-def _downsample(cin: int, cout: int, stride: int, rngs: nnx.Rngs) -> nnx.List | None:
+def _downsample(cin: int, cout: int, stride: int, dtype, rngs: nnx.Rngs) -> nnx.List | None:
     if stride == 1 and cin == cout:
         return None
-    return nnx.List([_conv(cin, cout, 1, stride, rngs), _bn(cout, rngs)])
+    return nnx.List([_conv(cin, cout, 1, stride, dtype, rngs), _bn(cout, dtype, rngs)])
 
 
 class ResNet(nnx.Module):
     """Stem (7x7/2 conv, max-pool), four stages, global average pool, linear head ``fc``."""
 
-    def __init__(self, spec: ResNetSpec, num_classes: int, *, rngs: nnx.Rngs):
+    def __init__(self, spec: ResNetSpec, num_classes: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
         if spec.block not in EXPANSION:
             raise ConfigError(f"ResNet block {spec.block!r} is not one of {sorted(EXPANSION)}")
         block = BasicBlock if spec.block == "basic" else Bottleneck
-        self.conv1 = _conv(3, spec.stem_width, 7, 2, rngs)
-        self.bn1 = _bn(spec.stem_width, rngs)
+        self.conv1 = _conv(3, spec.stem_width, 7, 2, dtype, rngs)
+        self.bn1 = _bn(spec.stem_width, dtype, rngs)
         cin = spec.stem_width
         for stage, (depth, width) in enumerate(zip(spec.depths, spec.widths)):
             blocks = []
             for i in range(depth):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(block(cin, width, stride, rngs))
+                blocks.append(block(cin, width, stride, dtype, rngs))
                 cin = width * EXPANSION[spec.block]
             setattr(self, f"layer{stage + 1}", nnx.List(blocks))
         self.num_features = cin
-        self.fc = nnx.Linear(cin, num_classes, rngs=rngs)
+        self.fc = nnx.Linear(cin, num_classes, dtype=dtype, rngs=rngs)
 
     def features(self, x):
         """NHWC images -> pooled features [B, num_features]."""
@@ -123,10 +126,10 @@ class ResNet(nnx.Module):
         return self.fc(self.features(x))
 
 
-def resnet(name: str, num_classes: int, *, rngs: nnx.Rngs) -> ResNet:
+def resnet(name: str, num_classes: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> ResNet:
     if name not in PRESETS:
         raise ConfigError(f"unknown ResNet {name!r}; expected one of {sorted(PRESETS)}")
-    return ResNet(PRESETS[name], num_classes, rngs=rngs)
+    return ResNet(PRESETS[name], num_classes, dtype=dtype, rngs=rngs)
 
 
 def _batch_stat_key(key: str) -> str | None:

@@ -4,6 +4,7 @@ Covers the supervised ViT-B/16 (class-token pooling, final ``norm``) and the MAE
 (average pooling over patch tokens, then ``fc_norm``). An MAE *pre-training* checkpoint has a ``norm`` but no
 ``fc_norm``: its final LayerNorm is loaded into ``fc_norm``, the same normalisation at the same depth.
 A checkpoint made at another resolution gets its position embeddings resized (bicubic), as timm does.
+``dtype`` is the computation dtype; parameters stay float32 and LayerNorms compute their statistics in float32.
 """
 
 from __future__ import annotations
@@ -40,21 +41,21 @@ _POOLS = ("token", "avg")
 _trunc = nnx.initializers.truncated_normal(0.02)
 
 
-def _linear(cin: int, cout: int, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(cin, cout, kernel_init=_trunc, rngs=rngs)
+def _linear(cin: int, cout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(cin, cout, kernel_init=_trunc, dtype=dtype, rngs=rngs)
 
 
-def _norm(width: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(width, epsilon=1e-6, use_fast_variance=False, rngs=rngs)
+def _norm(width: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(width, epsilon=1e-6, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
 
 class Attention(nnx.Module):
-    def __init__(self, width: int, heads: int, implementation: str, rngs: nnx.Rngs):
+    def __init__(self, width: int, heads: int, implementation: str, dtype, rngs: nnx.Rngs):
         if width % heads:
             raise ConfigError(f"ViT width {width} does not split into {heads} heads")
         self.heads, self.implementation = heads, implementation
-        self.qkv = _linear(width, 3 * width, rngs)
-        self.proj = _linear(width, width, rngs)
+        self.qkv = _linear(width, 3 * width, dtype, rngs)
+        self.proj = _linear(width, width, dtype, rngs)
 
     def __call__(self, x):
         b, n, d = x.shape
@@ -64,20 +65,20 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-    def __init__(self, width: int, hidden: int, rngs: nnx.Rngs):
-        self.fc1 = _linear(width, hidden, rngs)
-        self.fc2 = _linear(hidden, width, rngs)
+    def __init__(self, width: int, hidden: int, dtype, rngs: nnx.Rngs):
+        self.fc1 = _linear(width, hidden, dtype, rngs)
+        self.fc2 = _linear(hidden, width, dtype, rngs)
 
     def __call__(self, x):
         return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
 
 
 class Block(nnx.Module):
-    def __init__(self, spec: ViTSpec, rngs: nnx.Rngs):
-        self.norm1 = _norm(spec.width, rngs)
-        self.attn = Attention(spec.width, spec.heads, spec.attention, rngs)
-        self.norm2 = _norm(spec.width, rngs)
-        self.mlp = Mlp(spec.width, int(spec.width * spec.mlp_ratio), rngs)
+    def __init__(self, spec: ViTSpec, dtype, rngs: nnx.Rngs):
+        self.norm1 = _norm(spec.width, dtype, rngs)
+        self.attn = Attention(spec.width, spec.heads, spec.attention, dtype, rngs)
+        self.norm2 = _norm(spec.width, dtype, rngs)
+        self.mlp = Mlp(spec.width, int(spec.width * spec.mlp_ratio), dtype, rngs)
 
     def __call__(self, x):
         x = x + self.attn(self.norm1(x))
@@ -85,8 +86,8 @@ class Block(nnx.Module):
 
 
 class PatchEmbed(nnx.Module):
-    def __init__(self, patch: int, width: int, rngs: nnx.Rngs):
-        self.proj = nnx.Conv(3, width, (patch, patch), strides=patch, padding="VALID", rngs=rngs)
+    def __init__(self, patch: int, width: int, dtype, rngs: nnx.Rngs):
+        self.proj = nnx.Conv(3, width, (patch, patch), strides=patch, padding="VALID", dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         x = self.proj(x)
@@ -94,29 +95,30 @@ class PatchEmbed(nnx.Module):
 
 
 class VisionTransformer(nnx.Module):
-    def __init__(self, spec: ViTSpec, num_classes: int, image_size: int, *, rngs: nnx.Rngs):
+    def __init__(self, spec: ViTSpec, num_classes: int, image_size: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
         if spec.global_pool not in _POOLS:
             raise ConfigError(f"ViT global_pool {spec.global_pool!r} is not one of {_POOLS}")
         if image_size % spec.patch_size:
             raise ConfigError(f"config.classify.image_size={image_size} is not a multiple of the patch size {spec.patch_size}")
         self.spec = spec
         tokens = (image_size // spec.patch_size) ** 2 + 1
-        self.patch_embed = PatchEmbed(spec.patch_size, spec.width, rngs)
+        self.patch_embed = PatchEmbed(spec.patch_size, spec.width, dtype, rngs)
         self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, spec.width)))
         self.pos_embed = nnx.Param(_trunc(rngs.params(), (1, tokens, spec.width)))
-        self.blocks = nnx.List([Block(spec, rngs) for _ in range(spec.depth)])
+        self.blocks = nnx.List([Block(spec, dtype, rngs) for _ in range(spec.depth)])
         if spec.global_pool == "token":
-            self.norm = _norm(spec.width, rngs)
+            self.norm = _norm(spec.width, dtype, rngs)
         else:
-            self.fc_norm = _norm(spec.width, rngs)
+            self.fc_norm = _norm(spec.width, dtype, rngs)
         self.num_features = spec.width
-        self.head = nnx.Linear(spec.width, num_classes, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+        self.head = nnx.Linear(spec.width, num_classes, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
+                               rngs=rngs)
 
     def features(self, x):
         """NHWC images -> pooled features [B, width]."""
         x = self.patch_embed(x)
         cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
-        x = jnp.concatenate([cls, x], axis=1) + self.pos_embed[...]
+        x = jnp.concatenate([cls, x], axis=1) + self.pos_embed[...].astype(x.dtype)
         for block in self.blocks:
             x = block(x)
         if self.spec.global_pool == "token":
@@ -127,10 +129,12 @@ class VisionTransformer(nnx.Module):
         return self.head(self.features(x))
 
 
-def vit(name: str, num_classes: int, image_size: int, *, attention_kernel: str = "xla", rngs: nnx.Rngs) -> VisionTransformer:
+def vit(name: str, num_classes: int, image_size: int, *, attention_kernel: str = "xla", dtype=jnp.float32,
+        rngs: nnx.Rngs) -> VisionTransformer:
     if name not in PRESETS:
         raise ConfigError(f"unknown ViT {name!r}; expected one of {sorted(PRESETS)}")
-    return VisionTransformer(dataclasses.replace(PRESETS[name], attention=attention_kernel), num_classes, image_size, rngs=rngs)
+    return VisionTransformer(dataclasses.replace(PRESETS[name], attention=attention_kernel), num_classes, image_size,
+                             dtype=dtype, rngs=rngs)
 
 
 def resample_pos_embed(pos_embed: np.ndarray, tokens: int) -> np.ndarray:
