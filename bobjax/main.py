@@ -102,13 +102,16 @@ def run(config, workdir: str, redo=()) -> None:
                               + ([(config, workdir, "report")] if "report" in stages else []), redo)
     prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     weights = pretrained.resolve_all(pending)
-    for k, one in enumerate(runs):
-        logging.info("comparison run %d/%d: method %s, seed %d, in %s", k + 1, len(runs), one.method, one.seed,
-                     one.workdir)
+    for one in runs:
         prepare_workdir(one.config, one.workdir, [s for s in redo if s != "report"])
         pretrained.record(one.workdir, weights.get(one.workdir, {}))
-        for stage in config_lib.parse_stages(one.config.stages):
-            run_stage(one.config, one.workdir, stage)
+    # Every run's captions before any other stage: the caption VLM needs the GPU memory that JAX takes for good
+    # once a JAX stage has started it (see bobjax.caption.stage).
+    plan = [(k, one, stage) for k, one in enumerate(runs) for stage in config_lib.parse_stages(one.config.stages)]
+    for k, one, stage in sorted(plan, key=lambda item: item[2] != "caption"):
+        logging.info("comparison run %d/%d (method %s, seed %d): %s in %s", k + 1, len(runs), one.method, one.seed,
+                     stage, one.workdir)
+        run_stage(one.config, one.workdir, stage)
     if "report" in stages:
         run_stage(config, workdir, "report")
 

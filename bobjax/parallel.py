@@ -7,6 +7,11 @@ so jit propagates shardings from the inputs' ``NamedSharding``s; bobjax never us
 Multi-host: :func:`initialize` calls ``jax.distributed.initialize()`` when the environment describes a cluster
 (Cloud TPU pods, SLURM, or explicit ``JAX_COORDINATOR_ADDRESS``), and each host feeds its own slice of the
 global batch through :func:`global_batch`.
+
+Which host this is, and the barrier :func:`wait_for_every_host`, come from the cluster's coordination service
+where no JAX backend has started yet, so that they do not start one: a backend takes 75 % of the GPU's memory
+when it starts, which the caption stage's VLM needs first (see :mod:`bobjax.caption.stage`). Both read the
+state ``jax.distributed`` keeps in ``jax._src.distributed``, as ``jax.experimental.multihost_utils`` does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 
 import jax
 import numpy as np
+from jax._src import distributed, xla_bridge
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bobjax.errors import ConfigError
@@ -41,7 +47,20 @@ def initialize() -> None:
 
 
 def is_main_process() -> bool:
-    return jax.process_index() == 0
+    """Whether this is host 0: the coordination service's answer until a backend has started (so asking starts
+    none), the backend's after."""
+    if xla_bridge.backends_are_initialized():
+        return jax.process_index() == 0
+    return distributed.global_state.process_id == 0
+
+
+def wait_for_every_host(name: str, timeout_s: int) -> None:
+    """Returns once every host has called it with ``name`` (a no-op on one host). A barrier of the coordination
+    service, not of the devices: hosts whose backend has not started can wait, and for longer than the few
+    minutes a starting backend waits for the other hosts' backends."""
+    client = distributed.global_state.client
+    if client is not None:
+        client.wait_at_barrier(name, timeout_s * 1000)
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:

@@ -202,3 +202,44 @@ def test_command_line_demo_writes_a_bank_tfds_and_read_caption_bank_can_read(tmp
     assert [source[i]["background"].decode() for i in range(len(source))] == [r["background"] for r in truth]
     assert read_caption_bank(str(tmp_path)).poses == [r["pose"] for r in truth]
     assert (tmp_path / "captions" / "COMPLETE").exists()
+
+
+HOST = """
+import json, sys, time
+import jax
+jax.distributed.initialize("127.0.0.1:{port}", num_processes=2, process_id={process})
+sys.path.insert(0, {tests!r})
+from demo_run import demo_config
+from jax._src import xla_bridge
+from bobjax import parallel
+from bobjax.caption import read_caption_bank, stage
+if {process} == 0:
+    time.sleep(3)  # Host 1 reaches the barrier well before the bank exists.
+stage.run(demo_config(), {workdir!r})
+print(json.dumps({{"main": parallel.is_main_process(), "images": len(read_caption_bank({workdir!r})),
+                  "jax_backend_started": xla_bridge.backends_are_initialized()}}))
+"""
+
+
+def test_other_hosts_wait_for_host_0s_bank_without_starting_jax(tmp_path):
+    """Two hosts (processes joined by jax.distributed): host 0 captions, host 1 waits at a barrier that needs no
+    JAX backend, since a backend would take the GPU memory that host 0's VLM needs."""
+    import socket
+    import subprocess
+    import sys
+
+    from demo_run import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+    hosts = [subprocess.Popen([sys.executable, "-c", HOST.format(port=port, process=p, workdir=str(tmp_path),
+                                                                  tests=os.path.join(ROOT, "tests"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for p in (0, 1)]
+    outputs = [host.communicate(timeout=300) for host in hosts]
+    for host, (_, err) in zip(hosts, outputs):
+        assert host.returncode == 0, err[-3000:]
+    reports = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    assert reports == [{"main": True, "images": 30, "jax_backend_started": False},
+                       {"main": False, "images": 30, "jax_backend_started": False}]

@@ -5,13 +5,15 @@ Greedy decoding in fp32 on the same weights must give token-identical answers (t
 the left padding a batch of mixed image sizes needs.
 """
 
-import os
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from demo_run import demo_config
+from demo_run import ROOT, cli, demo_config
 from PIL import Image
 from tiny_vlm import build_tiny_vlm
 
@@ -29,9 +31,13 @@ def tiny_vlm(tmp_path_factory):
     return build_tiny_vlm(str(tmp_path_factory.mktemp("tiny_qwen2_5_vl")))
 
 
+def tiny_overrides(model):
+    return {"data.toyworld.num_classes": 2, "data.shots": 2, "caption.method": "vlm", "caption.model": model,
+            "caption.batch_size": 3, "caption.max_new_tokens": MAX_NEW_TOKENS}
+
+
 def tiny_config(model):
-    return demo_config(**{"data.toyworld.num_classes": 2, "data.shots": 2, "caption.method": "vlm",
-                          "caption.model": model, "caption.batch_size": 3, "caption.max_new_tokens": MAX_NEW_TOKENS})
+    return demo_config(**tiny_overrides(model))
 
 
 def images_of_mixed_sizes(model):
@@ -104,3 +110,38 @@ def test_unloadable_model_is_named():
         VLMCaptioner("/nonexistent/qwen", 8)
     with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):
         VLMCaptioner("/nonexistent/qwen", 0)
+
+
+FRESH_RUN = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from demo_run import demo_config
+from jax._src import xla_bridge
+from bobjax import main
+main.run(demo_config(**{overrides!r}), {workdir!r})
+print(json.dumps({{"jax_backend_started": xla_bridge.backends_are_initialized(),
+                  "torch_imported": "torch" in sys.modules}}))
+"""
+
+
+def test_the_vlm_answers_in_a_child_process_before_jax_starts(tiny_vlm, tmp_path):
+    """On a GPU a JAX backend takes 75 % of the memory as it starts: the run's process must not start one before
+    the captions are done, and the VLM (torch) must give its memory back by ending, in a process of its own."""
+    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+    overrides = {**tiny_overrides(tiny_vlm), "stages": "caption"}
+    script = FRESH_RUN.format(tests=os.path.join(ROOT, "tests"), overrides=overrides, workdir=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"jax_backend_started": False, "torch_imported": False}
+    captions = read_caption_bank(str(tmp_path))
+    assert len(captions) == 4 and (tmp_path / "captions" / "COMPLETE").exists()
+
+
+def test_a_user_error_in_the_vlm_process_reaches_the_user_as_one_line(tmp_path):
+    result = cli("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.stages=caption",
+                 "--config.compare.methods=", "--config.caption.method=vlm", "--config.caption.model=/nonexistent/qwen",
+                 timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "bobjax: error: config.caption.model='/nonexistent/qwen' cannot be loaded as a transformers")

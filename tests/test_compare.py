@@ -34,12 +34,13 @@ def comparison(**overrides):
 
 
 def test_each_method_and_seed_runs_its_own_stages_then_one_report(tmp_path, recorded):
+    """Every run's captions come first: the caption VLM needs the GPU before any JAX stage takes it."""
     calls, _ = recorded
     main.run(comparison(), str(tmp_path))
     workdir = os.path.basename(str(tmp_path))
-    expected = []
+    expected = [("bob/seed0", "caption"), ("bob/seed1", "caption")]
     for method, stages in (("real_only", ["classify"]), ("datadream", ["finetune", "generate", "classify"]),
-                           ("bob", ["caption", "finetune", "generate", "classify"])):
+                           ("bob", ["finetune", "generate", "classify"])):
         for seed in (0, 1):
             expected += [(f"{method}/seed{seed}", s) for s in stages]
     assert calls == expected + [(f"{os.path.basename(os.path.dirname(str(tmp_path)))}/{workdir}", "report")]
@@ -61,7 +62,7 @@ def test_seeds_differ_and_method_presets_apply():
 def test_requested_stages_limit_every_run(tmp_path, recorded):
     calls, _ = recorded
     main.run(comparison(stages="caption,finetune", **{"compare.seeds": 1}), str(tmp_path))
-    assert calls == [("datadream/seed0", "finetune"), ("bob/seed0", "caption"), ("bob/seed0", "finetune")]
+    assert calls == [("bob/seed0", "caption"), ("datadream/seed0", "finetune"), ("bob/seed0", "finetune")]
 
 
 def test_killed_comparison_resumes_without_redoing_runs(tmp_path, recorded):
@@ -69,13 +70,14 @@ def test_killed_comparison_resumes_without_redoing_runs(tmp_path, recorded):
     failing.add("generate")
     with pytest.raises(RuntimeError):
         main.run(comparison(**{"compare.seeds": 1}), str(tmp_path))
-    assert calls == [("real_only/seed0", "classify"), ("datadream/seed0", "finetune"), ("datadream/seed0", "generate")]
+    assert calls == [("bob/seed0", "caption"), ("real_only/seed0", "classify"), ("datadream/seed0", "finetune"),
+                     ("datadream/seed0", "generate")]
     failing.clear()
     calls.clear()
     main.run(comparison(**{"compare.seeds": 1}), str(tmp_path))
     assert [c for c in calls if c[1] != "report"] == [
-        ("datadream/seed0", "generate"), ("datadream/seed0", "classify"), ("bob/seed0", "caption"),
-        ("bob/seed0", "finetune"), ("bob/seed0", "generate"), ("bob/seed0", "classify")]
+        ("datadream/seed0", "generate"), ("datadream/seed0", "classify"), ("bob/seed0", "finetune"),
+        ("bob/seed0", "generate"), ("bob/seed0", "classify")]
 
 
 def test_stale_report_is_refused_before_any_run_starts(tmp_path, recorded):

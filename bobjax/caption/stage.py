@@ -3,12 +3,25 @@
 ``config.caption.method`` picks where the pairs come from: ``vlm`` asks a chat VLM (resumable: answers are
 cached per image as they come), ``oracle`` takes the toy world's ground-truth words, ``tsv`` imports the
 authors' caption files. Whatever the method, the result is ``WORKDIR/captions/`` (see ``bank.py``).
+
+The VLM (PyTorch) answers in a child process, and this process starts no JAX backend before it has finished
+(``bobjax.main`` runs every caption stage first; :mod:`bobjax.parallel` tells hosts apart without a backend).
+Why: on a GPU a JAX backend takes 75 % of the memory as it starts, and a 7B VLM needs about 17 GiB of the rest;
+PyTorch, for its part, keeps its CUDA context and cached blocks until its process ends. A child's memory all
+returns when it exits, so the JAX stages after it find the whole GPU, and torch's CUDA libraries never load
+beside JAX's. The alternative, a JAX that does not preallocate, would leave every JAX stage of the run on the
+slower, fragmenting on-demand allocator and still keep torch's leftovers in the process. The child costs a few
+seconds to start; it appends to the same per-image answer cache (a killed run resumes), and an error in it is
+raised again here (a ``UserError`` reaches the user as one line, as any other).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import jax
 import numpy as np
@@ -23,13 +36,15 @@ from bobjax.data import DataError, Splits, make_splits
 from bobjax.errors import ConfigError
 
 METHODS = ("vlm", "oracle", "tsv")
+# How long the other hosts wait for host 0's captions: hours at most, for the VLM on thousands of images.
+BANK_TIMEOUT_S = 24 * 3600
 
 
 def run(config, workdir: str, make_captioner: Callable[[], AskFn] | None = None) -> str:
     """Writes the caption bank of ``config``'s train split in ``workdir``; returns its path.
 
-    ``make_captioner`` builds the VLM (default: :class:`~bobjax.caption.vlm.VLMCaptioner` from ``config.caption``);
-    it is called only when some image still needs answers.
+    ``make_captioner`` builds a captioner in this process, called only when some image still needs answers; by
+    default the VLM of ``config.caption`` (:class:`~bobjax.caption.vlm.VLMCaptioner`) answers in a child process.
     """
     method = config.caption.method
     if method not in METHODS:
@@ -37,7 +52,7 @@ def run(config, workdir: str, make_captioner: Callable[[], AskFn] | None = None)
     if parallel.is_main_process():
         splits = make_splits(config.data, config.seed)
         if method == "vlm":
-            backgrounds, poses, stats = vlm_captions(config, splits, workdir, make_captioner or _vlm_factory(config))
+            backgrounds, poses, stats = vlm_captions(config, splits, workdir, make_captioner)
         elif method == "oracle":
             backgrounds, poses, stats = oracle_captions(splits)
         else:
@@ -48,10 +63,8 @@ def run(config, workdir: str, make_captioner: Callable[[], AskFn] | None = None)
         stats = {"method": method, "images": len(captions), **stats}
         logging.info("caption bank: %s", stats)
         bank.write_caption_bank(workdir, captions, splits.class_names, stats)
-    if jax.process_count() > 1:  # The other hosts go on to stages that read the bank.
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("caption bank written")
+    # The other hosts go on to stages that read the bank.
+    parallel.wait_for_every_host(f"bobjax: caption bank written in {workdir}", BANK_TIMEOUT_S)
     return bank.bank_path(workdir)
 
 
@@ -82,13 +95,50 @@ def _image(train, index: int, image_id: str) -> np.ndarray:
         raise DataError(f"image {image_id}: {e}") from e
 
 
-def vlm_captions(config, splits: Splits, workdir: str, make_captioner: Callable[[], AskFn]):
-    """Asks the VLM both questions about every image not answered yet, a batch at a time, caching as it goes."""
+def _answers(config, workdir: str) -> ResponseCache:
+    return ResponseCache(artifacts.partial_dir(workdir, "caption"), cache_key(config))
+
+
+def vlm_captions(config, splits: Splits, workdir: str, make_captioner: Callable[[], AskFn] | None = None):
+    """Both answers about every image: the cached ones, and those of ``make_captioner()``'s captioner (default:
+    the configured VLM, in a child process) for the rest."""
+    if config.caption.batch_size < 1:
+        raise ConfigError(f"config.caption.batch_size must be >= 1, got {config.caption.batch_size}")
+    image_ids, cache = splits.train.image_ids(), _answers(config, workdir)
+    if any(image_id not in cache for image_id in image_ids):
+        if make_captioner is None:
+            _in_child_process(_ask_the_vlm, config, workdir)
+            cache = _answers(config, workdir)  # With what the child appended.
+        else:
+            ask_all(config, splits, cache, make_captioner)
+    records = [cache.records[image_id] for image_id in image_ids]
+    backgrounds, poses = [r["background"] for r in records], [r["pose"] for r in records]
+    events = [e for r in records for e in (r["events"]["background"], r["events"]["pose"])]
+    return backgrounds, poses, {"model": config.caption.model, **answers.count(backgrounds + poses, events)}
+
+
+def _ask_the_vlm(config, workdir: str) -> None:
+    """The child process's work: the configured VLM answers every image the cache lacks."""
+    jax.config.update("jax_platforms", "cpu")  # Nothing here uses JAX; nothing imported may take the VLM's GPU.
+    ask_all(config, make_splits(config.data, config.seed), _answers(config, workdir), _vlm_factory(config))
+
+
+def _in_child_process(fn, *args) -> None:
+    """``fn(*args)`` in a fresh Python (spawned: a fork would copy this process's threads); its exception, if
+    any, is raised here."""
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(fn, *args).result()
+    except BrokenProcessPool as e:
+        raise RuntimeError("the caption VLM's process died (killed, or out of memory); the answers it cached are "
+                           "kept: rerun to resume") from e
+
+
+def ask_all(config, splits: Splits, cache: ResponseCache, make_captioner: Callable[[], AskFn]) -> None:
+    """Asks the captioner both questions about every image not in ``cache``, a batch at a time, caching as it
+    goes; the captioner is built only when some image needs it."""
     batch_size = config.caption.batch_size
-    if batch_size < 1:
-        raise ConfigError(f"config.caption.batch_size must be >= 1, got {batch_size}")
     train, image_ids, labels = splits.train, splits.train.image_ids(), splits.train.labels()
-    cache = ResponseCache(artifacts.partial_dir(workdir, "caption"), cache_key(config))
     todo = [i for i, image_id in enumerate(image_ids) if image_id not in cache]
     if todo:
         ask = make_captioner()
@@ -109,10 +159,6 @@ def vlm_captions(config, splits: Splits, workdir: str, make_captioner: Callable[
                     "events": {"background": background.events, "pose": pose.events},
                 } for i, background, pose in zip(batch, got[:n], got[n:]))
                 progress.update(n)
-    records = [cache.records[image_id] for image_id in image_ids]
-    backgrounds, poses = [r["background"] for r in records], [r["pose"] for r in records]
-    events = [e for r in records for e in (r["events"]["background"], r["events"]["pose"])]
-    return backgrounds, poses, {"model": config.caption.model, **answers.count(backgrounds + poses, events)}
 
 
 def oracle_captions(splits: Splits):
