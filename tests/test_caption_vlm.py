@@ -138,10 +138,13 @@ def test_the_vlm_answers_in_a_child_process_before_jax_starts(tiny_vlm, tmp_path
 
 
 def test_a_user_error_in_the_vlm_process_reaches_the_user_as_one_line(tmp_path):
-    result = cli("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.stages=caption",
-                 "--config.compare.methods=", "--config.caption.method=vlm", "--config.caption.model=/nonexistent/qwen",
+    # A folder that exists passes main's check before the first stage; only the VLM's process finds it is no model.
+    model = tmp_path / "not_a_model"
+    model.mkdir()
+    result = cli("--config=configs/demo.py", f"--workdir={tmp_path / 'run'}", "--config.stages=caption",
+                 "--config.compare.methods=", "--config.caption.method=vlm", f"--config.caption.model={model}",
                  timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "bobjax: error: config.caption.model='/nonexistent/qwen' cannot be loaded as a transformers")
+        f"bobjax: error: config.caption.model={str(model)!r} cannot be loaded as a transformers")

@@ -16,7 +16,6 @@ from flax import nnx
 from bobjax import config_lib
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
-from bobjax.finetune.input import tokenize
 from bobjax.models import lora
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers import NoiseSchedule
@@ -56,7 +55,7 @@ def twins(sd_path):
 
 def _batch(sd):
     pixels = np.random.default_rng(0).uniform(-1, 1, size=(len(PROMPTS), 16, 16, 3)).astype(np.float32)
-    return {"pixels": jnp.asarray(pixels), "input_ids": jnp.asarray(tokenize(sd.tokenizer, PROMPTS))}
+    return {"pixels": jnp.asarray(pixels), "input_ids": jnp.asarray(sd.tokenize(PROMPTS))}
 
 
 def _relative(a, b) -> float:
@@ -124,7 +123,7 @@ def _plain_unet(sd_path, remat: bool, latents, timesteps):
     """(two chained UNet calls inside a jitted loop, as the samplers make them; gradients of ``conv_in`` with
     the other weights closed over)."""
     sd = load_stable_diffusion(sd_path, remat=remat)
-    context = sd.text_encoder(jnp.asarray(tokenize(sd.tokenizer, PROMPTS)))
+    context = sd.text_encoder(jnp.asarray(sd.tokenize(PROMPTS)))
     graphdef, trained, rest = nnx.split(sd.unet, nnx.PathContains("conv_in"), ...)
 
     def sample(trained, rest):

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 from demo_run import cli, config_file
-from fake_hub import CLIP_ID, SD_ID, VLM_ID
+from fake_hub import CLIP_ID, SD15_ID, SD_ID, VLM_ID
 from PIL import Image
 
-from bobjax import config_lib, main
+from bobjax import config_lib, main, pretrained
 from bobjax.models.hub import WeightsError
 
 CLASSES = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross")
@@ -91,3 +91,16 @@ def test_a_later_stages_missing_weights_stop_the_run_before_its_first_stage(fake
         main.run(config, str(tmp_path / "run"))
     assert repr(missing) in str(error.value) and field in str(error.value)
     assert calls == [] and not (tmp_path / "run" / "weights.json").exists()
+
+
+@pytest.mark.parametrize("sd, sd_id", [("sd21", SD_ID), ("sd15", SD15_ID)])
+@pytest.mark.parametrize("name", ["cub.py", "aircraft.py", "cars.py", "pets.py", "cub_lt.py", "flowers_lt.py"])
+def test_every_real_config_names_only_weights_users_can_download(fake_hub, name, sd, sd_id):
+    """The fake hub holds exactly the ids that exist on the hub today; main's check before the first stage resolves
+    each stage's weights there, so a config naming a withdrawn id (stabilityai/, runwayml/) fails here."""
+    fake_hub.add(VLM_ID, SD_ID, SD15_ID, CLIP_ID)
+    config = config_lib.load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", name), f"sd={sd}")
+    plan = [(config, "run", stage) for stage in config_lib.parse_stages(config.stages)]
+    records = pretrained.resolve_all(plan)["run"]
+    names = {stage: record["name"] for stage, record in records.items()}
+    assert names == {"caption": VLM_ID, "finetune": sd_id, "generate": sd_id, "classify": CLIP_ID}
