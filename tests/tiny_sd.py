@@ -146,6 +146,15 @@ def make_tiny_sd(
     return os.fspath(path)
 
 
+def save_with_components(path: str | os.PathLike, style: str = "sd2", **components) -> str:
+    """Saves the minimal tiny pipeline of ``style`` with ``components`` (e.g. a full-size ``unet``) in place of its
+    own, so that a full-size model is read by ``load_stable_diffusion`` as from a hub checkpoint while the other
+    parts stay tiny. Returns the path."""
+    pipe = tiny_sd_pipeline(style, minimal=True)
+    StableDiffusionPipeline(**{**pipe.components, **components}, requires_safety_checker=False).save_pretrained(path)
+    return os.fspath(path)
+
+
 def _text_encoder_as_hub_bin(folder: str, variant: str | None) -> None:
     """transformers v5 always saves safetensors; rewrite the text encoder as the hub's SD 1.x checkpoints store it:
     ``pytorch_model.bin`` with ``text_model.``-prefixed keys and the ``position_ids`` buffer."""
