@@ -15,6 +15,28 @@ import tempfile
 
 from sd_setup import CONFIGS, build_pipeline, interleaved_medians
 
+GUIDANCE_SCALE = 2.0
+
+
+def ours_sampler(path: str, args, prompts: list[str]):
+    """(A no-argument function drawing ``prompts`` with bobjax's jitted guided sampler, from prompts to decoded
+    images, at the pipeline's native size; that size). ``args``: ``dtype``, ``attention``, ``steps``."""
+    import jax.numpy as jnp
+    from ml_collections import ConfigDict
+
+    from bobjax import parallel
+    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd import load_stable_diffusion
+
+    sd = load_stable_diffusion(path, dtype=jnp.bfloat16 if args.dtype == "bf16" else jnp.float32,
+                               attention=args.attention)
+    size = sd.unet_config["sample_size"] * 2 ** (len(sd.vae_config["block_out_channels"]) - 1)
+    mesh = parallel.make_mesh(ConfigDict(dict(data=-1, fsdp=1)))
+    sampler = TextToImage(sd, scheduler="pndm", steps=args.steps, guidance_scale=GUIDANCE_SCALE, resolution=size,
+                          mesh=mesh)
+    seeds = list(range(len(prompts)))
+    return (lambda: sampler(prompts, seeds=seeds)), size
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,14 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
-    import jax.numpy as jnp
     import torch
     from diffusers import StableDiffusionPipeline
-    from ml_collections import ConfigDict
-
-    from bobjax import parallel
-    from bobjax.generate.sampler import TextToImage
-    from bobjax.models.sd import load_stable_diffusion
 
     with tempfile.TemporaryDirectory() as folder:
         path = build_pipeline(args.config, folder)
@@ -43,20 +59,15 @@ def main() -> None:
         pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, safety_checker=None,
                                                        requires_safety_checker=False).to(device)
         pipe.set_progress_bar_config(disable=True)
-        sd = load_stable_diffusion(path, dtype=jnp.bfloat16 if args.dtype == "bf16" else jnp.float32,
-                                   attention=args.attention)
-        size = sd.unet_config["sample_size"] * 2 ** (len(sd.vae_config["block_out_channels"]) - 1)
-        mesh = parallel.make_mesh(ConfigDict(dict(data=-1, fsdp=1)))
-        ours = TextToImage(sd, scheduler="pndm", steps=args.steps, guidance_scale=2.0, resolution=size, mesh=mesh)
         prompts = [f"a bird photo of a crimson forkedtail, image {i}" for i in range(args.batch)]
-        seeds = list(range(args.batch))
+        ours, size = ours_sampler(path, args, prompts)
 
         def theirs():
             with torch.inference_mode():
-                pipe(prompts, num_inference_steps=args.steps, guidance_scale=2.0, height=size, width=size,
+                pipe(prompts, num_inference_steps=args.steps, guidance_scale=GUIDANCE_SCALE, height=size, width=size,
                      output_type="np")
 
-        ours_s, torch_s = interleaved_medians([lambda: ours(prompts, seeds=seeds), theirs], args.iters, warmup=1)
+        ours_s, torch_s = interleaved_medians([ours, theirs], args.iters, warmup=1)
     machine = f"{jax.devices()[0].device_kind} x{jax.device_count()} | torch on {device}"
     print(f"generate [{args.config}, {size}px, batch {args.batch}, {args.steps} steps, {args.dtype}] on {machine}")
     print(f"  bobjax : {args.batch / ours_s:8.3f} images/s  ({ours_s:.3f} s/batch)")

