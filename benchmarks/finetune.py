@@ -117,6 +117,19 @@ def torch_step(path: str, args, pixels, input_ids):
     return step, device
 
 
+def prompt_ids(path: str, batch: int):
+    """``batch`` copies of the benchmark prompt, tokenized as the SD pipeline in ``path`` pads them."""
+    import numpy as np
+    from transformers import CLIPTokenizer
+
+    from bobjax.models.clip import tokenize_prompts
+
+    with open(os.path.join(path, "text_encoder", "config.json")) as f:
+        length = json.load(f)["max_position_embeddings"]
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
+    return tokenize_prompts(tokenizer, [PROMPT] * batch, length).astype(np.int32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="medium")
@@ -130,9 +143,6 @@ def main() -> None:
 
     import jax
     import numpy as np
-    from transformers import CLIPTokenizer
-
-    from bobjax.models.clip import tokenize_prompts
 
     spec = CONFIGS[args.config]
     batch = args.batch or spec["batch"]
@@ -140,10 +150,7 @@ def main() -> None:
     pixels = np.random.default_rng(0).uniform(-1, 1, size=(batch, size, size, 3)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         path = build_pipeline(args.config, folder)
-        with open(os.path.join(path, "text_encoder", "config.json")) as f:
-            length = json.load(f)["max_position_embeddings"]
-        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
-        input_ids = tokenize_prompts(tokenizer, [PROMPT] * batch, length).astype(np.int32)
+        input_ids = prompt_ids(path, batch)
         ours, flops = ours_step(path, args, pixels, input_ids)
         theirs, device = torch_step(path, args, pixels, input_ids)
         ours_s, torch_s = interleaved_medians([ours, theirs], args.iters)

@@ -60,14 +60,12 @@ def setup(args) -> dict:
 
 def finetune(args) -> dict:
     import numpy as np
-    from transformers import CLIPTokenizer
 
-    from bobjax.finetune.input import tokenize
-    from finetune import PROMPT, ours_step
+    from finetune import ours_step, prompt_ids
 
     path, size, batch = os.path.join(args.folder, args.config), image_size(args.config), args.finetune_batch
     pixels = np.random.default_rng(0).uniform(-1, 1, size=(batch, size, size, 3)).astype(np.float32)
-    input_ids = tokenize(CLIPTokenizer.from_pretrained(os.path.join(path, "tokenizer")), [PROMPT] * batch)
+    input_ids = prompt_ids(path, batch)
     start = time.perf_counter()
     step, _ = ours_step(path, argparse.Namespace(dtype=args.dtype, attention=args.attention, remat=args.remat),
                         pixels, input_ids)
@@ -105,7 +103,8 @@ def classify(args) -> dict:
     cfg.backbone, cfg.image_size, cfg.batch_size = args.backbone, args.classify_size, args.classify_batch
     mesh = parallel.make_mesh(ConfigDict(dict(data=-1, fsdp=1)))
     start = time.perf_counter()
-    classifier = backbones.build(cfg, [f"class {i}" for i in range(args.classes)], "bird", rngs=nnx.Rngs(0))
+    classes = [f"class {i}" for i in range(args.classes)]
+    classifier = backbones.build(cfg, None, classes, "bird", rngs=nnx.Rngs(0))  # Random weights time the same.
     graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
     tx = optim.optimizer(cfg, params, optim.schedule(cfg, args.steps, args.steps))

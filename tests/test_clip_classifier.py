@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+import transformers
 from fake_hub import CLIP_ID
 from flax import nnx
 from tiny_clip import EOS, tiny_clip_model
@@ -93,8 +94,8 @@ def test_full_clip_vit_b16_classifier_matches_transformers(tmp_path):
     clip_tokenizer.write_clip_tokenizer_files(str(tmp_path))
     cfg = config_lib.base_config().classify
     cfg.checkpoint = str(tmp_path)  # backbone clip_vit_b16 at 224 px: BOB's defaults
-    classifier = backbones.build(cfg, ["laysan albatross", "crested auklet", "painted bunting"], "bird",
-                                 rngs=nnx.Rngs(0))
+    classifier = backbones.build(cfg, backbones.resolve_checkpoint(cfg),
+                                 ["laysan albatross", "crested auklet", "painted bunting"], "bird", rngs=nnx.Rngs(0))
     state = nnx.state(classifier.model)
     prompt_ids = np.array(nnx.merge(classifier.eval_graph, state).prompt_ids[...])
     images = np.random.default_rng(1).normal(size=(2, 224, 224, 3)).astype(np.float32)
