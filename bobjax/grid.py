@@ -1,4 +1,4 @@
-"""Image grids for people: TensorBoard previews, the prior's sample sheet, generation and report grids."""
+"""Image grids for people: TensorBoard previews, the prior's sample sheet, generation's rows of each class."""
 
 from __future__ import annotations
 
