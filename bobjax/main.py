@@ -30,6 +30,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 # Each stage's run(config, workdir), in pipeline order.
+# How long a host waits at a stage boundary for the others: host 0 may still be finishing the stage's small
+# artifacts (a CUB-size synthetic set's grids and PNG export take minutes). A host that died ends the wait at once
+# (the coordination service reports it); this bounds a host that hangs.
+STAGE_BARRIER_TIMEOUT_S = 3 * 3600
+
 STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "classify": classify.run,
               "report": report.run}
 
@@ -55,11 +60,15 @@ def run_stage(config, workdir: str, stage: str) -> None:
     logging.info("stage %s: running in %s", stage, workdir)
     start = time.perf_counter()
     STAGE_RUNS[stage](config, workdir)
+    # Host 0 writes the small artifacts (a LoRA, the dataset's metadata) at the end of a stage: no host may mark it
+    # complete, or read it in the next stage, before every host is done with it.
+    parallel.wait_for_every_host(f"bobjax: {stage} done in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     if parallel.is_main_process():
         artifacts.mark_complete(config, workdir, stage)
         artifacts.record_timing(workdir, stage, time.perf_counter() - start)
         # Checkpoints and caches are dead weight once the artifact is complete (a CLIP classifier's are GBs).
         shutil.rmtree(artifacts.partial_dir(workdir, stage), ignore_errors=True)
+    parallel.wait_for_every_host(f"bobjax: {stage} marked complete in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     logging.info("stage %s: complete", stage)
 
 
@@ -75,6 +84,8 @@ def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) ->
             record_splits(config, workdir)
         for stage in redo:
             artifacts.remove_stage(workdir, stage)
+    # The other hosts look for complete stages next: not before host 0 has removed those being redone.
+    parallel.wait_for_every_host(f"bobjax: {workdir} prepared", STAGE_BARRIER_TIMEOUT_S)
 
 
 def _pending_stages(plan, redo) -> list:

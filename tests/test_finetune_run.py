@@ -49,7 +49,8 @@ def _run(sd, folder, mesh_shape, **overrides):
     mesh = parallel.make_mesh({"data": mesh_shape[0], "fsdp": mesh_shape[1]}, devices=jax.devices()[:devices])
     config = _config(**overrides)
     ids = sd.tokenize(PROMPTS)
-    finetune.train_lora(config, sd, IMAGES.__getitem__, ids, str(folder), mesh)
+    trainer = finetune.LoraTrainer(config, sd, finetune.total_steps(config.finetune, len(ids)), mesh)
+    trainer.train(IMAGES.__getitem__, ids, str(folder))
     return lora.read_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE))
 
 
@@ -120,3 +121,28 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(sd, tmp_path
         _run(sd, folder, ONE_DEVICE, checkpoint_every=1)
     assert sorted(os.listdir(folder / "checkpoints")) == ["1", "2"]  # Step 3 (index 2) is not saved.
     assert not os.path.exists(folder / artifacts.LORA_FILE)
+
+
+def test_per_class_loras_share_one_compiled_step(tmp_path, monkeypatch, one_device):
+    """``finetune.per_class`` trains one LoRA per class (200 on CUB) with one compiled training step, not one each."""
+    from demo_run import demo_config
+    from tiny_sd import make_tiny_sd
+
+    steps = []
+
+    def recorded(*args, **kwargs):
+        steps.append(jit_train_step(*args, **kwargs))
+        return steps[-1]
+
+    jit_train_step = finetune.lora_step.jit_train_step
+    monkeypatch.setattr(finetune.lora_step, "jit_train_step", recorded)
+    config = demo_config(**{"model.sd": str(make_tiny_sd(tmp_path / "sd1", "sd1", minimal=True)),
+                            "data.toyworld.num_classes": 3, "data.shots": 2, "finetune.per_class": True,
+                            "finetune.prompt": config_lib.CLASS_PROMPT, "finetune.epochs": 2, "finetune.warmup_steps": 0,
+                            "finetune.batch_size": 2, "finetune.resolution": 16, "finetune.sample_every": 0})
+    finetune.run(config, str(tmp_path / "run"))
+    files = sorted(glob.glob(str(tmp_path / "run" / "finetune" / "class_*" / artifacts.LORA_FILE)))
+    assert [os.path.basename(os.path.dirname(f)) for f in files] == ["class_0000", "class_0001", "class_0002"]
+    assert len(steps) == 1 and steps[0]._cache_size() == 1
+    first, second = (lora.read_diffusers_lora(f)["unet"][0] for f in files[:2])
+    assert any(not np.array_equal(first[k], second[k]) for k in first)  # Each class trained on its own images.

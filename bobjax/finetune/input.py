@@ -82,7 +82,9 @@ def finetune_batches(
     """This process's part of every global batch from ``start_step`` on (endless; the loop counts steps).
 
     ``load_image(i)`` gives training image ``i`` (uint8 HxWx3) and ``input_ids[i]`` its tokenized prompt.
-    Global element ``j`` of the shuffled, repeated stream goes to process ``j % process_count``.
+    Each global batch is the next ``local_batch_size * process_count`` elements of the shuffled, repeated stream,
+    and process ``p`` feeds its ``p``-th consecutive slice: the global batch, in order, is the same for any number
+    of processes (per-example noise follows an example's position in it).
     """
     num_images = len(input_ids)
     if num_images == 0:
@@ -93,7 +95,7 @@ def finetune_batches(
         return {"pixels": pixels, "input_ids": np.asarray(input_ids[index], np.int32)}
 
     ds = grain.MapDataset.range(num_images).shuffle(seed=seed).repeat(None).random_map(element, seed=seed + 1)
-    ds = ds[process_index::process_count].batch(local_batch_size, drop_remainder=True)
+    ds = ds.batch(local_batch_size, drop_remainder=True)[process_index::process_count]
     ds = ds[start_step:]
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local_batch_size)
     return iter(ds.to_iter_dataset(options))

@@ -50,21 +50,22 @@ def make_preview_fn(graphs: Graphs, configs: dict[str, lora.LoraConfig], schedul
 
 
 class Previews:
-    """Fixed prompts (the first training prompts) and fixed noise, so grids of different steps compare."""
+    """Fixed noise and the first ``NUM_PREVIEWS`` training prompts, so grids of different steps compare. One
+    compiled sampler serves every LoRA of a per-class run (their prompts are an argument)."""
 
-    def __init__(self, config, sd, graphs: Graphs, configs: dict[str, lora.LoraConfig], input_ids: np.ndarray, mesh):
+    def __init__(self, config, sd, graphs: Graphs, configs: dict[str, lora.LoraConfig], mesh):
         c = config.finetune
-        n = min(NUM_PREVIEWS, len(input_ids))
         factor = 2 ** (len(sd.vae_config["block_out_channels"]) - 1)
         size = c.resolution // factor
-        self.noise = jax.random.normal(jax.random.key(config.seed), (n, size, size, sd.unet_config["in_channels"]))
-        self.input_ids = jnp.asarray(input_ids[:n])
-        self.uncond_ids = jnp.asarray(sd.tokenize([""] * n))
+        self.noise = jax.random.normal(jax.random.key(config.seed),
+                                       (NUM_PREVIEWS, size, size, sd.unet_config["in_channels"]))
+        self.uncond_ids = jnp.asarray(sd.tokenize([""] * NUM_PREVIEWS))
         fn = make_preview_fn(graphs, configs, sd.scheduler_config, num_steps=c.sample_steps,
                              guidance_scale=config.generate.guidance_scale)
         self.fn = jax.jit(fn, out_shardings=parallel.replicated(mesh))
 
-    def __call__(self, trainable: dict, frozen: Frozen) -> np.ndarray:
-        """One uint8 grid of the previews with the adapters ``trainable``."""
-        images = self.fn(trainable, frozen, self.noise, self.input_ids, self.uncond_ids)
+    def __call__(self, trainable: dict, frozen: Frozen, input_ids: np.ndarray) -> np.ndarray:
+        """One uint8 grid of the previews of the first prompts of ``input_ids`` with the adapters ``trainable``."""
+        n = min(NUM_PREVIEWS, len(input_ids))
+        images = self.fn(trainable, frozen, self.noise[:n], jnp.asarray(input_ids[:n]), self.uncond_ids[:n])
         return image_grid(to_uint8(parallel.to_host(images)))

@@ -47,10 +47,14 @@ def run(config, workdir: str) -> None:
     groups = ([(artifacts.class_lora_dir(folder, k), np.flatnonzero(train.labels() == k))
                for k in range(len(splits.class_names))] if c.per_class
               else [(folder, np.arange(len(train)))])
+    trainers: dict[int, LoraTrainer] = {}  # By step count: classes of equal size share one compiled step.
     for folder, indices in groups:
         if os.path.exists(os.path.join(folder, artifacts.LORA_FILE)) or not len(indices):
             continue
-        train_lora(config, sd, lambda i, idx=indices: train[int(idx[i])]["image"], input_ids[indices], folder, mesh)
+        steps = total_steps(c, len(indices))
+        if steps not in trainers:
+            trainers[steps] = LoraTrainer(config, sd, steps, mesh)
+        trainers[steps].train(lambda i, idx=indices: train[int(idx[i])]["image"], input_ids[indices], folder)
 
 
 def _contexts(workdir: str, template: str) -> dict[str, tuple[str, str]] | None:
@@ -62,68 +66,85 @@ def _contexts(workdir: str, template: str) -> dict[str, tuple[str, str]] | None:
     return {i: (b, p) for i, b, p in zip(bank.image_ids, bank.backgrounds, bank.poses, strict=True)}
 
 
-def train_lora(config, sd, load_image, input_ids: np.ndarray, folder: str, mesh) -> None:
-    """Trains one LoRA on the images ``load_image(0..n-1)`` with prompts ``input_ids`` and exports it to ``folder``."""
-    c = config.finetune
-    local_batch = parallel.local_batch_size(c.batch_size, mesh)
-    total_steps = c.epochs * math.ceil(len(input_ids) / c.batch_size)
+def total_steps(finetune_config, num_images: int) -> int:
+    return finetune_config.epochs * math.ceil(num_images / finetune_config.batch_size)
 
-    # Model and step: adapters train, everything else is frozen (replicated, or FSDP over the mesh).
-    configs = lora_configs(c)
-    unet, text_encoder = add_adapters(sd, configs, config.seed)
-    graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)
-    optimizer, lr = optim.make_optimizer(c, total_steps)
-    step_fn = lora_step.make_train_step(graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer, lr,
-                                        seed=config.seed, lora_dropout=c.lora_dropout)
-    frozen = jax.device_put(frozen, lora_step.frozen_sharding(frozen, mesh))
-    state = jax.device_put(lora_step.init_state(trainable, optimizer), parallel.replicated(mesh))
-    train_step = lora_step.jit_train_step(step_fn, state, frozen, mesh)
 
-    # Resume from the last checkpoint, if any.
-    checkpoints = loop.Checkpoints(os.path.join(folder, "checkpoints"))
-    restored = checkpoints.restore({"state": state})
-    if restored is not None:
-        state = restored["state"]
-        logging.info("finetune: resumed %s at step %d of %d", folder, int(state.step), total_steps)
-    start = int(state.step)
+class LoraTrainer:
+    """What training a LoRA compiles, built once: the adapters' initial values, the jitted step and the preview.
 
-    # Data and logs.
-    batches = finetune_batches(load_image, input_ids, resolution=c.resolution, random_flip=c.random_flip,
-                               seed=config.seed, local_batch_size=local_batch, process_index=jax.process_index(),
-                               process_count=jax.process_count(), start_step=start)
-    writer = loop.writer(os.path.join(folder, "tb"))
-    previews = Previews(config, sd, graphs, configs, input_ids, mesh)
-    window = loop.MetricWindow()
+    ``config.finetune.per_class`` trains one LoRA per class with it (200 on CUB): each starts from the same
+    initial adapters, as separate runs would, and reuses the compiled step instead of compiling its own.
+    """
 
-    def check(step: int, loss) -> None:
-        loop.check_finite(float(loss), what="fine-tuning", step=step, checkpoints=checkpoints,
-                          hint="lower config.finetune.learning_rate, or use float32 weights")
+    def __init__(self, config, sd, num_steps: int, mesh):
+        c = config.finetune
+        self.config, self.sd, self.num_steps, self.mesh = config, sd, num_steps, mesh
+        self.lora_configs = lora_configs(c)
+        unet, text_encoder = add_adapters(sd, self.lora_configs, config.seed)
+        self.graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)
+        optimizer, lr = optim.make_optimizer(c, num_steps)
+        step_fn = lora_step.make_train_step(self.graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer,
+                                            lr, seed=config.seed, lora_dropout=c.lora_dropout)
+        self.frozen = jax.device_put(frozen, lora_step.frozen_sharding(frozen, mesh))
+        # On the host: the step donates its input state, so each LoRA's copy is placed afresh from this one.
+        self.initial_state = jax.device_get(lora_step.init_state(trainable, optimizer))
+        self.train_step = lora_step.jit_train_step(step_fn, self.initial_state, self.frozen, mesh)
+        self.previews = Previews(config, sd, self.graphs, self.lora_configs, mesh)
 
-    # Loop.
-    pending = None
-    with checkpoints, loop.progress_bar(total_steps, start, "finetune") as bar:
-        for step in range(start, total_steps):
-            with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, metrics = train_step(state, frozen, parallel.global_batch(next(batches), mesh))
-            if pending is not None:  # The previous step's loss: checking one step behind keeps the device busy.
-                check(*pending)
-            pending = (step, metrics["loss"])
-            window.add(metrics)
-            bar.update()
-            done = step + 1
-            if loop.due(done, c.log_every, total_steps):
-                scalars = window.mean()
-                writer.write_scalars(done, {**scalars, "images_per_sec": scalars["steps_per_sec"] * c.batch_size})
-            if loop.due(done, c.checkpoint_every, total_steps):
-                check(*pending)
-                checkpoints.save(done, {"state": state})
-            if loop.due(done, c.sample_every, total_steps):
-                writer.write_images(done, {"samples": previews(state.lora, frozen)[None]})
-    writer.flush()
+    def train(self, load_image, input_ids: np.ndarray, folder: str) -> None:
+        """Trains one LoRA on the images ``load_image(0..n-1)`` with prompts ``input_ids``; exports it to
+        ``folder``."""
+        c, mesh, frozen, total = self.config.finetune, self.mesh, self.frozen, self.num_steps
+        state = jax.device_put(self.initial_state, parallel.replicated(mesh))
 
-    if parallel.is_main_process():
-        unet, text_encoder, _ = lora_step.merge_models(graphs, parallel.to_host(state.lora), frozen)
-        parts = {"unet": (unet, configs["unet"])}
-        if "text_encoder" in configs:
-            parts["text_encoder"] = (text_encoder, configs["text_encoder"])
-        lora.save_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE), parts)
+        # Resume from the last checkpoint, if any.
+        checkpoints = loop.Checkpoints(os.path.join(folder, "checkpoints"))
+        restored = checkpoints.restore({"state": state})
+        if restored is not None:
+            state = restored["state"]
+            logging.info("finetune: resumed %s at step %d of %d", folder, int(state.step), total)
+        start = int(state.step)
+
+        # Data and logs.
+        batches = finetune_batches(load_image, input_ids, resolution=c.resolution, random_flip=c.random_flip,
+                                   seed=self.config.seed, local_batch_size=parallel.local_batch_size(c.batch_size, mesh),
+                                   process_index=jax.process_index(), process_count=jax.process_count(),
+                                   start_step=start)
+        writer = loop.writer(os.path.join(folder, "tb"))
+        window = loop.MetricWindow()
+
+        def check(step: int, loss) -> None:
+            loop.check_finite(float(loss), what="fine-tuning", step=step, checkpoints=checkpoints,
+                              hint="lower config.finetune.learning_rate, or use float32 weights")
+
+        # Loop.
+        pending = None
+        with checkpoints, loop.progress_bar(total, start, "finetune") as bar:
+            for step in range(start, total):
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, metrics = self.train_step(state, frozen, parallel.global_batch(next(batches), mesh))
+                if pending is not None:  # The previous step's loss: checking one step behind keeps the device busy.
+                    check(*pending)
+                pending = (step, metrics["loss"])
+                window.add(metrics)
+                bar.update()
+                done = step + 1
+                if loop.due(done, c.log_every, total):
+                    scalars = window.mean()
+                    writer.write_scalars(done, {**scalars, "images_per_sec": scalars["steps_per_sec"] * c.batch_size})
+                if loop.due(done, c.checkpoint_every, total):
+                    check(*pending)
+                    checkpoints.save(done, {"state": state})
+                if loop.due(done, c.sample_every, total):
+                    writer.write_images(done, {"samples": self.previews(state.lora, frozen, input_ids)[None]})
+        writer.flush()
+
+        # Every host takes part in gathering the adapters (a collective); host 0 writes them.
+        adapters = parallel.to_host(state.lora)
+        if parallel.is_main_process():
+            unet, text_encoder, _ = lora_step.merge_models(self.graphs, adapters, frozen)
+            parts = {"unet": (unet, self.lora_configs["unet"])}
+            if "text_encoder" in self.lora_configs:
+                parts["text_encoder"] = (text_encoder, self.lora_configs["text_encoder"])
+            lora.save_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE), parts)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from bobjax import parallel
 from bobjax.models.sd.schedulers import make_sampler, sample_loop
@@ -44,8 +44,7 @@ class TextToImage:
         self.negative_ids = sd.tokenize([negative_prompt])
         self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
         self.refresh_weights()
-        replicated = parallel.replicated(mesh)
-        batch = NamedSharding(mesh, PartitionSpec(parallel.AXES))
+        replicated, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
         self._generate = jax.jit(
             self._pure_generate,
             in_shardings=(replicated, batch, replicated, batch),
@@ -102,5 +101,9 @@ class TextToImage:
         if padded != n:
             ids = np.concatenate([ids, np.repeat(ids[-1:], padded - n, axis=0)])
             latents = jnp.concatenate([latents, jnp.repeat(latents[-1:], padded - n, axis=0)])
-        images = self._generate(self._state, ids, self.negative_ids, latents)
+        # Placed explicitly: on more than one host, jit refuses host (numpy) inputs for a sharded argument, even
+        # on a mesh of this host's devices (generation runs per host, each on its own shards of the plan).
+        batch, replicated = parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh)
+        images = self._generate(self._state, jax.device_put(ids, batch), jax.device_put(self.negative_ids, replicated),
+                                jax.device_put(latents, batch))
         return np.asarray(jax.device_get(images))[:n]

@@ -78,6 +78,10 @@ def load_generator(config, workdir: str, mesh):
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
 
 
+# How long a host that has written its shards waits for the others' (hosts may have one shard more than others).
+SHARDS_TIMEOUT_S = 6 * 3600
+
+
 def make_generate_fn(config, workdir: str, mesh):
     """``planned images -> uint8 images``: the fine-tuned diffusion model, or the toy world's own renderer."""
     renderer = config.generate.renderer
@@ -146,10 +150,8 @@ def run(config, workdir: str) -> None:
                     images.append(generate(chunk))
                     progress.update(len(chunk))
                 writer.write_shard(k, _records(shards[k], np.concatenate(images) if images else []))
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("bobjax.generate: all shards written")
+    # Host 0 finalizes the dataset from every host's shards.
+    parallel.wait_for_every_host(f"bobjax: synthetic shards written in {out_dir}", SHARDS_TIMEOUT_S)
     if parallel.is_main_process():
         writer.finalize([len(s) for s in shards])
         from bobjax.data.tfds_writer import read_dataset

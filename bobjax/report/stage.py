@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from bobjax import artifacts, toyworld
+from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import is_finished, read_dataset
 from bobjax.report import render
@@ -90,6 +90,8 @@ def _class_fidelity(config, results: Results) -> dict[str, dict] | None:
 
 
 def run(config, workdir: str) -> dict:
+    if not parallel.is_main_process():  # One page from one host; the others wait at the stage's end.
+        return {}
     results = collect(config, workdir)
     out_dir = artifacts.stage_dir(workdir, "report")
     summary = {m.method: m.as_json(results.class_names) for m in results.methods}
