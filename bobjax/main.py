@@ -129,12 +129,12 @@ def run(config, workdir: str, redo=()) -> None:
 
 def main(argv) -> None:
     del argv
-    parallel.initialize()
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-    if parallel.is_main_process():
-        print(config)
     try:
+        parallel.initialize()
+        if parallel.is_main_process():
+            print(config)
         run(config, workdir, _REDO.value)
     except UserError as e:
         print(f"bobjax: error: {e}", file=sys.stderr)

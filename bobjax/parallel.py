@@ -20,6 +20,7 @@ import os
 
 import jax
 import numpy as np
+from absl import logging
 from jax._src import distributed, xla_bridge
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -66,6 +67,9 @@ def initialize() -> None:
                           "JAX_PROCESS_ID (the number of processes and this one's index, 0 on the coordinator) "
                           f"are not both set (JAX_NUM_PROCESSES={num_processes}, JAX_PROCESS_ID={process_id})")
     jax.distributed.initialize(num_processes=num_processes, process_id=process_id)
+    state = distributed.global_state
+    logging.info("joined the cluster at %s as process %d of %d", state.coordinator_address, state.process_id,
+                 state.num_processes)
 
 
 def is_main_process() -> bool:

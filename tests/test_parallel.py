@@ -43,3 +43,17 @@ def test_global_batch_splits_over_every_device():
     assert doubled.sharding.is_equivalent_to(parallel.batch_sharding(mesh), 2)
     with pytest.raises(ConfigError, match="does not split"):
         parallel.local_batch_size(12, mesh)
+
+
+def test_explicit_cluster_without_process_count_is_named(monkeypatch):
+    """JAX reads only the coordinator's address from the environment; without the count and index bobjax names
+    the variables it needs (jax would stop with "Number of processes must be defined")."""
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID"):
+        parallel.initialize()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES='two' is not an integer"):
+        parallel.initialize()
