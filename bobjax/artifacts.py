@@ -1,9 +1,22 @@
 """Atomic artifacts and stage completion: what makes every stage killable at any moment and rerunnable.
 
-Rules: an artifact is written under a temporary name in the same folder and renamed when complete (rename is
-atomic on POSIX file systems), so a reader never sees half a file. A stage's folder gets a ``COMPLETE`` file,
-holding the config fields the stage depends on, only after the stage returned; a rerun skips such a stage,
-and refuses to reuse it when those fields have changed since.
+Every path of a run goes through ``etils.epath``, so a workdir or data dir is a local folder or a Cloud Storage
+one (``gs://BUCKET/...``); :func:`storage_path` turns a flag or config value into one and refuses any other
+scheme. Libraries that read or write only local files (ArrayRecord's writer, PIL, safetensors) get a local
+temporary file from :func:`atomic_path`, :func:`atomic_dir` or :func:`local_file`.
+
+What "atomic" means, so that a reader never sees half an artifact:
+
+- one file on local disk: written under a temporary name in the same folder, then renamed (atomic on POSIX);
+- one file on an object store: uploaded in one write from bytes in memory. An object store shows an object
+  only once its upload is complete, and it has no rename (GCS copies and deletes), so there is no temporary
+  name;
+- a folder of files (:func:`atomic_dir`, the TFDS datasets): on local disk, built under a temporary name and
+  renamed; on an object store, uploaded file by file with its marker last (``dataset_info.json`` for a TFDS
+  dataset), and readers and resume take the folder as complete only once the marker exists.
+
+A stage's folder gets a ``COMPLETE`` file, holding the config fields the stage depends on, only after the stage
+returned; a rerun skips such a stage, and refuses to reuse it when those fields have changed since.
 """
 
 from __future__ import annotations
@@ -11,13 +24,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 
+from etils import epath
+
 from bobjax.errors import UserError
 
 COMPLETE = "COMPLETE"
+
+# The object stores a workdir or data dir may be on: Cloud Storage, which every library bobjax writes and reads
+# through (epath, TFDS, ArrayRecord's reader, orbax, TensorBoard's writer) supports.
+SCHEMES = ("gs",)
 
 # Where each stage's artifact lives under the workdir.
 STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "classify": "classify",
@@ -43,19 +64,52 @@ class ArtifactError(UserError):
     """An artifact cannot be written or reused; the message names the path."""
 
 
+class StorageError(UserError):
+    """A path names a file system bobjax does not support; the message names the field, the value and the schemes."""
+
+
+def storage_path(value: str | os.PathLike, field: str) -> epath.Path:
+    """``value`` of a flag or config ``field`` as a path: a local one (made absolute) or ``gs://BUCKET/...``.
+
+    Any other scheme is a :class:`StorageError`, and so is a value that looks like a URL without its ``//``
+    (``gs:/bucket``): epath would take that for a local folder named ``gs:``, which every host writes its own copy of.
+    """
+    value = os.fspath(value)
+    expected = f"expected a local path or {' or '.join(f'{s}://BUCKET/PATH' for s in SCHEMES)}"
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme not in SCHEMES:
+        raise StorageError(f"{field}={value!r}: the file system {scheme}:// is not supported; {expected}")
+    if sep and not rest.split("/")[0]:
+        raise StorageError(f"{field}={value!r} names no bucket; {expected}")
+    if not sep and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", value):
+        raise StorageError(f"{field}={value!r} looks like a URL without its '//'; {expected}")
+    return epath.Path(value) if sep else epath.Path(value).expanduser().resolve()
+
+
+def on_object_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is on an object store (``gs://``), where objects are written whole and nothing is renamed."""
+    return "://" in os.fspath(path)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yields a temporary path next to ``path``; renames it to ``path`` if the block succeeds."""
-    folder = os.path.dirname(os.path.abspath(path))
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a local temporary file name to write ``path``'s content to; ``path`` gets it if the block succeeds
+    (renamed next to it on local disk, uploaded in one write to an object store)."""
+    path = epath.Path(path)
+    local = not on_object_store(path)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        if local:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if local else None)
         os.close(fd)
     except OSError as e:
-        raise ArtifactError(f"cannot write in {folder}: {e.strerror or e}") from e
+        raise ArtifactError(f"cannot write in {path.parent}: {e.strerror or e}") from e
     try:
         yield tmp
-        os.replace(tmp, path)
+        if local:
+            os.replace(tmp, path)
+        else:
+            path.write_bytes(pathlib.Path(tmp).read_bytes())
     except OSError as e:
         raise ArtifactError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
@@ -64,29 +118,58 @@ def atomic_path(path: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str) -> Iterator[str]:
-    """Yields a fresh temporary folder next to ``path``; it replaces ``path`` if the block succeeds.
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[str]:
+    """Yields a fresh local temporary folder to build ``path``'s files in; they replace ``path`` if the block
+    succeeds.
 
-    For artifacts made of several files (a TFDS dataset): readers see the old folder or the new one, never a mix.
+    For artifacts made of several files (a TFDS dataset): readers see the old folder or the new one, never a mix. On
+    local disk the folder is renamed; on an object store its files are uploaded with ``marker`` (a file the block
+    writes, which readers check) last.
     """
-    parent = os.path.dirname(os.path.abspath(path))
+    path = epath.Path(path)
+    local = not on_object_store(path)
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+        if local:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if local else None)
     except OSError as e:
-        raise ArtifactError(f"cannot write in {parent}: {e.strerror or e}") from e
+        raise ArtifactError(f"cannot write in {path.parent}: {e.strerror or e}") from e
     try:
         yield tmp
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.is_dir():
+            path.rmtree()
+        if local:
+            os.replace(tmp, path)
+        else:
+            files = sorted((f for f in pathlib.Path(tmp).rglob("*") if f.is_file()), key=lambda f: f.name == marker)
+            for file in files:
+                (path / file.relative_to(tmp).as_posix()).write_bytes(file.read_bytes())
     except OSError as e:
         raise ArtifactError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bytes(path: str, data: bytes) -> None:
+@contextlib.contextmanager
+def local_file(path: str | os.PathLike) -> Iterator[str]:
+    """``path`` as a local file name, for libraries that read only local files (safetensors): a file on an object
+    store is copied to a temporary one for the block."""
+    if not on_object_store(path):
+        yield os.fspath(path)
+        return
+    with tempfile.NamedTemporaryFile(suffix=epath.Path(path).suffix) as f:
+        f.write(epath.Path(path).read_bytes())
+        f.flush()
+        yield f.name
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    if on_object_store(path):
+        try:
+            epath.Path(path).write_bytes(data)
+        except OSError as e:
+            raise ArtifactError(f"cannot write {path}: {e.strerror or e}") from e
+        return
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -94,27 +177,26 @@ def write_bytes(path: str, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
-def write_text(path: str, text: str) -> None:
+def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def write_json(path: str, obj) -> None:
+def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str):
+def read_json(path: str | os.PathLike):
     """The JSON value in ``path``; a damaged file is an error that names it."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(epath.Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}); delete it or rerun the stage that writes it") from e
 
 
-def record_timing(workdir: str, stage: str, seconds: float) -> None:
+def record_timing(workdir: str | os.PathLike, stage: str, seconds: float) -> None:
     """Sets ``stage``'s wall time in ``WORKDIR/timings.json`` (the seconds of the attempt that completed it)."""
-    path = os.path.join(workdir, TIMINGS)
-    timings = read_json(path) if os.path.exists(path) else {}
+    path = epath.Path(workdir) / TIMINGS
+    timings = read_json(path) if path.exists() else {}
     timings[stage] = round(seconds, 1)
     write_json(path, timings)
 
@@ -134,24 +216,24 @@ def _diff(a, b, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
-def stage_dir(workdir: str, stage: str) -> str:
-    return os.path.join(workdir, STAGE_DIRS[stage])
+def stage_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
+    return epath.Path(workdir) / STAGE_DIRS[stage]
 
 
-def class_lora_dir(finetune_dir: str, label: int) -> str:
+def class_lora_dir(finetune_dir: str | os.PathLike, label: int) -> epath.Path:
     """Where class ``label``'s LoRA goes with ``config.finetune.per_class``."""
-    return os.path.join(finetune_dir, f"class_{label:04d}")
+    return epath.Path(finetune_dir) / f"class_{label:04d}"
 
 
-def partial_dir(workdir: str, stage: str) -> str:
+def partial_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
     """Where a stage keeps work in progress (caches, checkpoints) that ``--redo`` must discard with it."""
-    return stage_dir(workdir, stage) + ".partial"
+    return epath.Path(workdir) / (STAGE_DIRS[stage] + ".partial")
 
 
-def is_complete(config, workdir: str, stage: str) -> bool:
+def is_complete(config, workdir: str | os.PathLike, stage: str) -> bool:
     """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
-    marker = os.path.join(stage_dir(workdir, stage), COMPLETE)
-    if not os.path.exists(marker):
+    marker = stage_dir(workdir, stage) / COMPLETE
+    if not marker.exists():
         return False
     recorded = read_json(marker)
     changed = _diff(recorded, stage_inputs(config, stage))
@@ -164,16 +246,13 @@ def is_complete(config, workdir: str, stage: str) -> bool:
     return True
 
 
-def mark_complete(config, workdir: str, stage: str) -> None:
-    write_json(os.path.join(stage_dir(workdir, stage), COMPLETE), stage_inputs(config, stage))
+def mark_complete(config, workdir: str | os.PathLike, stage: str) -> None:
+    write_json(stage_dir(workdir, stage) / COMPLETE, stage_inputs(config, stage))
 
 
-def remove_stage(workdir: str, stage: str) -> None:
+def remove_stage(workdir: str | os.PathLike, stage: str) -> None:
     """Deletes a stage's artifact and work in progress (for ``--redo``), marker first so a kill midway leaves
     the stage incomplete."""
-    folder = stage_dir(workdir, stage)
-    marker = os.path.join(folder, COMPLETE)
-    if os.path.exists(marker):
-        os.remove(marker)
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.rmtree(partial_dir(workdir, stage), ignore_errors=True)
+    (stage_dir(workdir, stage) / COMPLETE).unlink(missing_ok=True)
+    stage_dir(workdir, stage).rmtree(missing_ok=True)
+    partial_dir(workdir, stage).rmtree(missing_ok=True)

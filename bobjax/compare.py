@@ -10,9 +10,9 @@ command, and any one run can be inspected or rerun alone. The report stage reads
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import ml_collections
+from etils import epath
 
 from bobjax import config_lib
 from bobjax.errors import ConfigError
@@ -22,7 +22,7 @@ from bobjax.errors import ConfigError
 class Run:
     method: str
     seed: int
-    workdir: str
+    workdir: epath.Path
     config: ml_collections.ConfigDict
 
 
@@ -54,10 +54,10 @@ def run_config(config, method: str, seed: int) -> ml_collections.ConfigDict:
     return single
 
 
-def runs(config, workdir: str) -> list[Run]:
+def runs(config, workdir) -> list[Run]:
     """The runs of ``config``: the comparison's, method-major, or the single run in ``workdir`` itself."""
     if not is_comparison(config):
-        return [Run(config.method, config.seed, workdir, config)]
-    return [Run(method, config.seed + k, os.path.join(workdir, method, f"seed{k}"),
+        return [Run(config.method, config.seed, epath.Path(workdir), config)]
+    return [Run(method, config.seed + k, epath.Path(workdir) / method / f"seed{k}",
                 run_config(config, method, config.seed + k))
             for method in methods(config) for k in range(config.compare.seeds)]

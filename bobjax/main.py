@@ -11,12 +11,11 @@ key fails and names itself.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import time
 
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from bobjax import artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report
@@ -24,7 +23,7 @@ from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every artifact of the run.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every artifact of the run: local or gs://BUCKET/PATH.")
 _REDO = flags.DEFINE_list("redo", [], "Stages to remake even if complete (their folders are deleted first).")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -43,8 +42,8 @@ def record_splits(config, workdir: str) -> None:
     """Writes ``splits.json`` (the image ids of the run); a different existing split is an error."""
     splits = fewshot.make_splits(config.data, config.seed)
     manifest = splits.manifest()
-    path = os.path.join(workdir, "splits.json")
-    if os.path.exists(path):
+    path = epath.Path(workdir) / "splits.json"
+    if path.exists():
         if artifacts.read_json(path) != manifest:
             raise artifacts.ArtifactError(f"{path} records another split than this config draws; use another --workdir")
         return
@@ -67,19 +66,19 @@ def run_stage(config, workdir: str, stage: str) -> None:
         artifacts.mark_complete(config, workdir, stage)
         artifacts.record_timing(workdir, stage, time.perf_counter() - start)
         # Checkpoints and caches are dead weight once the artifact is complete (a CLIP classifier's are GBs).
-        shutil.rmtree(artifacts.partial_dir(workdir, stage), ignore_errors=True)
+        artifacts.partial_dir(workdir, stage).rmtree(missing_ok=True)
     parallel.wait_for_every_host(f"bobjax: {stage} marked complete in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     logging.info("stage %s: complete", stage)
 
 
 def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) -> None:
     """Records the config (and the split), and deletes the stages named in ``redo``."""
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     for stage in redo:
         if stage not in config_lib.STAGES:
             raise ConfigError(f"--redo names unknown stage {stage!r}; expected some of {config_lib.STAGES}")
     if parallel.is_main_process():
-        artifacts.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+        artifacts.write_text(epath.Path(workdir) / "config.json", config.to_json_best_effort(indent=2) + "\n")
         if record_split:
             record_splits(config, workdir)
         for stage in redo:
@@ -130,12 +129,11 @@ def run(config, workdir: str, redo=()) -> None:
 def main(argv) -> None:
     del argv
     config = _CONFIG.value
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     try:
         parallel.initialize()
         if parallel.is_main_process():
             print(config)
-        run(config, workdir, _REDO.value)
+        run(config, artifacts.storage_path(_WORKDIR.value, "--workdir"), _REDO.value)
     except UserError as e:
         print(f"bobjax: error: {e}", file=sys.stderr)
         sys.exit(1)

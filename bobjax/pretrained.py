@@ -8,8 +8,9 @@ name, the hub revision (snapshot commit) and a fingerprint per file (see :meth:`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+
+from etils import epath
 
 from bobjax import artifacts, parallel
 from bobjax.classify import backbones
@@ -64,6 +65,6 @@ def record(workdir: str, stages: dict[str, dict]) -> None:
     """Sets the records of ``stages`` in ``WORKDIR/weights.json``; those of other stages (complete, skipped) stay."""
     if not stages or not parallel.is_main_process():
         return
-    path = os.path.join(workdir, MANIFEST)
-    manifest = artifacts.read_json(path) if os.path.exists(path) else {}
+    path = epath.Path(workdir) / MANIFEST
+    manifest = artifacts.read_json(path) if path.exists() else {}
     artifacts.write_json(path, {**manifest, **stages})

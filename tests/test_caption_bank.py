@@ -28,7 +28,7 @@ def small_bank():
 def test_bank_is_a_tfds_dataset_in_bank_order(tmp_path):
     captions = small_bank()
     path = write_caption_bank(str(tmp_path), captions, CLASSES, {"method": "test"})
-    assert path == str(tmp_path / "captions")
+    assert str(path) == str(tmp_path / "captions")
     builder = tfds.builder_from_directory(path)
     assert builder.info.features["label"].names == CLASSES
     assert builder.info.splits["train"].num_examples == 3

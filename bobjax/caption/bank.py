@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 import numpy as np
+from etils import epath
 
 from bobjax import artifacts
 from bobjax.artifacts import ArtifactError
@@ -42,7 +43,7 @@ class CaptionBank:
         return len(self.image_ids)
 
 
-def bank_path(workdir: str) -> str:
+def bank_path(workdir) -> epath.Path:
     return artifacts.stage_dir(workdir, "caption")
 
 
@@ -76,10 +77,12 @@ def _write_tfds(folder: str, bank: CaptionBank, all_class_names: list[str]) -> N
     writer.close_all()
 
 
-def write_caption_bank(workdir: str, bank: CaptionBank, all_class_names: list[str], stats: dict) -> str:
+def write_caption_bank(workdir, bank: CaptionBank, all_class_names: list[str], stats: dict) -> epath.Path:
     """Writes ``WORKDIR/captions/`` atomically (TFDS dataset, ``stats.json``, ``tsv/``); returns its path."""
+    from bobjax.data.tfds_writer import FINISHED
+
     path = bank_path(workdir)
-    with artifacts.atomic_dir(path) as tmp:
+    with artifacts.atomic_dir(path, marker=FINISHED) as tmp:
         _write_tfds(tmp, bank, all_class_names)
         artifacts.write_json(os.path.join(tmp, "stats.json"), stats)
         tsv.write_tsv(os.path.join(tmp, "tsv", "background.tsv"), bank.image_ids, bank.backgrounds)
@@ -87,7 +90,7 @@ def write_caption_bank(workdir: str, bank: CaptionBank, all_class_names: list[st
     return path
 
 
-def read_caption_bank(workdir: str) -> CaptionBank:
+def read_caption_bank(workdir) -> CaptionBank:
     """The bank the caption stage wrote in ``workdir``."""
     import tensorflow_datasets as tfds
 

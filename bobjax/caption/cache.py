@@ -2,7 +2,9 @@
 
 An append-only JSONL file in the stage's work folder (``WORKDIR/captions.partial/responses.jsonl``), one line
 per finished image, fsynced after every batch. A kill can only tear the last line; it is dropped on reopening, so that image is
-asked again and no image is asked twice. ``--redo=caption`` deletes that folder, and with it these answers.
+asked again and no image is asked twice. An object store cannot append: there the file is rewritten whole after
+every batch, in one write (a few MB for thousands of images), so it is never torn. ``--redo=caption`` deletes
+that folder, and with it these answers.
 The config the answers were made with is kept beside them; answers from another config are refused.
 """
 
@@ -12,6 +14,8 @@ import json
 import os
 from collections.abc import Iterable
 
+from etils import epath
+
 from bobjax import artifacts
 from bobjax.artifacts import ArtifactError
 
@@ -19,13 +23,11 @@ from bobjax.artifacts import ArtifactError
 class ResponseCache:
     """``image_id -> record`` of every image answered so far, for the config described by ``key`` (JSON values)."""
 
-    def __init__(self, folder: str, key: dict):
-        self.path = os.path.join(folder, "responses.jsonl")
-        key_path = os.path.join(folder, "responses.config.json")
-        if os.path.exists(key_path):
-            with open(key_path) as f:
-                recorded = json.load(f)
-            if recorded != key:
+    def __init__(self, folder, key: dict):
+        self.path = epath.Path(folder) / "responses.jsonl"
+        key_path = epath.Path(folder) / "responses.config.json"
+        if key_path.exists():
+            if artifacts.read_json(key_path) != key:
                 raise ArtifactError(
                     f"{self.path} holds answers made with another caption config ({key_path}); rerun with "
                     "--redo=caption to discard them, or restore that config"
@@ -33,12 +35,11 @@ class ResponseCache:
         else:
             artifacts.write_json(key_path, key)
         self.records: dict[str, dict] = {}
-        if os.path.exists(self.path):
+        if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        with open(self.path, "rb") as f:
-            data = f.read()
+        data = self.path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]  # A kill mid-append leaves at most one partial last line.
         for number, line in enumerate(complete.splitlines(), 1):
             try:
@@ -46,7 +47,7 @@ class ResponseCache:
             except ValueError as e:
                 raise ArtifactError(f"{self.path} line {number} is not JSON ({e}); rerun with --redo=caption") from e
             self.records[record["image_id"]] = record
-        if len(complete) < len(data):
+        if len(complete) < len(data):  # On local disk only: an object is never torn.
             with open(self.path, "r+b") as f:
                 f.truncate(len(complete))
 
@@ -56,9 +57,16 @@ class ResponseCache:
     def add(self, records: Iterable[dict]) -> None:
         """Appends ``records`` (each with an ``image_id``) durably, in one write."""
         records = list(records)
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        lines = "".join(_line(r) for r in records)
+        if artifacts.on_object_store(self.path):
+            artifacts.write_text(self.path, "".join(map(_line, self.records.values())) + lines)
+        else:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
         self.records.update((r["image_id"], r) for r in records)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"

@@ -18,7 +18,6 @@ raised again here (a ``UserError`` reaches the user as one line, as any other).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 from tqdm import tqdm
 
 from bobjax import artifacts, parallel
@@ -40,7 +40,7 @@ METHODS = ("vlm", "oracle", "tsv")
 BANK_TIMEOUT_S = 24 * 3600
 
 
-def run(config, workdir: str, make_captioner: Callable[[], AskFn] | None = None) -> str:
+def run(config, workdir, make_captioner: Callable[[], AskFn] | None = None) -> epath.Path:
     """Writes the caption bank of ``config``'s train split in ``workdir``; returns its path.
 
     ``make_captioner`` builds a captioner in this process, called only when some image still needs answers; by
@@ -183,7 +183,8 @@ def tsv_captions(config, splits: Splits):
     if not folder:
         raise ConfigError("config.caption.method='tsv' needs config.caption.tsv_dir: a folder holding "
                           "background.tsv and pose.tsv (header 'image<TAB>response', one row per train image)")
+    folder = artifacts.storage_path(folder, "config.caption.tsv_dir")
     image_ids = splits.train.image_ids()
-    backgrounds, poses = ([answers.clean(r) for r in tsv.read_tsv(os.path.join(folder, f"{a}.tsv"), image_ids)]
+    backgrounds, poses = ([answers.clean(r) for r in tsv.read_tsv(folder / f"{a}.tsv", image_ids)]
                           for a in prompts.ATTRIBUTES)
-    return backgrounds, poses, {"source": os.path.abspath(folder), **answers.count(backgrounds + poses, [])}
+    return backgrounds, poses, {"source": str(folder), **answers.count(backgrounds + poses, [])}

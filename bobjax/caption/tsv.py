@@ -6,8 +6,9 @@ those of another captioner) instead of running a VLM.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+
+from etils import epath
 
 from bobjax import artifacts
 from bobjax.data.sources import DataError
@@ -32,10 +33,10 @@ def same_image(found: str, expected: str) -> bool:
 
 def read_tsv(path: str, image_ids: Sequence[str]) -> list[str]:
     """The responses of ``path``, whose rows must name ``image_ids`` in that order; else the first mismatch is named."""
-    if not os.path.isfile(path):
+    path = epath.Path(path)
+    if not path.is_file():
         raise DataError(f"caption file {path} does not exist; expected a TSV with header 'image<TAB>response'")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     if not lines or tuple(lines[0].split("\t")) != HEADER:
         found = lines[0] if lines else "an empty file"
         raise DataError(f"caption file {path}: expected the header 'image<TAB>response', found {found!r}")

@@ -10,8 +10,6 @@ accuracy, one grid of augmented training images) go to ``WORKDIR/classify/tensor
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +47,7 @@ def _synthetic(config, workdir: str):
 
 def checkpoints(workdir: str) -> loop.Checkpoints:
     """The run's checkpoints: after each epoch, the state, the best weights so far and the epoch bookkeeping."""
-    return loop.Checkpoints(os.path.join(artifacts.partial_dir(workdir, "classify"), "checkpoints"), max_to_keep=1)
+    return loop.Checkpoints(artifacts.partial_dir(workdir, "classify") / "checkpoints", max_to_keep=1)
 
 
 def _evaluate(eval_step, weights, frozen, source, mesh, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +118,7 @@ def run(config, workdir: str) -> dict:
 
     # Loop: epochs of steps, validation and a checkpoint after each epoch.
     out_dir = artifacts.stage_dir(workdir, "classify")
-    writer = loop.writer(os.path.join(out_dir, "tensorboard"))
+    writer = loop.writer(out_dir / "tensorboard")
     window = loop.MetricWindow()
     total_epochs = sum(p.epochs for p in data.phases)
     has_validation = splits.validation is not None and len(splits.validation) > 0
@@ -169,5 +167,5 @@ def run(config, workdir: str) -> dict:
     writer.write_scalars(step, {"test/accuracy": result["test"]["top1"]})
     writer.flush()
     if parallel.is_main_process():
-        artifacts.write_json(os.path.join(out_dir, "metrics.json"), result)
+        artifacts.write_json(out_dir / "metrics.json", result)
     return result

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from bobjax import artifacts
 from bobjax.data.sources import DataError, RecordSource, Source, load_source
 
 
@@ -98,11 +98,12 @@ def read_split_file(path: str, image_ids: Sequence[str]) -> np.ndarray:
     A line matches an image id exactly, or by its trailing path components (absolute paths from another
     machine still match ``class/image.jpg`` ids). The first line that matches nothing is an error.
     """
-    if not os.path.isfile(path):
+    path = artifacts.storage_path(path, "config.data.split_file")
+    if not path.is_file():
         raise DataError(f"split file {path} does not exist")
     lookup = {image_id: i for i, image_id in enumerate(image_ids)}
     chosen = []
-    with open(path) as f:
+    with path.open() as f:
         for line_number, line in enumerate(f, 1):
             entry = line.strip().split()[0] if line.strip() else ""
             if not entry or entry.startswith("#"):

@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
-import os
 import re
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
-from bobjax import toyworld
+from bobjax import artifacts, toyworld
 from bobjax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -82,15 +82,15 @@ def clean_class_name(raw: str) -> str:
 class FolderSplit:
     """``root/<class name>/<image>``; image ids are paths relative to ``root``."""
 
-    def __init__(self, root: str, class_names: Sequence[str]):
+    def __init__(self, root: epath.Path, class_names: Sequence[str]):
         self.root = root
         self._files: list[str] = []
         self._labels: list[int] = []
         for label, name in enumerate(class_names):
-            folder = os.path.join(root, name)
-            if not os.path.isdir(folder):
+            folder = root / name
+            if not folder.is_dir():
                 continue
-            for file in sorted(os.listdir(folder)):
+            for file in sorted(f.name for f in folder.iterdir()):
                 if file.lower().endswith(IMAGE_EXTENSIONS):
                     self._files.append(f"{name}/{file}")
                     self._labels.append(label)
@@ -106,10 +106,9 @@ class FolderSplit:
         return list(self._files)
 
     def __getitem__(self, index: int) -> dict:
-        path = os.path.join(self.root, self._files[index])
+        path = self.root / self._files[index]
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = path.read_bytes()
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e}") from e
         label = self._labels[index]
@@ -124,23 +123,24 @@ class FolderSplit:
 def folder_source(data_dir: str, descriptor: str) -> Source:
     """An image folder. With ``train/`` (and ``test/``, ``validation/``) subfolders those are the splits;
     otherwise the folder itself is the train split. Class names are the sorted train subfolder names."""
-    if not data_dir or not os.path.isdir(data_dir):
+    root = artifacts.storage_path(data_dir, "config.data.data_dir") if data_dir else None
+    if root is None or not root.is_dir():
         raise DataError(
             f"image folder {data_dir!r} does not exist; set --config.data.data_dir to a folder laid out as "
             "<class name>/<image> (optionally under train/ and test/)"
         )
-    split_dirs = {s: os.path.join(data_dir, s) for s in ("train", "validation", "test")}
-    split_dirs = {s: d for s, d in split_dirs.items() if os.path.isdir(d)}
+    split_dirs = {s: root / s for s in ("train", "validation", "test")}
+    split_dirs = {s: d for s, d in split_dirs.items() if d.is_dir()}
     if "train" not in split_dirs:
-        split_dirs = {"train": data_dir}
+        split_dirs = {"train": root}
     train_dir = split_dirs["train"]
-    class_dirs = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    class_dirs = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
     if not class_dirs:
         raise DataError(f"image folder {train_dir} has no class subfolders; expected <class name>/<image>")
     splits = {name: FolderSplit(path, class_dirs) for name, path in split_dirs.items()}
     if len(splits["train"]) == 0:
         raise DataError(f"image folder {train_dir} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return Source(os.path.basename(os.path.normpath(data_dir)), [clean_class_name(c) for c in class_dirs], descriptor, splits)
+    return Source(root.name, [clean_class_name(c) for c in class_dirs], descriptor, splits)
 
 
 # ---------------------------------------------------------------------------------------------- TFDS
@@ -209,28 +209,29 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
     # Registers bobjax's own builders (FGVC-Aircraft) so tfds can find them by name.
     from bobjax.data import aircraft  # noqa: F401
 
-    if not data_dir or not os.path.isdir(data_dir):
+    root = artifacts.storage_path(data_dir, "config.data.data_dir") if data_dir else None
+    if root is None or not root.is_dir():
         raise DataError(
             f"TFDS data_dir {data_dir!r} does not exist; prepare the dataset with "
             f"`tfds build {name} --data_dir=DIR --file_format=array_record` (manual downloads go in "
             f"DIR/downloads/manual) and pass --config.data.data_dir=DIR"
         )
     try:
-        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+        builder = tfds.builder(name, data_dir=root, file_format="array_record")
     except Exception as e:
         raise DataError(f"TFDS has no dataset {name!r}: {e}") from e
     if not builder.is_prepared():
         raise DataError(
             f"TFDS dataset {name!r} is not prepared in {data_dir}; run `tfds build {name} --data_dir={data_dir} "
             f"--file_format=array_record` (for manual-download datasets put the archives in "
-            f"{os.path.join(data_dir, 'downloads', 'manual')} first)"
+            f"{root / 'downloads' / 'manual'} first)"
         )
     info = builder.info
     class_names = [clean_class_name(n) for n in info.features[label_key].names]
     decoders = {image_key: tfds.decode.SkipDecoding()}
     splits = {}
     for split in info.splits:
-        try:
+        try:  # On gs://, ArrayRecord's reader opens the shards itself: see tfds_writer.read_dataset.
             ds = builder.as_data_source(split=split, decoders=decoders)
         except Exception as e:
             raise DataError(f"TFDS dataset {name!r} in {data_dir} cannot be read as ArrayRecord ({e}); "

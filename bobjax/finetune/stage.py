@@ -10,12 +10,12 @@ batches (they are a function of (seed, step)). TensorBoard scalars and preview g
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from bobjax import artifacts, assets, parallel
 from bobjax.data import fewshot
@@ -49,7 +49,7 @@ def run(config, workdir: str) -> None:
               else [(folder, np.arange(len(train)))])
     trainers: dict[int, LoraTrainer] = {}  # By step count: classes of equal size share one compiled step.
     for folder, indices in groups:
-        if os.path.exists(os.path.join(folder, artifacts.LORA_FILE)) or not len(indices):
+        if (folder / artifacts.LORA_FILE).exists() or not len(indices):
             continue
         steps = total_steps(c, len(indices))
         if steps not in trainers:
@@ -92,14 +92,15 @@ class LoraTrainer:
         self.train_step = lora_step.jit_train_step(step_fn, self.initial_state, self.frozen, mesh)
         self.previews = Previews(config, sd, self.graphs, self.lora_configs, mesh)
 
-    def train(self, load_image, input_ids: np.ndarray, folder: str) -> None:
+    def train(self, load_image, input_ids: np.ndarray, folder) -> None:
         """Trains one LoRA on the images ``load_image(0..n-1)`` with prompts ``input_ids``; exports it to
         ``folder``."""
         c, mesh, frozen, total = self.config.finetune, self.mesh, self.frozen, self.num_steps
+        folder = epath.Path(folder)
         state = jax.device_put(self.initial_state, parallel.replicated(mesh))
 
         # Resume from the last checkpoint, if any.
-        checkpoints = loop.Checkpoints(os.path.join(folder, "checkpoints"))
+        checkpoints = loop.Checkpoints(folder / "checkpoints")
         restored = checkpoints.restore({"state": state})
         if restored is not None:
             state = restored["state"]
@@ -111,7 +112,7 @@ class LoraTrainer:
                                    seed=self.config.seed, local_batch_size=parallel.local_batch_size(c.batch_size, mesh),
                                    process_index=jax.process_index(), process_count=jax.process_count(),
                                    start_step=start)
-        writer = loop.writer(os.path.join(folder, "tb"))
+        writer = loop.writer(folder / "tb")
         window = loop.MetricWindow()
 
         def check(step: int, loss) -> None:
@@ -147,4 +148,4 @@ class LoraTrainer:
             parts = {"unet": (unet, self.lora_configs["unet"])}
             if "text_encoder" in self.lora_configs:
                 parts["text_encoder"] = (text_encoder, self.lora_configs["text_encoder"])
-            lora.save_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE), parts)
+            lora.save_diffusers_lora(folder / artifacts.LORA_FILE, parts)

@@ -9,7 +9,6 @@ so the sampler compiles for a handful of batch sizes, not one per part size.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ from bobjax.models import lora
 class PerClassLoras:
     """``planned images -> uint8 images``, each drawn with the LoRA of its own class."""
 
-    def __init__(self, generator: TextToImage, finetune_dir: str, scale: float):
+    def __init__(self, generator: TextToImage, finetune_dir, scale: float):
         self.generator, self.finetune_dir, self.scale = generator, finetune_dir, scale
         sd = generator.sd
         self._base = [(variable, variable.get_value()) for model in (sd.unet, sd.text_encoder)
@@ -38,7 +37,7 @@ class PerClassLoras:
         for variable, value in self._base:
             variable.set_value(value)
         self._folded = None  # Until the fold below succeeds, the weights are the base model's.
-        lora.fold_file_into_pipeline(self.generator.sd, os.path.join(artifacts.class_lora_dir(self.finetune_dir, label), artifacts.LORA_FILE),
+        lora.fold_file_into_pipeline(self.generator.sd, artifacts.class_lora_dir(self.finetune_dir, label) / artifacts.LORA_FILE,
                                      scale=self.scale)
         self.generator.refresh_weights()
         self._folded = label

@@ -9,12 +9,11 @@ the output does not depend on devices, batch size or restarts.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 from PIL import Image
 from tqdm import tqdm
 
@@ -72,7 +71,7 @@ def load_generator(config, workdir: str, mesh):
         from bobjax.models import lora
 
         if not config.finetune.per_class:
-            lora.fold_file_into_pipeline(sd, os.path.join(artifacts.stage_dir(workdir, "finetune"), artifacts.LORA_FILE),
+            lora.fold_file_into_pipeline(sd, artifacts.stage_dir(workdir, "finetune") / artifacts.LORA_FILE,
                                          scale=g.lora_scale)
     return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
@@ -105,27 +104,23 @@ def _records(planned: list[PlannedImage], images: np.ndarray):
                "prompt": item.prompt, "background": item.background, "pose": item.pose, "seed": item.seed}
 
 
-def write_grids(directory: str, planned: list[PlannedImage], source, per_class: int = 8) -> None:
+def write_grids(directory, planned: list[PlannedImage], source, per_class: int = 8) -> None:
     """One PNG row of the first images of each class, for the report and for people."""
-    os.makedirs(directory, exist_ok=True)
     by_class: dict[int, list[int]] = {}
     for position, item in enumerate(planned):
         by_class.setdefault(item.label, []).append(position)
     for label, positions in by_class.items():
         row = image_grid(np.stack([source[p]["image"] for p in positions[:per_class]]), columns=per_class)
-        path = os.path.join(directory, f"class_{label:04d}.png")
-        with artifacts.atomic_path(path) as tmp:
+        with artifacts.atomic_path(epath.Path(directory) / f"class_{label:04d}.png") as tmp:
             Image.fromarray(row).save(tmp, format="PNG")
 
 
-def export_png(directory: str, source) -> None:
+def export_png(directory, source) -> None:
     """An image folder (``<class name>/<image id>.png``) for PyTorch users."""
     for i in range(len(source)):
         record = source[i]
-        folder = os.path.join(directory, record["class_name"].decode())
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{record['image_id'].decode()}.png")
-        if not os.path.exists(path):
+        path = epath.Path(directory) / record["class_name"].decode() / f"{record['image_id'].decode()}.png"
+        if not path.exists():
             with artifacts.atomic_path(path) as tmp:
                 Image.fromarray(record["image"]).save(tmp, format="PNG")
 
@@ -157,6 +152,6 @@ def run(config, workdir: str) -> None:
         from bobjax.data.tfds_writer import read_dataset
 
         source = read_dataset(out_dir)
-        write_grids(os.path.join(out_dir, "grids"), planned, source)
+        write_grids(out_dir / "grids", planned, source)
         if g.export_png:
-            export_png(os.path.join(out_dir, "png"), source)
+            export_png(out_dir / "png", source)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Mapping
 
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import qwix
+from etils import epath
 from flax import nnx
 
 from bobjax import artifacts
@@ -213,7 +213,7 @@ def read_diffusers_lora(path: str, prefixes=("unet", "text_encoder")) -> dict[st
     from safetensors import safe_open
 
     try:
-        with safe_open(path, "np") as f:
+        with artifacts.local_file(path) as local, safe_open(local, "np") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
@@ -273,7 +273,7 @@ def fold_into_base(model: nnx.Module, state_dict: Mapping[str, np.ndarray], conf
 
 def fold_file_into_pipeline(sd, path: str, *, scale: float = 1.0) -> None:
     """Folds a diffusers LoRA file (``unet.*`` and optional ``text_encoder.*``) into a loaded pipeline."""
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise FileNotFoundError(f"no LoRA file at {path}; run the finetune stage first (or set the path)")
     for part, (state_dict, config) in read_diffusers_lora(path).items():
         fold_into_base(getattr(sd, part), state_dict, config, scale=scale, source=f"{path} ({part})")

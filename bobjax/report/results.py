@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 
 import numpy as np
+from etils import epath
 
 from bobjax import artifacts, compare
 from bobjax.caption import bank as bank_lib
@@ -23,7 +23,7 @@ class MethodResult:
     seeds: list[int]
     top1: list[float]  # Per seed, test top-1 (%) at the best validation epoch.
     per_class: list[list[float | None]]  # Per seed, per class (%).
-    workdirs: list[str]
+    workdirs: list[epath.Path]
 
     @property
     def top1_mean(self) -> float:
@@ -58,15 +58,15 @@ class Results:
 
 
 def _metrics(run: compare.Run) -> dict:
-    path = os.path.join(artifacts.stage_dir(run.workdir, "classify"), "metrics.json")
-    if not os.path.exists(path):
+    path = artifacts.stage_dir(run.workdir, "classify") / "metrics.json"
+    if not path.exists():
         raise artifacts.ArtifactError(f"the report needs {path}, which does not exist; run the classify stage of "
                                       f"method {run.method!r} (seed {run.seed}) first")
     return artifacts.read_json(path)
 
 
 def _real_contexts(run: compare.Run) -> dict[str, collections.Counter] | None:
-    if not os.path.isdir(bank_lib.bank_path(run.workdir)):
+    if not bank_lib.bank_path(run.workdir).is_dir():
         return None
     bank = bank_lib.read_caption_bank(run.workdir)
     out: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -118,9 +118,10 @@ def collect(config, workdir: str) -> Results:
             contexts[f"{run.method} synthetic"] = synthetic
 
     timings = {}
+    workdir = epath.Path(workdir)
     for folder in sorted({workdir, *(r.workdir for r in runs)}):
-        path = os.path.join(folder, artifacts.TIMINGS)
-        if os.path.exists(path):
-            timings[os.path.relpath(folder, workdir)] = artifacts.read_json(path)
+        path = folder / artifacts.TIMINGS
+        if path.exists():
+            timings[str(folder.relative_to(workdir))] = artifacts.read_json(path)
     return Results(dataset=config.data.name, class_names=class_names, methods=list(by_method.values()), runs=runs,
                    timings=timings, contexts=contexts)

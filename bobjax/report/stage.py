@@ -49,16 +49,17 @@ def _real_rows(results: Results) -> list[list[np.ndarray]]:
 
 def _synthetic_rows(workdir: str, num_classes: int) -> list[list[np.ndarray]] | None:
     """The generate stage's per-class grid rows, cut back into images."""
-    folder = os.path.join(artifacts.stage_dir(workdir, "generate"), "grids")
-    if not os.path.isdir(folder):
+    folder = artifacts.stage_dir(workdir, "generate") / "grids"
+    if not folder.is_dir():
         return None
     rows = []
     for c in range(min(num_classes, render.MAX_CONTEXT_CLASSES)):
-        path = os.path.join(folder, f"class_{c:04d}.png")
-        if not os.path.exists(path):
+        path = folder / f"class_{c:04d}.png"
+        if not path.exists():
             rows.append([])
             continue
-        strip = np.asarray(Image.open(path).convert("RGB"))
+        with path.open("rb") as f:
+            strip = np.asarray(Image.open(f).convert("RGB"))
         size = strip.shape[0]
         rows.append([strip[:, k * size:(k + 1) * size] for k in range(min(strip.shape[1] // size, PER_CLASS))])
     return rows
@@ -101,7 +102,7 @@ def run(config, workdir: str) -> dict:
             if method in summary:
                 summary[method]["synthetic_class_fidelity"] = score["top1"]
     title = f"bobjax report: {results.dataset}"
-    with artifacts.atomic_dir(out_dir) as tmp:
+    with artifacts.atomic_dir(out_dir, marker="results.json") as tmp:
         os.makedirs(os.path.join(tmp, "images"))
         grids = [("real (few-shot train)", _real_rows(results))]
         for method in results.methods:

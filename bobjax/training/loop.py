@@ -52,8 +52,8 @@ class Checkpoints:
     waits for the last async save, so the newest complete checkpoint is on disk.
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 2):
-        self.directory = directory
+    def __init__(self, directory, max_to_keep: int = 2):
+        self.directory = directory  # Local or gs://: orbax commits a gs:// step with a marker file, not a rename.
         self._manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True))
 
@@ -111,8 +111,9 @@ def progress_bar(total: int, initial: int, desc: str) -> tqdm.tqdm:
                      disable=not parallel.is_main_process())
 
 
-def writer(folder: str):
-    """A clu writer of TensorBoard scalars and images in ``folder`` (only logging on other processes)."""
+def writer(folder):
+    """A clu writer of TensorBoard scalars and images in ``folder`` (only logging on other processes); TensorFlow
+    writes a ``gs://`` folder through its own Cloud Storage file system."""
     from clu import metric_writers  # Imports TensorFlow: seconds a loop without a writer need not pay.
 
-    return metric_writers.create_default_writer(folder, just_logging=not parallel.is_main_process())
+    return metric_writers.create_default_writer(str(folder), just_logging=not parallel.is_main_process())

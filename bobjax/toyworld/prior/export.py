@@ -63,7 +63,7 @@ def export_diffusers(path: str, config, unet: nnx.Module, vae: nnx.Module, text_
         "text_encoder": ({**models.text_encoder_config(config), "dtype": np.dtype(dtype).name},
                          "model.safetensors", text_state),
     }
-    with artifacts.atomic_dir(path) as tmp:
+    with artifacts.atomic_dir(path, marker="model_index.json") as tmp:
         _write_json(os.path.join(tmp, "model_index.json"), MODEL_INDEX)
         for component, (component_config, weight_file, state) in parts.items():
             folder = os.path.join(tmp, component)
