@@ -54,7 +54,7 @@ def fake_gcs(tmp_path, monkeypatch):
     registry = importlib.import_module("fsspec.registry")._registry  # No public way to undo a registration.
     for protocol in FakeGcsFileSystem.protocol:
         monkeypatch.setitem(registry, protocol, FakeGcsFileSystem)
-    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)  # epath's fsspec backend, not TensorFlow's GCS.
     backend.fsspec_backend._get_filesystem.cache_clear()
     FakeGcsFileSystem.clear_instance_cache()
     server = MediaServer(root)
@@ -68,6 +68,7 @@ def fake_gcs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "cwd")
     yield root
     server.shutdown()
+    server.server_close()
     backend.fsspec_backend._get_filesystem.cache_clear()
     gcs_utils.get_bucket.cache_clear()
 
