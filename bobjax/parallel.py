@@ -5,8 +5,10 @@ parameters either replicated or split over ``fsdp``. The mesh is built with ``ja
 so jit propagates shardings from the inputs' ``NamedSharding``s; bobjax never uses pmap.
 
 Multi-host: :func:`initialize` calls ``jax.distributed.initialize()`` when the environment describes a cluster
-(Cloud TPU pods, SLURM, or explicit ``JAX_COORDINATOR_ADDRESS``), and each host feeds its own slice of the
-global batch through :func:`global_batch`.
+(a Cloud TPU VM, SLURM, or explicit ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``), and
+each host feeds its own consecutive slice of the global batch through :func:`global_batch`, so the global batch is
+the same for any number of hosts. Stages meet at :func:`wait_for_every_host` barriers where one host's writes
+must be seen by the others (``bobjax.main.run_stage``), and every host takes part in every collective.
 
 Which host this is, and the barrier :func:`wait_for_every_host`, come from the cluster's coordination service
 where no JAX backend has started yet, so that they do not start one: a backend takes 75 % of the GPU's memory
@@ -21,7 +23,7 @@ import os
 import jax
 import numpy as np
 from absl import logging
-from jax._src import distributed, xla_bridge
+from jax._src import cloud_tpu_init, distributed, xla_bridge
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bobjax.errors import ConfigError
@@ -37,8 +39,11 @@ def _in_cluster() -> bool:
         return True
     if int(env.get("SLURM_NTASKS", "1")) > 1:
         return True
-    # Cloud TPU VMs of more than one host list every worker here.
-    return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+    # A Cloud TPU VM (JAX reads its hosts from the VM's metadata; one host joins a cluster of one), or a GKE TPU
+    # node pool, which lists every worker here. Without joining, every host of a pod would take itself for host 0
+    # until its backend starts, and caption the whole dataset into the same files.
+    return cloud_tpu_init.running_in_cloud_tpu_vm or len(
+        [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
 
 
 def _env_int(name: str) -> int | None:

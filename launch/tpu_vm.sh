@@ -18,5 +18,5 @@ gcloud compute tpus tpu-vm scp --recurse --zone="$zone" --worker=all "$repo" "$t
 gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command="
   set -e; cd ~/bobjax
   python3 -m venv ~/bobjax-venv && . ~/bobjax-venv/bin/activate
-  pip install -q -e '.[tpu]'
+  pip install -q -e '.[tpu,torch]'
   python -m bobjax.main $args"

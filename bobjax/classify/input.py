@@ -1,12 +1,12 @@
 """The classifier's host input: the mixing streams of ``bobjax.classify.mixing`` cut into per-step batches.
 
 Batch ``s`` of a phase is a pure function of (seed, s): a resumed run starts at its step and sees the same
-images. Each host decodes only its rows of the global batch (``[s*B + p*b, s*B + (p+1)*b)`` of each stream),
-so the global batch does not depend on the number of hosts. Images are resized (shorter side) and centre-cropped
+images. Each host decodes only its consecutive slice of the global batch (rows ``[p*b, (p+1)*b)``), so the global
+batch, row by row, does not depend on the number of hosts. Images are resized (shorter side) and centre-cropped
 to ``image_size`` here; the random augmentation happens on the device (``bobjax.classify.augment``).
 
-With ``lambda`` mixing every host batch is its real rows then its synthetic rows; :attr:`TrainInput.parts`
-gives the global row indices of each part, which the loss weights and MixUp/CutMix keep apart.
+With ``lambda`` mixing a global batch is its real rows then its synthetic rows; :attr:`TrainInput.parts` gives
+the global row indices of each part, which the loss weights and MixUp/CutMix keep apart.
 """
 
 from __future__ import annotations
@@ -76,11 +76,14 @@ def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grai
     return mixing.materialize(stream, real, synthetic).map(prepare)
 
 
-def _host_rows(stream: grain.MapDataset, global_size: int) -> Callable[[int], list[dict]]:
-    """``step -> this host's records of that step`` for a stream cut into batches of ``global_size``."""
+def _host_rows(parts: list[grain.MapDataset], global_size: int) -> Callable[[int], list[dict]]:
+    """``step -> this host's records of that step``. A global batch is the next rows of each part side by side (an
+    equal share each: BOB's real and synthetic halves), and host ``p`` reads its ``p``-th consecutive slice of it, so
+    the global batch, row by row, is the same for any number of hosts (augmentation draws by row)."""
+    share = global_size // len(parts)
     local = global_size // jax.process_count()
     offset = jax.process_index() * local
-    return lambda step: [stream[step * global_size + offset + j] for j in range(local)]
+    return lambda step: [parts[r // share][step * share + r % share] for r in range(offset, offset + local)]
 
 
 def _stack(records: list[dict]) -> dict[str, np.ndarray]:
@@ -104,7 +107,6 @@ class TrainInput:
 
     def __init__(self, cfg, real, synthetic, seed: int, image_size: int):
         self.batch_size = cfg.batch_size
-        hosts = jax.process_count()
         real = ResizedCache(real, image_size)
         real_labels = real.labels()
         synthetic_labels = synthetic.labels() if synthetic is not None else np.zeros(0, np.int64)
@@ -114,13 +116,11 @@ class TrainInput:
                 raise ConfigError(f"config.classify.mixing={cfg.mixing!r} needs the synthetic dataset; run the "
                                   "generate stage first, or set config.classify.mixing='real_only'")
             if kind == "lambda":
-                if cfg.batch_size % (2 * hosts):
+                if cfg.batch_size % 2:
                     raise ConfigError(f"config.classify.batch_size={cfg.batch_size} must split into equal real and "
-                                      f"synthetic halves on each of {hosts} host(s)")
-                real_refs, syn_refs = mixing.lambda_streams(real_labels, synthetic_labels, seed)
-                halves = [_host_rows(_records(s, real, synthetic, image_size), cfg.batch_size // 2)
-                          for s in (real_refs, syn_refs)]
-                batch = lambda step, halves=halves: _stack(halves[0](step) + halves[1](step))
+                                      "synthetic halves")
+                streams = mixing.lambda_streams(real_labels, synthetic_labels, seed)
+                rows = _host_rows([_records(s, real, synthetic, image_size) for s in streams], cfg.batch_size)
                 epoch_size = len(mixing.repeated_real_indices(real_labels, synthetic_labels)) + len(synthetic_labels)
             else:
                 if kind == "alpha":
@@ -129,12 +129,11 @@ class TrainInput:
                 else:
                     refs = mixing.real_stream(real_labels, seed)
                     epoch_size = len(real_labels)
-                rows = _host_rows(_records(refs, real, synthetic, image_size), cfg.batch_size)
-                batch = lambda step, rows=rows: _stack(rows(step))
+                rows = _host_rows([_records(refs, real, synthetic, image_size)], cfg.batch_size)
             if cfg.steps_per_epoch < 0:
                 raise ConfigError(f"config.classify.steps_per_epoch must be >= 0 (0: one pass), got {cfg.steps_per_epoch}")
             steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(epoch_size / cfg.batch_size))
-            self.phases.append(Phase(kind, epochs, steps_per_epoch, batch))
+            self.phases.append(Phase(kind, epochs, steps_per_epoch, lambda step, rows=rows: _stack(rows(step))))
 
     @property
     def total_steps(self) -> int:
@@ -152,10 +151,7 @@ class TrainInput:
         """Global row indices of each part of a batch of ``phase`` (two for ``lambda``: real, synthetic)."""
         if phase.kind != "lambda":
             return [np.arange(self.batch_size)]
-        local = self.batch_size // jax.process_count()
-        half = local // 2
-        starts = np.arange(jax.process_count())[:, None] * local
-        return [(starts + np.arange(half)).ravel(), (starts + half + np.arange(half)).ravel()]
+        return np.split(np.arange(self.batch_size), 2)
 
     def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         """This host's batches from global ``start_step`` to the end, read ahead by a thread pool."""
