@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: the config's")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--attention", default="xla", help="bobjax attention: xla | cudnn | chunked")
+    parser.add_argument("--attention", default="auto", help="bobjax attention: auto | xla | cudnn | chunked")
     parser.add_argument("--remat", action="store_true", help="recompute UNet activations in the backward (ours)")
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="the device's peak, for MFU")
     args = parser.parse_args()

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--attention", default="xla", help="bobjax attention: xla | cudnn | chunked")
+    parser.add_argument("--attention", default="auto", help="bobjax attention: auto | xla | cudnn | chunked")
     args = parser.parse_args()
 
     import jax

@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--classify_size", type=int, default=224)
     parser.add_argument("--classes", type=int, default=CUB_CLASSES)
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--attention", default="xla", help="bobjax attention: xla | cudnn | chunked")
+    parser.add_argument("--attention", default="auto", help="bobjax attention: auto | xla | cudnn | chunked")
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # set in the child processes
     parser.add_argument("--folder", help=argparse.SUPPRESS)

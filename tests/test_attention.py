@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bobjax.models import attention as attention_lib
 from bobjax.models.attention import dot_product_attention
 
 CPU_IMPLEMENTATIONS = ("xla", "chunked")
@@ -108,8 +109,40 @@ def test_bfloat16_inputs_stay_close_and_keep_dtype(implementation):
 
 def test_unknown_implementation_names_it_and_the_choices():
     q, k, v = random_qkv(1, 4, 4, 1, 4)
-    with pytest.raises(ValueError, match=r"'flash'.*'xla', 'cudnn', 'chunked'"):
+    with pytest.raises(ValueError, match=r"'flash'.*'auto', 'xla', 'cudnn', 'chunked'"):
         dot_product_attention(q, k, v, implementation="flash")
+
+
+LARGE, SMALL = 5 * 4096 * 4096 * 4, 12 * 197 * 197 * 4  # SD's 64x64-latent self-attention; ViT-B/16 at 224 px.
+
+
+@pytest.mark.parametrize("platform,kind,dtype,head_dim,scores,expected", [
+    ("cpu", "cpu", "float32", 64, LARGE, "chunked"),
+    ("cpu", "cpu", "bfloat16", 64, LARGE, "chunked"),
+    ("cpu", "cpu", "float32", 64, SMALL, "xla"),
+    ("gpu", "NVIDIA H100 80GB HBM3", "bfloat16", 64, LARGE, "cudnn"),
+    ("gpu", "NVIDIA H100 80GB HBM3", "float16", 128, SMALL, "cudnn"),
+    ("gpu", "NVIDIA H100 80GB HBM3", "float32", 64, LARGE, "xla"),  # cuDNN's kernel takes half precision only.
+    ("gpu", "NVIDIA H100 80GB HBM3", "bfloat16", 160, LARGE, "xla"),  # Head sizes above 128 are not supported.
+    ("gpu", "AMD Instinct MI300X", "bfloat16", 64, LARGE, "xla"),
+    ("tpu", "TPU v5 lite", "bfloat16", 64, LARGE, "xla"),
+])
+def test_auto_picks_the_kernel_for_the_device(platform, kind, dtype, head_dim, scores, expected):
+    assert attention_lib.auto_implementation(platform, kind, dtype, head_dim, scores) == expected
+
+
+@pytest.mark.parametrize("q_len,kv_len,kernel", [(9, 7, "_whole_sequences"), (1100, 1000, "_chunked")])
+def test_auto_on_cpu_runs_the_kernel_for_the_size(q_len, kv_len, kernel, monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU choice")
+    ran = []
+    real = getattr(attention_lib, kernel)
+    monkeypatch.setattr(attention_lib, kernel, lambda *args: ran.append(kernel) or real(*args))
+    q, k, v = random_qkv(1, q_len, kv_len, 2, 8)
+    mask = np.random.default_rng(0).random((1, 1, q_len, kv_len)) > 0.3
+    out = dot_product_attention(q, k, v, mask=jnp.asarray(mask))
+    assert ran == [kernel]
+    np.testing.assert_allclose(out, numpy_attention(q, k, v, mask), atol=TOL)
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the refusal on machines without cuDNN")

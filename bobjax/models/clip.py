@@ -84,7 +84,7 @@ def _normalize(x):
 
 class CLIPClassifier(nnx.Module):
     def __init__(self, config: Mapping[str, Any], prompt_ids: np.ndarray, image_size: int, *,
-                 attention: str = "xla", dtype=jnp.float32, rngs: nnx.Rngs):
+                 attention: str = "auto", dtype=jnp.float32, rngs: nnx.Rngs):
         vision, text, dim = {**VISION_B16, **config["vision_config"]}, {**TEXT_B16, **config["text_config"]}, config["projection_dim"]
         self.vision_model = CLIPVisionTransformer(vision, image_size, attention=attention, dtype=dtype, rngs=rngs)
         self.text_model = CLIPTextModel(text, dtype=dtype, attention=attention, with_projection=False, rngs=rngs)

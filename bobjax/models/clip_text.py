@@ -77,7 +77,7 @@ class CLIPTextModel(nnx.Module):
         *,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
-        attention: str = "xla",
+        attention: str = "auto",
         with_projection: bool | None = None,
         rngs: nnx.Rngs,
     ):

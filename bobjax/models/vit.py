@@ -28,7 +28,7 @@ class ViTSpec:
     patch_size: int = 16
     mlp_ratio: float = 4.0
     global_pool: str = "token"  # "token" (class token, ``norm``) or "avg" (mean of patch tokens, ``fc_norm``)
-    attention: str = "xla"  # bobjax.models.attention.IMPLEMENTATIONS
+    attention: str = "auto"  # bobjax.models.attention.IMPLEMENTATIONS
 
 
 PRESETS = {
@@ -129,7 +129,7 @@ class VisionTransformer(nnx.Module):
         return self.head(self.features(x))
 
 
-def vit(name: str, num_classes: int, image_size: int, *, attention_kernel: str = "xla", dtype=jnp.float32,
+def vit(name: str, num_classes: int, image_size: int, *, attention_kernel: str = "auto", dtype=jnp.float32,
         rngs: nnx.Rngs) -> VisionTransformer:
     if name not in PRESETS:
         raise ConfigError(f"unknown ViT {name!r}; expected one of {sorted(PRESETS)}")

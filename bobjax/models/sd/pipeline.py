@@ -69,7 +69,7 @@ def load_stable_diffusion(
     dtype=jnp.float32,
     *,
     param_dtype=None,
-    attention: str = "xla",
+    attention: str = "auto",
     variant: str | None = None,
     revision: str | None = None,
     remat: bool = False,

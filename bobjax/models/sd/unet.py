@@ -37,7 +37,7 @@ class UNet2DConditionModel(nnx.Module):
         *,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
-        attention: str = "xla",
+        attention: str = "auto",
         remat: bool = False,
         rngs: nnx.Rngs,
     ):

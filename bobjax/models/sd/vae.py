@@ -228,7 +228,7 @@ class AutoencoderKL(nnx.Module):
         *,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
-        attention: str = "xla",
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         if attention not in IMPLEMENTATIONS:
