@@ -1,10 +1,10 @@
 """Side-by-side comparisons: every method of ``config.compare.methods`` with each of ``config.compare.seeds``
-seeds, each a complete run of its own in ``WORKDIR/<method>/seed<k>/``.
+seeds (and each point of ``config.compare.sweep``, see :mod:`bobjax.sweep`), each a complete run of its own in
+``WORKDIR/<method>/seed<k>/`` (``.../seed<k>/<point>/`` in a sweep).
 
-Why separate run folders rather than sharing stages: each run is then an ordinary bobjax run (its own
-config.json, splits, completion markers and resume), so a killed comparison is finished by rerunning the same
-command, and any one run can be inspected or rerun alone. The report stage reads them all through
-:func:`runs`.
+Why separate run folders: each run is then an ordinary bobjax run (its own config.json, splits, completion markers
+and resume), so a killed comparison is finished by rerunning the same command, and any one run can be inspected or
+rerun alone. The report stage reads them all through :func:`runs`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dataclasses
 import ml_collections
 from etils import epath
 
-from bobjax import config_lib
+from bobjax import config_lib, sweep
 from bobjax.errors import ConfigError
 
 
@@ -24,10 +24,14 @@ class Run:
     seed: int
     workdir: epath.Path
     config: ml_collections.ConfigDict
+    point: str = ""  # Its point of the comparison's sweep ("" without one).
 
 
 def methods(config) -> list[str]:
+    """The comparison's methods: ``config.compare.methods``, or ``config.method`` alone for a sweep without them."""
     names = [m.strip() for m in config.compare.methods.split(",") if m.strip()]
+    if not names and config.compare.sweep.strip():
+        names = [config.method]
     unknown = [m for m in names if m not in config_lib.METHODS]
     if unknown:
         raise ConfigError(f"config.compare.methods names unknown method(s) {unknown}; expected some of "
@@ -41,23 +45,27 @@ def is_comparison(config) -> bool:
     return bool(methods(config))
 
 
-def run_config(config, method: str, seed: int) -> ml_collections.ConfigDict:
+def run_config(config, method: str, seed: int, point: sweep.Point) -> ml_collections.ConfigDict:
     """``config`` as one run of the comparison: the method's preset and stages (those of ``config.stages`` the
-    method needs), that seed, no report of its own and no nested comparison."""
+    method needs), that seed and sweep point, no report of its own and no nested comparison."""
     single = ml_collections.ConfigDict(config.to_dict())
     single.compare.methods = ""
+    single.compare.sweep = ""
     single.seed = seed
     single.stages = ",".join(config_lib.STAGES)
     config_lib.apply_method(single, method)
+    single.update_from_flattened_dict(point.values)
     requested = set(config_lib.parse_stages(config.stages)) - {"report"}
     single.stages = ",".join(s for s in config_lib.parse_stages(single.stages) if s in requested)
     return single
 
 
 def runs(config, workdir) -> list[Run]:
-    """The runs of ``config``: the comparison's, method-major, or the single run in ``workdir`` itself."""
+    """The runs of ``config``: the comparison's, method-major then seed then sweep point, or the single run in
+    ``workdir`` itself."""
     if not is_comparison(config):
         return [Run(config.method, config.seed, epath.Path(workdir), config)]
-    return [Run(method, config.seed + k, epath.Path(workdir) / method / f"seed{k}",
-                run_config(config, method, config.seed + k))
-            for method in methods(config) for k in range(config.compare.seeds)]
+    grid = sweep.points(config)
+    return [Run(method, config.seed + k, epath.Path(workdir) / method / f"seed{k}" / point.name,
+                run_config(config, method, config.seed + k, point), point.name)
+            for method in methods(config) for k in range(config.compare.seeds) for point in grid]

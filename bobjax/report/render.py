@@ -39,6 +39,16 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
         header=["method", "top-1 mean", "std", "per seed"],
         rows=[[m.method, _pct(m.top1_mean), _pct(m.top1_std), ", ".join(_pct(a) for a in m.top1)]
               for m in results.methods])]
+    if any(grid for m in results.methods for grid in m.grids):
+        out.append(Section(
+            "Sweep: each point scored on validation",
+            text="Every point of the grid trains on the train split and is scored on the validation split; per method "
+                 "and seed the point with the best validation top-1 (the first in grid order among equals) is chosen, "
+                 "and its test top-1 is what the other tables show. Test accuracy takes no part in the choice.",
+            header=["method", "seed", "point", "validation top-1", "test top-1", "chosen"],
+            rows=[[m.method, str(seed), p.point, _pct(p.validation_top1), _pct(p.test_top1),
+                   "yes" if p.point == chosen else ""]
+                  for m in results.methods for seed, chosen, grid in zip(m.seeds, m.chosen, m.grids) for p in grid]))
     out.append(Section("Per-class accuracy (%, mean over seeds)",
                        header=["class"] + [m.method for m in results.methods],
                        rows=[[name] + [_pct(m.per_class_mean()[c]) for m in results.methods]

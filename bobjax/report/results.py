@@ -1,5 +1,6 @@
 """What the report shows, gathered from the run folders: accuracy per method over seeds, per-class accuracy,
-the contexts of the real and synthetic training images, and wall times.
+the contexts of the real and synthetic training images, wall times, and, for a
+sweep, each method and seed's grid with the point its validation top-1 chose (:func:`bobjax.sweep.choose`).
 
 Everything is read from artifacts (``classify/metrics.json``, the caption bank, the synthetic dataset,
 ``timings.json``), never recomputed, so the report describes exactly the runs on disk.
@@ -13,17 +14,26 @@ import dataclasses
 import numpy as np
 from etils import epath
 
-from bobjax import artifacts, compare
+from bobjax import artifacts, compare, sweep
 from bobjax.caption import bank as bank_lib
+
+
+@dataclasses.dataclass
+class SweepPoint:
+    point: str
+    validation_top1: float | None
+    test_top1: float
 
 
 @dataclasses.dataclass
 class MethodResult:
     method: str
     seeds: list[int]
-    top1: list[float]  # Per seed, test top-1 (%) at the best validation epoch.
+    top1: list[float]  # Per seed, test top-1 (%) at the best validation epoch (of the chosen point, in a sweep).
     per_class: list[list[float | None]]  # Per seed, per class (%).
-    workdirs: list[epath.Path]
+    workdirs: list[epath.Path]  # Per seed, the chosen point's in a sweep.
+    grids: list[list[SweepPoint]]  # Per seed, every point of the sweep (none without one).
+    chosen: list[str]  # Per seed, the chosen point.
 
     @property
     def top1_mean(self) -> float:
@@ -39,8 +49,12 @@ class MethodResult:
                 for c in columns]
 
     def as_json(self, class_names: list[str]) -> dict:
-        return {"top1": self.top1_mean, "top1_std": self.top1_std, "top1_per_seed": self.top1, "seeds": self.seeds,
-                "per_class": dict(zip(class_names, self.per_class_mean()))}
+        out = {"top1": self.top1_mean, "top1_std": self.top1_std, "top1_per_seed": self.top1, "seeds": self.seeds,
+               "per_class": dict(zip(class_names, self.per_class_mean()))}
+        if any(self.grids):
+            out["sweep"] = [{"seed": seed, "chosen": chosen, "points": [dataclasses.asdict(p) for p in grid]}
+                            for seed, chosen, grid in zip(self.seeds, self.chosen, self.grids)]
+        return out
 
 
 @dataclasses.dataclass
@@ -94,20 +108,25 @@ def _synthetic_contexts(run: compare.Run, class_names: list[str]) -> dict[str, c
 
 def collect(config, workdir: str) -> Results:
     runs = compare.runs(config, workdir)
-    by_method: dict[str, MethodResult] = {}
-    class_names: list[str] = []
+    by_seed: dict[tuple[str, int], list[tuple[compare.Run, dict]]] = {}  # The points of each method and seed.
     for run in runs:
-        metrics = _metrics(run)
+        by_seed.setdefault((run.method, run.seed), []).append((run, _metrics(run)))
+    by_method: dict[str, MethodResult] = {}
+    first_runs = {}  # The first seed's (chosen) run of each method: its images and contexts stand for the method.
+    class_names: list[str] = []
+    for (method, seed), points in by_seed.items():
+        chosen, metrics = points[sweep.choose([r.point for r, _ in points], [m["validation_top1"] for _, m in points])]
         class_names = metrics["class_names"]
-        result = by_method.setdefault(run.method, MethodResult(run.method, [], [], [], []))
-        result.seeds.append(run.seed)
+        result = by_method.setdefault(method, MethodResult(method, [], [], [], [], [], []))
+        result.seeds.append(seed)
         result.top1.append(float(metrics["test"]["top1"]))
         result.per_class.append(metrics["test"]["per_class"])
-        result.workdirs.append(run.workdir)
+        result.workdirs.append(chosen.workdir)
+        result.chosen.append(chosen.point)
+        result.grids.append([SweepPoint(r.point, m["validation_top1"], float(m["test"]["top1"]))
+                             for r, m in points if r.point])
+        first_runs.setdefault(method, chosen)
 
-    first_runs = {}  # The first seed's run of each method: its images and contexts stand for the method.
-    for run in runs:
-        first_runs.setdefault(run.method, run)
     contexts: dict[str, dict[str, collections.Counter]] = {}
     real = next((c for c in map(_real_contexts, first_runs.values()) if c is not None), None)
     if real is not None:
