@@ -17,6 +17,10 @@ What "atomic" means, so that a reader never sees half an artifact:
 
 A stage's folder gets a ``COMPLETE`` file, holding the config fields the stage depends on, only after the stage
 returned; a rerun skips such a stage, and refuses to reuse it when those fields have changed since.
+
+A run of a comparison may hold, instead of a stage's folder, a pointer file to a folder it shares with other runs
+(``synthetic.link``, see :mod:`bobjax.share`); :func:`stage_dir` and :func:`partial_dir` follow it, so stages read,
+write, complete and remove a shared folder exactly as their own.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ SCHEMES = ("gs",)
 # Where each stage's artifact lives under the workdir.
 STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "classify": "classify",
               "report": "report"}
+
+# A run's pointer to the folder that holds a stage folder it shares with other runs (``WORKDIR/synthetic.link``: that
+# folder's path relative to the run's), written by :mod:`bobjax.share` where the run's own stage folder would be.
+LINK_SUFFIX = ".link"
 
 TIMINGS = "timings.json"  # Wall seconds of each completed stage of a run, for the report.
 
@@ -216,8 +224,19 @@ def _diff(a, b, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
+def _follow(folder: str | os.PathLike, relative: str) -> epath.Path:
+    """``folder / relative`` with leading ``..`` parts taken as parents: object-store paths are never normalised."""
+    folder, parts = epath.Path(folder), relative.split("/")
+    while parts and parts[0] == "..":
+        folder, parts = folder.parent, parts[1:]
+    return folder.joinpath(*parts)
+
+
 def stage_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
-    return epath.Path(workdir) / STAGE_DIRS[stage]
+    """``WORKDIR/<stage folder>``, or that folder in the shared one its pointer file names (:mod:`bobjax.share`)."""
+    link = epath.Path(workdir) / (STAGE_DIRS[stage] + LINK_SUFFIX)
+    home = _follow(workdir, link.read_text().strip()) if link.exists() else epath.Path(workdir)
+    return home / STAGE_DIRS[stage]
 
 
 def class_lora_dir(finetune_dir: str | os.PathLike, label: int) -> epath.Path:
@@ -226,8 +245,10 @@ def class_lora_dir(finetune_dir: str | os.PathLike, label: int) -> epath.Path:
 
 
 def partial_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
-    """Where a stage keeps work in progress (caches, checkpoints) that ``--redo`` must discard with it."""
-    return epath.Path(workdir) / (STAGE_DIRS[stage] + ".partial")
+    """Where a stage keeps work in progress (caches, checkpoints) that ``--redo`` must discard with it: beside its
+    folder, so a shared stage's progress is shared too."""
+    folder = stage_dir(workdir, stage)
+    return folder.parent / (folder.name + ".partial")
 
 
 def is_complete(config, workdir: str | os.PathLike, stage: str) -> bool:
@@ -252,7 +273,7 @@ def mark_complete(config, workdir: str | os.PathLike, stage: str) -> None:
 
 def remove_stage(workdir: str | os.PathLike, stage: str) -> None:
     """Deletes a stage's artifact and work in progress (for ``--redo``), marker first so a kill midway leaves
-    the stage incomplete."""
+    the stage incomplete. A shared folder is deleted for every run that shares it, and remade once."""
     (stage_dir(workdir, stage) / COMPLETE).unlink(missing_ok=True)
     stage_dir(workdir, stage).rmtree(missing_ok=True)
     partial_dir(workdir, stage).rmtree(missing_ok=True)

@@ -4,7 +4,8 @@ seeds (and each point of ``config.compare.sweep``, see :mod:`bobjax.sweep`), eac
 
 Why separate run folders: each run is then an ordinary bobjax run (its own config.json, splits, completion markers
 and resume), so a killed comparison is finished by rerunning the same command, and any one run can be inspected or
-rerun alone. The report stage reads them all through :func:`runs`.
+rerun alone. Runs whose earlier stages would be made from the same inputs share them through pointer files
+(:mod:`bobjax.share`). The report stage reads them all through :func:`runs`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bobjax import artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report
+from bobjax import (artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report,
+                    share)
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -107,6 +108,7 @@ def run(config, workdir: str, redo=()) -> None:
             run_stage(config, workdir, stage)
         return
     runs = compare.runs(config, workdir)
+    share.link_runs(runs, workdir, redo, STAGE_BARRIER_TIMEOUT_S)
     pending = _pending_stages([(one.config, one.workdir, stage) for one in runs
                                for stage in config_lib.parse_stages(one.config.stages)]
                               + ([(config, workdir, "report")] if "report" in stages else []), redo)

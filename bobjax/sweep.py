@@ -12,8 +12,9 @@ sections a run's stages read may be swept (data, caption, model, finetune, gener
 ``method`` are the comparison's own axes (``compare.seeds``, ``compare.methods``). Every method and seed of the
 comparison runs every point of the grid (the product of the axes, in the order written), each an ordinary run in
 ``WORKDIR/<method>/seed<k>/<point>/`` (point ``classify.learning_rate=1e-3,classify.real_weight=0.5``), with the
-point's values set after the method's preset. A killed sweep resumes like any comparison: finished points are complete
-runs, and are skipped.
+point's values set after the method's preset. Points share the stages their values do not reach (:mod:`bobjax.share`):
+a grid over classifier settings captions, fine-tunes and generates once. A killed sweep resumes like any comparison:
+finished points are complete runs, and are skipped.
 
 The choice, per method and seed: the highest ``validation_top1`` of ``classify/metrics.json`` (the best epoch's); among
 equal ones the first point in grid order, so write the value you would keep on a tie (a default) first.

@@ -1,11 +1,17 @@
 """Sweeps chosen by validation: the grid a spec makes, named errors for bad specs, the choice (best validation top-1,
-never test)."""
+never test), and a killed sweep that resumes without redoing finished points."""
 
+import json
+import os
+
+import numpy as np
 import pytest
 from demo_run import demo_config
+from test_share import _recorded
 
-from bobjax import artifacts, compare, report, sweep
+from bobjax import artifacts, compare, main, report, sweep
 from bobjax.errors import ConfigError
+from bobjax.training import loop
 
 
 def _sweep(spec, **overrides):
@@ -80,3 +86,43 @@ def test_a_point_without_validation_is_named(tmp_path):
     _write_metrics(runs[1], None, 50.0)
     with pytest.raises(artifacts.ArtifactError, match=rf"\['{runs[1].point}'\].*config.data.val_size"):
         report.run(config, str(tmp_path))
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypatch, one_device):
+    """Killed right after the second point's first epoch checkpoint: the rerun trains the second point alone (from
+    its checkpoint), and the report chooses by the points' validation top-1."""
+    calls = _recorded(monkeypatch, tmp_path, lambda name, run: run)
+    config = _sweep("classify.learning_rate=3e-3|1e-3", **{
+        "stages": "caption,generate,classify,report", "generate.renderer": "toyworld",
+        "generate.images_per_class": 4, "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
+        "data.toyworld.test_per_class": 4, "data.toyworld.val_per_class": 2, "classify.image_size": 32,
+        "classify.epochs": 2, "classify.steps_per_epoch": 2, "classify.batch_size": 8, "report.oracle_steps": 0})
+    points = [os.path.relpath(r.workdir, tmp_path) for r in compare.runs(config, str(tmp_path))]
+    saves, save = [], loop.Checkpoints.save  # The epoch of each checkpoint saved.
+
+    def save_then_die_at_the_third(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        saves.append(args[0])
+        if len(saves) == 3:
+            raise _Killed
+
+    monkeypatch.setattr(loop.Checkpoints, "save", save_then_die_at_the_third)
+    with pytest.raises(_Killed):
+        main.run(config, str(tmp_path))
+    assert calls == [(points[0], "caption"), (points[0], "generate"), (points[0], "classify"), (points[1], "classify")]
+    assert saves == [1, 2, 1]
+
+    calls.clear()
+    main.run(config, str(tmp_path))
+    assert calls == [(points[1], "classify"), (".", "report")]
+    assert saves == [1, 2, 1, 2], "the second point resumes after its first epoch"
+    metrics = [json.loads((tmp_path / p / "classify" / "metrics.json").read_text()) for p in points]
+    validation = [m["validation_top1"] for m in metrics]
+    chosen = int(np.argmax(validation))  # The first of equals, as numpy's argmax.
+    results = json.loads((tmp_path / "report" / "results.json").read_text())["bob"]
+    assert results["sweep"][0]["chosen"] == os.path.basename(points[chosen])
+    assert results["top1"] == metrics[chosen]["test"]["top1"]

@@ -82,6 +82,12 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
         out.append(Section(f"Backgrounds of the {source} images (images per class)",
                            text="A class seen in few backgrounds invites a classifier to learn the background.",
                            header=["class"] + columns + ["other"], rows=rows))
+    if results.shared:
+        out.append(Section("Shared stages",
+                           text="Runs whose caption bank, LoRA or synthetic set would be made from the same config "
+                                "fields share one copy, made once: a pointer file in each run's folder names it.",
+                           header=["shared folder", "runs"],
+                           rows=[[folder, ", ".join(runs)] for folder, runs in results.shared.items()]))
     timing_rows = [[folder, ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items()),
                     f"{sum(stages.values()):.0f}"] for folder, stages in results.timings.items()]
     out.append(Section("Wall time", text=f"Total {results.wall_seconds / 60:.1f} min (the attempt that completed "

@@ -1,5 +1,5 @@
 """What the report shows, gathered from the run folders: accuracy per method over seeds, per-class accuracy,
-the contexts of the real and synthetic training images, wall times, and, for a
+the contexts of the real and synthetic training images, wall times, which runs share which stages, and, for a
 sweep, each method and seed's grid with the point its validation top-1 chose (:func:`bobjax.sweep.choose`).
 
 Everything is read from artifacts (``classify/metrics.json``, the caption bank, the synthetic dataset,
@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 from etils import epath
 
-from bobjax import artifacts, compare, sweep
+from bobjax import artifacts, compare, share, sweep
 from bobjax.caption import bank as bank_lib
 
 
@@ -65,6 +65,7 @@ class Results:
     runs: list[compare.Run]
     timings: dict[str, dict[str, float]]  # Run folder (relative) -> stage -> seconds.
     contexts: dict[str, dict[str, collections.Counter]]  # "real train" / method -> class -> background counts.
+    shared: dict[str, list[str]]  # Shared stage folder -> the run folders that use it (bobjax.share).
 
     @property
     def wall_seconds(self) -> float:
@@ -143,4 +144,4 @@ def collect(config, workdir: str) -> Results:
         if path.exists():
             timings[str(folder.relative_to(workdir))] = artifacts.read_json(path)
     return Results(dataset=config.data.name, class_names=class_names, methods=list(by_method.values()), runs=runs,
-                   timings=timings, contexts=contexts)
+                   timings=timings, contexts=contexts, shared=share.shared_folders(runs, workdir))
