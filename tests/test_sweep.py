@@ -9,9 +9,11 @@ import pytest
 from demo_run import demo_config
 from test_share import _recorded
 
-from bobjax import artifacts, compare, main, report, sweep
+from bobjax import artifacts, compare, config_lib, main, report, sweep
 from bobjax.errors import ConfigError
 from bobjax.training import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sweep(spec, **overrides):
@@ -53,6 +55,18 @@ def test_a_sweep_without_methods_sweeps_config_method():
 def test_bad_spec_is_a_config_error_naming_the_field(spec, named):
     with pytest.raises(ConfigError, match=named):
         compare.runs(_sweep(spec), "/w")
+
+
+def test_demo_sweep_arg_sweeps_lr_and_lambda_and_the_default_demo_does_not():
+    def load(arg=None):
+        return config_lib.load_config_file(os.path.join(ROOT, "configs", "demo.py"), arg)
+
+    assert load().compare.sweep == "" and len(compare.runs(load(), "/w")) == 3
+    runs = compare.runs(load("sweep=1,seeds=2"), "/w")
+    assert len(runs) == 3 * 2 * 4
+    bob = [r.config.classify for r in runs if r.method == "bob" and r.seed == 0]
+    assert {(c.learning_rate, c.real_weight) for c in bob} == {(lr, w) for lr in (3e-3, 1e-3) for w in (0.8, 0.5)}
+    assert (bob[0].learning_rate, bob[0].real_weight) == (load().classify.learning_rate, load().classify.real_weight)
 
 
 def _write_metrics(run, validation, test):
