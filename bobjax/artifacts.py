@@ -232,9 +232,14 @@ def _follow(folder: str | os.PathLike, relative: str) -> epath.Path:
     return folder.joinpath(*parts)
 
 
+def link_path(workdir: str | os.PathLike, stage: str) -> epath.Path:
+    """Where a run's pointer to the shared folder of ``stage`` goes (:mod:`bobjax.share`)."""
+    return epath.Path(workdir) / (STAGE_DIRS[stage] + LINK_SUFFIX)
+
+
 def stage_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
-    """``WORKDIR/<stage folder>``, or that folder in the shared one its pointer file names (:mod:`bobjax.share`)."""
-    link = epath.Path(workdir) / (STAGE_DIRS[stage] + LINK_SUFFIX)
+    """``WORKDIR/<stage folder>``, or that folder in the shared one its pointer file names."""
+    link = link_path(workdir, stage)
     home = _follow(workdir, link.read_text().strip()) if link.exists() else epath.Path(workdir)
     return home / STAGE_DIRS[stage]
 

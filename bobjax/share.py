@@ -5,18 +5,18 @@ stream, then caption, fine-tune and generate once.
 Where: ``WORKDIR/shared/<stage>-<key>/``, holding the stage's folder under its usual name and its work in progress
 (``shared/generate-3f2a9c1e0b7d/synthetic/``, ``.../synthetic.partial/``), the key being the first 12 hex digits of the
 sha256 of the stage's inputs: the config sections its ``COMPLETE`` marker records
-(:func:`bobjax.artifacts.stage_inputs`). Runs share a folder if and
-only if those inputs are equal: ``seed`` is one of them, so seeds never share; ``method`` is not, but each method's
-preset is (DataDream's prompts, BOB's context plan), so BOB and its within-class ablation share captions and the
-LoRA, not the synthetic set. Only caption, finetune and generate are shared: classify and report are each run's
-results, and stay in its folder.
+(:func:`bobjax.artifacts.stage_inputs`). Runs share a folder if and only if those inputs are equal: ``seed`` is one of
+them, so seeds never share; ``method`` is not, but each method's preset is (DataDream's prompts, BOB's context plan),
+so BOB and its within-class ablation share captions and the LoRA, not the synthetic set. Only caption, finetune and
+generate are shared: classify and report are each run's results, and stay in its folder.
 
 How: a run's folder holds, where the stage's folder would be, a one-line pointer file (``synthetic.link``) with the
-shared folder's path relative to the run (``../../shared/generate-3f2a9c1e0b7d``); :func:`bobjax.artifacts.stage_dir` follows it. So each run stays an ordinary
-run: its stages, the report and a rerun of the run alone read, write, complete and ``--redo`` the shared folder as
-their own, and its ``COMPLETE`` marker still refuses a changed config. A pointer rather than a symlink because an
-object store (``gs://``) has neither symlinks nor rename: the pointer is one small object written whole. Content keys
-rather than "reuse the run that made it first" because then no run owns an artifact that others read.
+shared folder's path relative to the run (``../../shared/generate-3f2a9c1e0b7d``), which
+:func:`bobjax.artifacts.stage_dir` follows. So each run stays an ordinary run: its stages, the report and a rerun of
+the run alone read, write, complete and ``--redo`` the shared folder as their own, and its ``COMPLETE`` marker still
+refuses a changed config. A pointer rather than a symlink because an object store (``gs://``) has neither symlinks
+nor rename: the pointer is one small object written whole. Content keys rather than "reuse the run that made it
+first" because then no run owns an artifact that others read.
 
 Rules: a run that already has a folder of its own for a stage (made before sharing, or as a single run) keeps it;
 a pointer, once written, stays (a changed config is then refused, as in any run) until ``--redo=STAGE`` points it at
@@ -53,11 +53,14 @@ def link_runs(runs, workdir, redo, timeout_s: int) -> None:
     if parallel.is_main_process():
         for run in runs:
             for stage in config_lib.parse_stages(run.config.stages):
-                own = run.workdir / artifacts.STAGE_DIRS[stage]
-                if stage not in SHARED_STAGES or own.exists() or own.with_name(own.name + ".partial").exists():
+                if stage not in SHARED_STAGES:
                     continue
-                link = own.with_name(own.name + artifacts.LINK_SUFFIX)
-                if stage in redo or not link.exists():
+                link = artifacts.link_path(run.workdir, stage)
+                linked = link.exists()
+                if not linked and (artifacts.stage_dir(run.workdir, stage).exists()
+                                   or artifacts.partial_dir(run.workdir, stage).exists()):
+                    continue  # A folder of its own, kept.
+                if stage in redo or not linked:
                     artifacts.write_text(link, _pointer(run, workdir, stage) + "\n")
     parallel.wait_for_every_host(f"bobjax: shared stages linked in {workdir}", timeout_s)
 

@@ -38,7 +38,7 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    name: str  # Its run folder: "field=value,field=value" as written; "" for the one point of no sweep.
+    name: str  # Its run folder: "field=value,field=value" as written, "_" for "/" and the like; "" outside a sweep.
     values: dict  # {"classify.learning_rate": 0.001, ...}
 
 
@@ -60,7 +60,7 @@ def _typed(config, field: str, text: str):
     try:
         if isinstance(current, bool):
             return _BOOLEANS[text.lower()]
-        return type(current)(text) if current is not None else text
+        return type(current)(text)
     except (KeyError, ValueError):
         raise ConfigError(f"config.compare.sweep: {field}={text!r} is not of the field's type, "
                           f"{type(current).__name__} (its value now: {current!r})") from None
@@ -77,8 +77,8 @@ def _axis(config, item: str) -> tuple[str, list[tuple[str, object]]]:
         hint = f"did you mean {close[0]}?" if close else "expected a field such as classify.learning_rate"
         raise ConfigError(f"config.compare.sweep names unknown field {field!r}; {hint}")
     if field.split(".")[0] not in SWEEPABLE:
-        raise ConfigError(f"config.compare.sweep cannot sweep {field!r}: a point's fields must be in one of {SWEEPABLE} "
-                          "(seeds and methods are config.compare.seeds and config.compare.methods)")
+        raise ConfigError(f"config.compare.sweep cannot sweep {field!r}: a point's fields must be in one of "
+                          f"{SWEEPABLE} (seeds and methods are config.compare.seeds and config.compare.methods)")
     texts = [v.strip() for v in values.split("|")]
     if "" in texts:
         raise ConfigError(f"config.compare.sweep: {field} has an empty value in {values!r}; expected "
@@ -102,7 +102,7 @@ def points(config) -> list[Point]:
     grid = []
     for combination in itertools.product(*(values for _, values in axes)):
         name = ",".join(f"{field}={text}" for field, (text, _) in zip(fields, combination))
-        # A folder name: a value with a "/" (a path) must not make folders of its own.
+        # A folder name: a value with a "/" (a path) must not make folders of its own, nor a space break a command.
         grid.append(Point(re.sub(r"[^\w.=,+-]", "_", name), {f: value for f, (_, value) in zip(fields, combination)}))
     if len({p.name for p in grid}) < len(grid):
         raise ConfigError(f"config.compare.sweep: two points of {config.compare.sweep!r} get the same folder name; "

@@ -17,7 +17,8 @@ fake_gcs = test_cloud_storage.fake_gcs  # gs:// served from a local folder (a fi
 
 
 def _recorded(monkeypatch, root, wrap):
-    """Replaces each stage's run with ``wrap(name, run)``; returns the (run folder relative to ``root``, stage) calls."""
+    """Replaces each stage's run with ``wrap(name, run)``; returns its calls as (run folder relative to ``root``,
+    stage)."""
     calls = []
 
     def recorder(name, run):

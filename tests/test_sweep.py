@@ -27,7 +27,8 @@ def test_grid_is_the_product_of_typed_values_in_the_order_written():
     assert grid[1].values == {"classify.learning_rate": 1e-3, "classify.augment": True, "data.shots": 2}
     runs = compare.runs(_sweep("classify.learning_rate=1e-3|3e-3", **{"compare.seeds": 2}), "/w")
     assert [(r.seed, str(r.workdir), r.config.classify.learning_rate) for r in runs] == [
-        (s, f"/w/bob/seed{s}/classify.learning_rate={lr}", v) for s in (0, 1) for lr, v in (("1e-3", 1e-3), ("3e-3", 3e-3))]
+        (s, f"/w/bob/seed{s}/classify.learning_rate={lr}", v)
+        for s in (0, 1) for lr, v in (("1e-3", 1e-3), ("3e-3", 3e-3))]
     assert all(r.config.compare.sweep == "" and r.config.generate.plan == "bob" for r in runs)
     path = "/data/ckpt"
     assert sweep.points(_sweep(f"classify.checkpoint=random|{path}"))[1].name == "classify.checkpoint=_data_ckpt"
@@ -51,6 +52,7 @@ def test_a_sweep_without_methods_sweeps_config_method():
     ("compare.seeds=1|2", r"cannot sweep 'compare.seeds'"),
     ("classify", r"'classify' is not field=value"),
     ("classify=1|2", r"unknown field 'classify'"),
+    ("classify.checkpoint=a/b|a_b", r"two points .* get the same folder name"),
 ])
 def test_bad_spec_is_a_config_error_naming_the_field(spec, named):
     with pytest.raises(ConfigError, match=named):
