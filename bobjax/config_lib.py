@@ -75,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.label_key = "label"
     c.data.shots = 5  # 0: every training image.
     c.data.val_size = 0  # Images held out of the train split for validation (0: the source's own split).
-    c.data.split_file = ""  # A fixed few-shot split (one image id or path per line) instead of drawing one.
+    # A fixed split instead of drawing one: a list of train images (one id or path per line), or a run's splits.json
+    # (*.json: train, validation and test ids), which repeats that run's split exactly (bobjax/data/split_file.py).
+    c.data.split_file = ""
     c.data.imbalance = 0.0  # Long tail: n_c = n_max * imbalance^(c/(C-1)); 0 is off.
     c.data.toyworld = ml_collections.ConfigDict(dict(
         num_classes=6, image_size=64, seed=0, train_per_class=40, val_per_class=10, test_per_class=30,

@@ -1,7 +1,8 @@
 """Few-shot, long-tail and split-file selections of a source's training images, and the validation hold-out.
 
 Everything is a deterministic function of the config (and its seed), so each stage recomputes the same split
-instead of passing images around; ``splits.json`` in the workdir records it for people and for checks.
+instead of passing images around; ``splits.json`` in the workdir records it for people and for checks, and is
+itself a split file (:mod:`bobjax.data.split_file`): ``--config.data.split_file=RUN/splits.json`` repeats it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bobjax import artifacts
+from bobjax.data import split_file
 from bobjax.data.sources import DataError, RecordSource, Source, load_source
 
 
@@ -92,66 +93,41 @@ def long_tail(labels: np.ndarray, class_names: Sequence[str], imbalance: float, 
     return np.sort(np.concatenate(chosen))
 
 
-def read_split_file(path: str, image_ids: Sequence[str]) -> np.ndarray:
-    """Indices of the images a split file lists, one id or path per line (the authors' fixed splits).
-
-    A line matches an image id exactly, or by its trailing path components (absolute paths from another
-    machine still match ``class/image.jpg`` ids). The first line that matches nothing is an error.
-    """
-    path = artifacts.storage_path(path, "config.data.split_file")
-    if not path.is_file():
-        raise DataError(f"split file {path} does not exist")
-    lookup = {image_id: i for i, image_id in enumerate(image_ids)}
-    chosen = []
-    with path.open() as f:
-        for line_number, line in enumerate(f, 1):
-            entry = line.strip().split()[0] if line.strip() else ""
-            if not entry or entry.startswith("#"):
-                continue
-            parts = entry.replace("\\", "/").split("/")
-            match = next(("/".join(parts[j:]) for j in range(len(parts)) if "/".join(parts[j:]) in lookup), None)
-            if match is None:
-                raise DataError(f"split file {path} line {line_number}: image {entry!r} is not in the dataset")
-            chosen.append(lookup[match])
-    if not chosen:
-        raise DataError(f"split file {path} lists no images")
-    if len(set(chosen)) != len(chosen):
-        raise DataError(f"split file {path} lists the same image more than once")
-    return np.asarray(chosen, dtype=np.int64)
-
-
 def make_splits(data_config, seed: int) -> Splits:
     source = load_source(data_config)
     return select(source, data_config, seed)
 
 
 def select(source: Source, data_config, seed: int) -> Splits:
-    """Applies the config's validation hold-out and shot selection to ``source``."""
+    """Applies the config's split file, or its validation hold-out and shot selection, to ``source``."""
     rng = np.random.default_rng([seed, 0x5EED])
     pool = source.split(data_config.train_split)
     labels = pool.labels()
-    available = np.arange(len(pool))
+    test = source.splits.get(data_config.test_split)
+    if split_file.is_manifest(data_config.split_file):
+        fixed = split_file.read_manifest(data_config.split_file, source, data_config)
+        validation = source.splits.get("validation") if fixed.validation is None else Subset(pool, fixed.validation)
+        return Splits(source.name, source.class_names, source.descriptor, Subset(pool, fixed.train), validation, test)
+    listed = split_file.read_list(data_config.split_file, pool.image_ids()) if data_config.split_file else None
 
     validation = source.splits.get("validation")
+    available = np.arange(len(pool))
     if data_config.val_size:
-        if data_config.val_size >= len(pool):
-            raise DataError(f"config.data.val_size={data_config.val_size} is not smaller than the train split ({len(pool)})")
-        held_out = np.sort(rng.permutation(len(pool))[: data_config.val_size])
+        # Out of the images a split file does not list: the authors' few-shot lists come without a validation split.
+        candidates = available if listed is None else np.setdiff1d(available, listed)
+        if data_config.val_size >= len(candidates):
+            raise DataError(f"config.data.val_size={data_config.val_size} is not smaller than the {len(candidates)} "
+                            "images of the train split it is held out of")
+        held_out = np.sort(candidates[rng.permutation(len(candidates))[: data_config.val_size]])
         validation = Subset(pool, held_out)
         available = np.setdiff1d(available, held_out)
 
-    if data_config.split_file:
-        train = read_split_file(data_config.split_file, pool.image_ids())
-        if validation is not None and isinstance(validation, Subset) and validation.source is pool:
-            overlap = np.intersect1d(train, validation.indices)
-            if len(overlap):
-                raise DataError(f"split file {data_config.split_file} names {len(overlap)} validation images; "
-                                "set config.data.val_size=0 or use another split")
+    if listed is not None:
+        train = listed
     elif data_config.imbalance:
         train = available[long_tail(labels[available], source.class_names, data_config.imbalance, rng)]
     elif data_config.shots:
         train = available[k_shot(labels[available], source.class_names, data_config.shots, rng)]
     else:
         train = available
-    test = source.splits.get(data_config.test_split)
     return Splits(source.name, source.class_names, source.descriptor, Subset(pool, train), validation, test)
