@@ -10,13 +10,14 @@ from demo_run import demo_config
 from PIL import Image
 from synthetic_data import write_synthetic
 
-from bobjax import artifacts, caption, compare, report
+from bobjax import artifacts, caption, compare, config_lib, report
 from bobjax import toyworld
 from bobjax.data import make_splits
 from bobjax.report import stage as report_stage
 from bobjax.report.results import collect
 
 METHODS = ("real_only", "datadream", "bob")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write_metrics(run, class_names, rng):
@@ -58,6 +59,7 @@ def test_report_over_a_comparison(tmp_path):
     for text in (page, markdown):
         assert all(method in text for method in METHODS) and all(name in text for name in class_names)
         assert "Backgrounds of the real train images" in text and "Wall time" in text
+        assert "Beside the paper" not in text  # The toy world is no cell of the paper.
     real_contexts = collect(config, workdir).contexts["real train"]
     assert [sum(real_contexts[n].values()) for n in class_names] == [config.data.shots] * len(class_names)
     row = next(line for line in markdown.splitlines() if line.startswith(f"| {class_names[0]} |") and "| 0 |" in line)
@@ -105,3 +107,89 @@ def test_toy_world_report_measures_class_fidelity(tmp_path):
     markdown = open(os.path.join(artifacts.stage_dir(workdir, "report"), "index.md")).read()
     assert "Class fidelity of the synthetic images" in markdown
     assert f"| bob | {summary['bob']['synthetic_class_fidelity']:.1f} |" in markdown
+
+
+def _write_images(root, classes, per_class):
+    """``root/<split>/<class>/`` of tiny random images: a folder dataset, so that the report can show real images."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", 2)):
+        for name in classes:
+            os.makedirs(os.path.join(root, split, name))
+            for k in range(count):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    os.path.join(root, split, name, f"{k}.png"))
+    return root
+
+
+def _paper_rows(markdown):
+    """The rows of the report's paper table, each a dict by the table's header."""
+    lines = markdown.split("## Beside the paper")[1].split("\n## ")[0].splitlines()
+    table = [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in lines if line.startswith("|")]
+    return [dict(zip(table[0], row)) for row in table[2:]]
+
+
+@pytest.mark.parametrize("data_name, shots", [("fgvc_aircraft", 5), ("fgvc_aircraft", 7), ("oxford_flowers102", 5)])
+def test_real_datasets_report_puts_ours_beside_the_paper(tmp_path, data_name, shots):
+    """A comparison of configs/paper.py's Aircraft x CLIP cell (a two-point sweep, fake metrics): beside each published
+    number of the cell, ours is the mean +- std over seeds of the test top-1 at the point with the best validation
+    top-1. Another number of shots is a cell the paper has no number for: ours come last. Another dataset matches no
+    cell: the paper's table still renders, our column empty."""
+    from bobjax.report import paper
+
+    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "paper.py"), f"dataset=aircraft,seeds=2,shots={shots}")
+    config.data.update(dict(source="folder", name=data_name, val_size=3,
+                            data_dir=_write_images(str(tmp_path / "planes"), ["707-320", "727-200"], shots + 4)))
+    config.compare.sweep = "classify.real_weight=0.5|0.8"
+    workdir = str(tmp_path / "run")
+    rng = np.random.default_rng(1)
+    chosen = {}  # method -> test top-1 per seed at the point chosen on validation
+    for run in compare.runs(config, workdir):
+        metrics = _write_metrics(run, ["707-320", "727-200"], rng)
+        metrics["validation_top1"] = float(rng.uniform(0, 100))
+        artifacts.write_json(os.path.join(artifacts.stage_dir(run.workdir, "classify"), "metrics.json"), metrics)
+        best = chosen.setdefault((run.method, run.seed), (-1.0, None))
+        if metrics["validation_top1"] > best[0]:
+            chosen[(run.method, run.seed)] = (metrics["validation_top1"], metrics["test"]["top1"])
+
+    report.run(config, workdir)
+
+    rows = _paper_rows(open(os.path.join(artifacts.stage_dir(workdir, "report"), "index.md")).read())
+    published = paper.published()["results"]
+    assert [(r["dataset"], r["backbone"], r["shots"], r["method"], r["paper top-1"]) for r in rows[:len(published)]] \
+        == [(e["dataset"], e["backbone"], str(e["shots"]), e["method"], f"{e['top1']:.2f}") for e in published]
+    ours = {method: [test for (m, _), (_, test) in sorted(chosen.items()) if m == method] for method in METHODS}
+    expected = {method: f"{np.mean(top1):.2f} ± {np.std(top1):.2f} (2 seeds)" for method, top1 in ours.items()}
+    filled = {(r["dataset"], r["backbone"], r["shots"], r["method"]): r["ours top-1"] for r in rows if r["ours top-1"]}
+    if data_name == "oxford_flowers102":
+        assert filled == {} and len(rows) == len(published)
+    else:
+        assert filled == {("aircraft", "clip", str(shots), method): text for method, text in expected.items()}
+    if shots == 5 and data_name == "fgvc_aircraft":
+        bob = next(r for r in rows if (r["dataset"], r["backbone"], r["method"]) == ("aircraft", "clip", "bob"))
+        assert bob["ours - paper"] == f"{np.mean(ours['bob']) - 57.37:+.2f}" and len(rows) == len(published)
+    if shots == 7:  # No published number: our rows follow the paper's, with an empty paper column.
+        assert [(r["method"], r["paper top-1"]) for r in rows[len(published):]] == [(m, "") for m in METHODS]
+
+
+def test_the_paper_table_over_many_workdirs(tmp_path, capsys):
+    """``python -m bobjax.report RUNS/*``: ours from each workdir's report beside the paper's cell it ran; a workdir
+    without a report is named and skipped."""
+    from bobjax.report.__main__ import main as paper_table
+
+    for name, dataset, backbone, top1 in (("cub-rn50", "caltech_birds2011", "resnet50", 70.5),
+                                          ("pets-clip", "oxford_iiit_pet", "clip_vit_b16", 91.0)):
+        config = config_lib.load_config_file(os.path.join(ROOT, "configs", "paper.py"))
+        config.data.name, config.classify.backbone = dataset, backbone
+        artifacts.write_text(tmp_path / name / "config.json", config.to_json_best_effort())
+        artifacts.write_json(tmp_path / name / "report" / "results.json",
+                             {"bob": {"top1": top1, "top1_std": 0.5, "seeds": [0, 1, 2]}})
+    (tmp_path / "unfinished").mkdir()
+
+    paper_table([str(tmp_path / "cub-rn50"), str(tmp_path / "pets-clip"), str(tmp_path / "unfinished")])
+
+    out, err = capsys.readouterr()
+    rows = _paper_rows(out.replace("## Top-1 (%)", "## Beside the paper"))
+    filled = {(r["dataset"], r["backbone"], r["method"]): (r["ours top-1"], r["ours - paper"]) for r in rows if r["ours top-1"]}
+    assert filled == {("cub", "rn50", "bob"): ("70.50 ± 0.50 (3 seeds)", f"{70.5 - 71.38:+.2f}"),
+                      ("pets", "clip", "bob"): ("91.00 ± 0.50 (3 seeds)", f"{91.0 - 92.73:+.2f}")}
+    assert "unfinished" in err and "skipped" in err

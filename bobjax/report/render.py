@@ -30,7 +30,8 @@ def _pct(value: float | None) -> str:
 
 
 def sections(results: Results, images: list[tuple[str, str]], config_json: str,
-             class_fidelity: dict[str, dict] | None = None) -> list[Section]:
+             class_fidelity: dict[str, dict] | None = None, paper: Section | None = None) -> list[Section]:
+    """The report's sections; ``paper`` (:func:`bobjax.report.paper.section`) follows the accuracy table."""
     seeds = sorted({s for m in results.methods for s in m.seeds})
     out = [Section(
         "Test top-1 accuracy (%)",
@@ -39,6 +40,8 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
         header=["method", "top-1 mean", "std", "per seed"],
         rows=[[m.method, _pct(m.top1_mean), _pct(m.top1_std), ", ".join(_pct(a) for a in m.top1)]
               for m in results.methods])]
+    if paper is not None:
+        out.append(paper)
     if any(grid for m in results.methods for grid in m.grids):
         out.append(Section(
             "Sweep: each point scored on validation",

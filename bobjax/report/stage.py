@@ -4,8 +4,9 @@
 
 It covers the run in ``WORKDIR`` or, for a comparison (``config.compare``), every method and seed side by side:
 accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of each class, the
-backgrounds those images show, on the toy world how much class detail the synthetic images carry, the wall time
-of every stage, and the config. The whole folder is written under a temporary name and renamed when complete.
+backgrounds those images show, on the toy world how much class detail the synthetic images carry, elsewhere the
+paper's published numbers beside ours (:mod:`bobjax.report.paper`; the toy world is no cell of the paper), the wall
+time of every stage, and the config. The whole folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import is_finished, read_dataset
-from bobjax.report import render
+from bobjax.report import paper, render
 from bobjax.report.results import Results, collect
 from bobjax.toyworld import fidelity
 
@@ -114,7 +115,8 @@ def run(config, workdir: str) -> dict:
             path = os.path.join("images", caption.split(" ")[0] + ".png")
             _grid(rows).save(os.path.join(tmp, path))
             images.append((caption, path))
-        parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity)
+        parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity,
+                                paper.section(config, results))
         with open(os.path.join(tmp, "index.html"), "w") as f:
             f.write(render.to_html(title, results, parts))
         with open(os.path.join(tmp, "index.md"), "w") as f:

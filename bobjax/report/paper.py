@@ -1,0 +1,129 @@
+"""BOB's published accuracies beside ours: the report's paper table, and a command that prints it over many runs.
+
+``paper_results.json`` holds the numbers of the paper's result tables that bobjax knows (its ``source`` says where
+they come from). A comparison *matches a cell* of those tables when its dataset, classifier backbone and shots are
+the cell's (:func:`cell`). The table lists every number of the paper, in order, with ours beside those of the matching
+cell: the mean and std over seeds of each method's test top-1 at the sweep point chosen on validation; where no run
+matches, our column is empty. Methods of ours that the paper has no number for come last. The toy world is no cell of
+the paper: its report has no paper table. Over the workdirs of a whole grid (``launch/paper_grid.sh``)::
+
+    python -m bobjax.report RUNS/*
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+
+from bobjax import artifacts
+from bobjax.report import render
+from bobjax.report.results import Results
+
+PAPER_FILE = os.path.join(os.path.dirname(__file__), "paper_results.json")
+# The paper's names of bobjax's datasets (config.data.name) and classifier backbones (config.classify.backbone).
+DATASETS = {"aircraft": "fgvc_aircraft", "cars": "cars196", "cub": "caltech_birds2011", "pets": "oxford_iiit_pet"}
+BACKBONES = {"clip": "clip_vit_b16", "rn50": "resnet50", "mae": "mae_vit_b16"}
+HEADER = ["table", "dataset", "backbone", "shots", "method", "paper top-1", "ours top-1", "ours - paper"]
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Cell:
+    dataset: str  # The paper's names (DATASETS, BACKBONES).
+    backbone: str
+    shots: int
+
+    def __str__(self) -> str:
+        return f"{self.dataset} / {self.backbone} / {self.shots} shots"
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """Ours: a method's test top-1 (%), mean and std over its seeds."""
+
+    mean: float
+    std: float
+    seeds: int
+
+
+@functools.cache
+def published() -> dict:
+    with open(PAPER_FILE) as f:
+        return json.load(f)
+
+
+def cell(config) -> Cell | None:
+    """The cell of the paper's tables that ``config`` (a config, or the dict of its config.json) runs; None for data
+    the paper has no table of (the toy world, a long tail, another dataset or backbone)."""
+    data, backbone = config["data"], config["classify"]["backbone"]
+    datasets = {name: short for short, name in DATASETS.items()}
+    backbones = {name: short for short, name in BACKBONES.items()}
+    if data["source"] == "toyworld" or data["imbalance"] or data["name"] not in datasets or backbone not in backbones:
+        return None
+    return Cell(datasets[data["name"]], backbones[backbone], int(data["shots"]))
+
+
+def table(ours: dict[Cell, dict[str, Score]]) -> list[list[str]]:
+    """The rows under :data:`HEADER`: every published number with ours beside it, then ours that have none."""
+    rows, published_keys = [], set()
+    for entry in published()["results"]:
+        at = Cell(entry["dataset"], entry["backbone"], entry["shots"])
+        published_keys.add((at, entry["method"]))
+        score = ours.get(at, {}).get(entry["method"])
+        paper = f"{entry['top1']:.2f}" + (f" ± {entry['std']:.2f}" if entry["std"] is not None else "")
+        rows.append([entry["table"], at.dataset, at.backbone, str(at.shots), entry["method"], paper, _ours(score),
+                     "" if score is None else f"{score.mean - entry['top1']:+.2f}"])
+    for at in sorted(ours):
+        rows += [["", at.dataset, at.backbone, str(at.shots), method, "", _ours(score), ""]
+                 for method, score in ours[at].items() if (at, method) not in published_keys]
+    return rows
+
+
+def _ours(score: Score | None) -> str:
+    return "" if score is None else f"{score.mean:.2f} ± {score.std:.2f} ({score.seeds} seeds)"
+
+
+def section(config, results: Results) -> render.Section | None:
+    """The report's paper table for the comparison ``config`` ran; None on the toy world."""
+    if config.data.source == "toyworld":
+        return None
+    at = cell(config)
+    ours = {at: {m.method: Score(m.top1_mean, m.top1_std, len(m.seeds)) for m in results.methods}} if at else {}
+    info = published()
+    if at is None:
+        match = (f"This comparison matches no cell of the paper's tables (dataset {config.data.name!r}, backbone "
+                 f"{config.classify.backbone!r}, {config.data.shots} shots"
+                 f"{', a long tail' if config.data.imbalance else ''}): our column is empty.")
+    elif any(Cell(e["dataset"], e["backbone"], e["shots"]) == at for e in info["results"]):
+        match = (f"This comparison runs the paper's cell {at}: ours is each method's test top-1 at the sweep point "
+                 "chosen on validation, mean ± std over seeds.")
+    else:
+        match = f"This comparison runs {at}, a cell the paper's numbers here do not cover: its rows come last."
+    tables = " ".join(f"Table {name!r}: {text}" for name, text in info["tables"].items())
+    return render.Section(
+        "Beside the paper: BOB's published top-1 (%)",
+        text=f"{match} The paper's synthetic images come from Stable Diffusion 2.1-base, 100 per class; this "
+             f"comparison's from {config.model.sd}, {config.generate.images_per_class} per class. {tables} "
+             f"Source: {info['paper']} (bobjax/report/paper_results.json says how the numbers were transcribed).",
+        header=HEADER, rows=table(ours))
+
+
+def collect(workdirs: list[str]) -> dict[Cell, dict[str, Score]]:
+    """Ours per cell, from the reports of ``workdirs`` (each a run or comparison whose report stage is complete)."""
+    ours = {}
+    for workdir in workdirs:
+        folder = artifacts.storage_path(workdir, "WORKDIR")
+        results = artifacts.stage_dir(folder, "report") / "results.json"
+        if not results.exists():
+            print(f"{folder}: no {results.name} (its report stage has not run), skipped", file=sys.stderr)
+            continue
+        at = cell(artifacts.read_json(folder / "config.json"))
+        if at is None or at in ours:
+            print(f"{folder}: " + ("matches no cell of the paper" if at is None else f"a second run of {at}") +
+                  ", skipped", file=sys.stderr)
+            continue
+        ours[at] = {method: Score(r["top1"], r["top1_std"], len(r["seeds"]))
+                    for method, r in artifacts.read_json(results).items()}
+    return ours
