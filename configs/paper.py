@@ -38,7 +38,8 @@ def get_config(arg=None):
                           "and layer-wise learning-rate decay, which bobjax does not know (shared/BOB_SPEC.md gives "
                           "CLIP's and ResNet-50's only). The backbone exists: run configs/"
                           f"{args.dataset}.py with --config.classify.backbone=mae_vit_b16 and a --config.compare.sweep "
-                          f"of your own; its report puts the paper's MAE numbers beside yours. Runnable: {sorted(GRIDS)}")
+                          f"of your own; its report puts the paper's MAE numbers beside yours. Runnable: "
+                          f"{sorted(GRIDS)}")
     if args.backbone not in GRIDS:
         raise ConfigError(f"configs/paper.py: backbone={args.backbone!r}; expected one of {sorted(GRIDS)} (the paper's "
                           "'mae' column is not runnable: its grid is unknown)")

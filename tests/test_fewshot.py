@@ -134,10 +134,12 @@ def _manifest_file(tmp_path, source, val_size=0, **changes):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: {"train": m["train"][:2] + ["class0/elsewhere.jpg"]}, r"1 train image id\(s\) are not in the "
-                                                                     r"dataset's 'train' split: \['class0/elsewhere.jpg'\]"),
-    (lambda m: {"class_names": ["c0", "c1", "bird"]}, r"other classes .* class 2 \('bird' in the file, 'c2' in the dataset\)"),
-    (lambda m: {"test": m["test"][1:]}, r"other test images .* 0 in the file only \[\], 1 in the dataset only \['class"),
+    (lambda m: {"train": m["train"][:2] + ["class0/elsewhere.jpg"]},
+     r"1 train image id\(s\) are not in the dataset's 'train' split: \['class0/elsewhere.jpg'\]"),
+    (lambda m: {"class_names": ["c0", "c1", "bird"]},
+     r"other classes .* class 2 \('bird' in the file, 'c2' in the dataset\)"),
+    (lambda m: {"test": m["test"][1:]},
+     r"other test images .* 0 in the file only \[\], 1 in the dataset only \['class"),
     (lambda m: {"validation": m["validation"][:10]}, r"10 validation images .*; config.data.val_size is 20"),
     (lambda m: {"validation": m["validation"][:19] + m["train"][:1]}, r"1 image\(s\) in both train and validation"),
     (lambda m: {"train": "class0/img0001.jpg"}, r"'train' must be a list of strings"),

@@ -69,7 +69,8 @@ def test_every_cell_names_only_weights_users_can_download(fake_hub, dataset, bac
     fake_hub.add(VLM_ID, SD_ID, CLIP_ID, TIMM_IDS[0])
     config = load(f"dataset={dataset},backbone={backbone}")
     runs = compare.runs(config, "grid")
-    plan = [(run.config, str(run.workdir), stage) for run in runs for stage in config_lib.parse_stages(run.config.stages)]
+    plan = [(run.config, str(run.workdir), stage)
+            for run in runs for stage in config_lib.parse_stages(run.config.stages)]
     records = pretrained.resolve_all(plan)
     names = {(stage, record["name"]) for per_run in records.values() for stage, record in per_run.items()}
     assert names == {("caption", VLM_ID), ("finetune", SD_ID), ("generate", SD_ID),

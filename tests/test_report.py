@@ -136,7 +136,8 @@ def test_real_datasets_report_puts_ours_beside_the_paper(tmp_path, data_name, sh
     cell: the paper's table still renders, our column empty."""
     from bobjax.report import paper
 
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "paper.py"), f"dataset=aircraft,seeds=2,shots={shots}")
+    config = config_lib.load_config_file(os.path.join(ROOT, "configs", "paper.py"),
+                                         f"dataset=aircraft,seeds=2,shots={shots}")
     config.data.update(dict(source="folder", name=data_name, val_size=3,
                             data_dir=_write_images(str(tmp_path / "planes"), ["707-320", "727-200"], shots + 4)))
     config.compare.sweep = "classify.real_weight=0.5|0.8"
@@ -189,7 +190,8 @@ def test_the_paper_table_over_many_workdirs(tmp_path, capsys):
 
     out, err = capsys.readouterr()
     rows = _paper_rows(out.replace("## Top-1 (%)", "## Beside the paper"))
-    filled = {(r["dataset"], r["backbone"], r["method"]): (r["ours top-1"], r["ours - paper"]) for r in rows if r["ours top-1"]}
+    filled = {(r["dataset"], r["backbone"], r["method"]): (r["ours top-1"], r["ours - paper"])
+              for r in rows if r["ours top-1"]}
     assert filled == {("cub", "rn50", "bob"): ("70.50 ± 0.50 (3 seeds)", f"{70.5 - 71.38:+.2f}"),
                       ("pets", "clip", "bob"): ("91.00 ± 0.50 (3 seeds)", f"{91.0 - 92.73:+.2f}")}
     assert "unfinished" in err and "skipped" in err

@@ -1,13 +1,12 @@
-"""BOB's published accuracies beside ours: the report's paper table, and a command that prints it over many runs.
+"""BOB's published accuracies beside ours: the report's paper table (``python -m bobjax.report`` prints it for many
+runs).
 
 ``paper_results.json`` holds the numbers of the paper's result tables that bobjax knows (its ``source`` says where
 they come from). A comparison *matches a cell* of those tables when its dataset, classifier backbone and shots are
 the cell's (:func:`cell`). The table lists every number of the paper, in order, with ours beside those of the matching
 cell: the mean and std over seeds of each method's test top-1 at the sweep point chosen on validation; where no run
 matches, our column is empty. Methods of ours that the paper has no number for come last. The toy world is no cell of
-the paper: its report has no paper table. Over the workdirs of a whole grid (``launch/paper_grid.sh``)::
-
-    python -m bobjax.report RUNS/*
+the paper: its report has no paper table.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 
-from bobjax import artifacts
 from bobjax.report import render
 from bobjax.report.results import Results
 
@@ -108,22 +105,3 @@ def section(config, results: Results) -> render.Section | None:
              f"comparison's from {config.model.sd}, {config.generate.images_per_class} per class. {tables} "
              f"Source: {info['paper']} (bobjax/report/paper_results.json says how the numbers were transcribed).",
         header=HEADER, rows=table(ours))
-
-
-def collect(workdirs: list[str]) -> dict[Cell, dict[str, Score]]:
-    """Ours per cell, from the reports of ``workdirs`` (each a run or comparison whose report stage is complete)."""
-    ours = {}
-    for workdir in workdirs:
-        folder = artifacts.storage_path(workdir, "WORKDIR")
-        results = artifacts.stage_dir(folder, "report") / "results.json"
-        if not results.exists():
-            print(f"{folder}: no {results.name} (its report stage has not run), skipped", file=sys.stderr)
-            continue
-        at = cell(artifacts.read_json(folder / "config.json"))
-        if at is None or at in ours:
-            print(f"{folder}: " + ("matches no cell of the paper" if at is None else f"a second run of {at}") +
-                  ", skipped", file=sys.stderr)
-            continue
-        ours[at] = {method: Score(r["top1"], r["top1_std"], len(r["seeds"]))
-                    for method, r in artifacts.read_json(results).items()}
-    return ours
