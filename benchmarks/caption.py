@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bobjax.caption import prompts  # noqa: E402
+from result import emit  # noqa: E402
 from bobjax.caption.vlm import VLMCaptioner  # noqa: E402
 from bobjax import toyworld  # noqa: E402
 
@@ -103,6 +104,7 @@ def main() -> None:
     print(f"bobjax captioner:   {len(images) / our_s:8.2f} images/s")
     print(f"transformers loop:  {len(images) / ref_s:8.2f} images/s")
     print(f"ratio (ours / reference): {ref_s / our_s:.2f}x;  identical answers: {agree}/{len(our_answers)}")
+    emit(f"captions, batch {args.batch_size}", len(images) / our_s, len(images) / ref_s, "images/s")
 
 
 if __name__ == "__main__":

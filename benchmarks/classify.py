@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from result import emit
 
 from bobjax import config_lib
 from bobjax.classify import backbones
@@ -129,6 +130,8 @@ def main() -> None:
         if not args.skip_torch:
             torch_seconds = bench_torch(name, args.batch, args.image_size, args.dtype == "bf16", args.iters, args.warmup)
             line += f" | timm {args.batch / torch_seconds:8.2f} img/s | ratio {torch_seconds / seconds:5.2f}x"
+            emit(f"classifier step {name}, batch {args.batch}, {args.image_size} px", args.batch / seconds,
+                 args.batch / torch_seconds, "images/s")
         peak = peak_flops()
         if args.dtype == "bf16" and flops and peak:
             line += f" | MFU {flops / seconds / peak * 100:5.1f}% ({flops / 1e9:.0f} GFLOP/step)"

@@ -20,6 +20,7 @@ import os
 import tempfile
 
 from sd_setup import CONFIGS, build_pipeline, image_size, interleaved_medians
+from result import emit
 
 PROMPT = "a bird photo of a crimson forkedtail in the forest background with the perching pose"
 
@@ -160,6 +161,7 @@ def main() -> None:
     for name, seconds in (("bobjax", ours_s), ("torch ", torch_s)):
         print(f"  {name}: {1 / seconds:8.3f} steps/s  {batch / seconds:8.2f} images/s  ({seconds * 1e3:.0f} ms/step)")
     print(f"  ratio ours/torch (throughput): {torch_s / ours_s:.2f}x")
+    emit(f"LoRA step {args.config}, batch {batch}, {size} px", batch / ours_s, batch / torch_s, "images/s")
     print(f"  bobjax step: {flops / 1e12:.3f} TFLOP (XLA cost analysis), {flops / ours_s / 1e12:.3f} TFLOP/s"
           + (f", MFU {flops / ours_s / 1e12 / args.peak_tflops:.1%}" if args.peak_tflops else ""))
 

@@ -14,6 +14,7 @@ import argparse
 import tempfile
 
 from sd_setup import CONFIGS, build_pipeline, interleaved_medians
+from result import emit
 
 GUIDANCE_SCALE = 2.0
 
@@ -73,6 +74,8 @@ def main() -> None:
     print(f"  bobjax : {args.batch / ours_s:8.3f} images/s  ({ours_s:.3f} s/batch)")
     print(f"  torch  : {args.batch / torch_s:8.3f} images/s  ({torch_s:.3f} s/batch)")
     print(f"  ratio ours/torch (throughput): {torch_s / ours_s:.2f}x")
+    emit(f"generation {args.config}, batch {args.batch}, {args.steps} steps", args.batch / ours_s, args.batch / torch_s,
+         "images/s")
 
 
 if __name__ == "__main__":

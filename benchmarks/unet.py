@@ -20,6 +20,7 @@ from diffusers import UNet2DConditionModel as TorchUNet
 from flax import nnx
 
 from sd_setup import CONFIGS as SD_CONFIGS, interleaved_medians  # noqa: E402  (puts this checkout's bobjax first on the path)
+from result import emit  # noqa: E402
 
 from bobjax.models import weights  # noqa: E402
 from bobjax.models.attention import IMPLEMENTATIONS  # noqa: E402
@@ -72,7 +73,7 @@ def main():
     parser.add_argument("--config", choices=sorted(CONFIGS), default="medium")
     parser.add_argument("--batch", type=int, default=None, help="default: the config's")
     parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--attention", choices=IMPLEMENTATIONS, default="chunked")
+    parser.add_argument("--attention", choices=IMPLEMENTATIONS, default="auto")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--skip_backward", action="store_true", help="time the forward only")
     args = parser.parse_args()
@@ -104,6 +105,7 @@ def main():
         ours_ms, torch_ms = (1e3 * s for s in interleaved_medians([ours[index], theirs[index]], args.iters))
         print(f"{name:>17}: ours {ours_ms:8.1f} ms   torch {torch_ms:8.1f} ms   "
               f"ratio ours/torch (throughput) {torch_ms / ours_ms:.2f}x")
+        emit(f"unet {name}, {args.config}, batch {batch}", batch * 1e3 / ours_ms, batch * 1e3 / torch_ms, "images/s")
 
 
 if __name__ == "__main__":
