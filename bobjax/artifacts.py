@@ -279,6 +279,7 @@ def mark_complete(config, workdir: str | os.PathLike, stage: str) -> None:
 def remove_stage(workdir: str | os.PathLike, stage: str) -> None:
     """Deletes a stage's artifact and work in progress (for ``--redo``), marker first so a kill midway leaves
     the stage incomplete. A shared folder is deleted for every run that shares it, and remade once."""
-    (stage_dir(workdir, stage) / COMPLETE).unlink(missing_ok=True)
-    stage_dir(workdir, stage).rmtree(missing_ok=True)
+    folder = stage_dir(workdir, stage)
+    (folder / COMPLETE).unlink(missing_ok=True)
+    folder.rmtree(missing_ok=True)
     partial_dir(workdir, stage).rmtree(missing_ok=True)

@@ -29,12 +29,12 @@ _REDO = flags.DEFINE_list("redo", [], "Stages to remake even if complete (their 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-# Each stage's run(config, workdir), in pipeline order.
 # How long a host waits at a stage boundary for the others: host 0 may still be finishing the stage's small
 # artifacts (a CUB-size synthetic set's grids and PNG export take minutes). A host that died ends the wait at once
 # (the coordination service reports it); this bounds a host that hangs.
 STAGE_BARRIER_TIMEOUT_S = 3 * 3600
 
+# Each stage's run(config, workdir), in pipeline order.
 STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "classify": classify.run,
               "report": report.run}
 

@@ -79,7 +79,7 @@ class LoraTrainer:
 
     def __init__(self, config, sd, num_steps: int, mesh):
         c = config.finetune
-        self.config, self.sd, self.num_steps, self.mesh = config, sd, num_steps, mesh
+        self.config, self.num_steps, self.mesh = config, num_steps, mesh
         self.lora_configs = lora_configs(c)
         unet, text_encoder = add_adapters(sd, self.lora_configs, config.seed)
         self.graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)

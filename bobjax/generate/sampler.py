@@ -43,19 +43,19 @@ class TextToImage:
         self.guidance_scale = float(guidance_scale)
         self.negative_ids = sd.tokenize([negative_prompt])
         self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
+        self._replicated, self._batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
         self.refresh_weights()
-        replicated, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
         self._generate = jax.jit(
             self._pure_generate,
-            in_shardings=(replicated, batch, replicated, batch),
-            out_shardings=batch,
+            in_shardings=(self._replicated, self._batch, self._replicated, self._batch),
+            out_shardings=self._batch,
         )
 
     def refresh_weights(self) -> None:
         """Reads the pipeline's weights again (after another LoRA was folded in); the graph is the same, so
         nothing recompiles."""
         state = nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder))
-        self._state = jax.device_put(state, parallel.replicated(self.mesh))
+        self._state = jax.device_put(state, self._replicated)
 
     def initial_noise(self, seeds: Sequence[int]) -> jax.Array:
         """One standard-normal latent per seed, independent of batch composition."""
@@ -103,7 +103,6 @@ class TextToImage:
             latents = jnp.concatenate([latents, jnp.repeat(latents[-1:], padded - n, axis=0)])
         # Placed explicitly: on more than one host, jit refuses host (numpy) inputs for a sharded argument, even
         # on a mesh of this host's devices (generation runs per host, each on its own shards of the plan).
-        batch, replicated = parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh)
-        images = self._generate(self._state, jax.device_put(ids, batch), jax.device_put(self.negative_ids, replicated),
-                                jax.device_put(latents, batch))
+        images = self._generate(self._state, jax.device_put(ids, self._batch),
+                                jax.device_put(self.negative_ids, self._replicated), jax.device_put(latents, self._batch))
         return np.asarray(jax.device_get(images))[:n]

@@ -25,6 +25,8 @@ from bobjax.generate.plan import CONTEXT_PLANS, PlannedImage, images_per_class, 
 from bobjax.grid import image_grid
 
 SHARD_SIZE = 256  # Images per shard: a few minutes of work on one GPU, so a kill loses little.
+# How long a host that has written its shards waits for the others' (hosts may have one shard more than others).
+SHARDS_TIMEOUT_S = 6 * 3600
 
 
 def features(class_names) -> tfds.features.FeaturesDict:
@@ -75,10 +77,6 @@ def load_generator(config, workdir: str, mesh):
                                          scale=g.lora_scale)
     return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
-
-
-# How long a host that has written its shards waits for the others' (hosts may have one shard more than others).
-SHARDS_TIMEOUT_S = 6 * 3600
 
 
 def make_generate_fn(config, workdir: str, mesh):
