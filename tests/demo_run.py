@@ -9,10 +9,15 @@ from bobjax import config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def xla_flags(devices: int = 1) -> str:
+    """The session's cheap compilation flags (conftest) for a child process with ``devices`` host devices."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform")]
+    return " ".join(flags + ([f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else []))
+
+
 def cli(*args, timeout=120):
     """``python -m bobjax.main ARGS`` on one host device, with the session's cheap compilation flags (conftest)."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform")]
-    env = dict(os.environ, XLA_FLAGS=" ".join(flags), PYTHONPATH=ROOT)
+    env = dict(os.environ, XLA_FLAGS=xla_flags(), PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from demo_run import ROOT
+from demo_run import ROOT, xla_flags
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
 
@@ -26,10 +26,9 @@ def _free_port() -> int:
 
 
 def _env(devices: int, extra: dict[str, str]) -> dict[str, str]:
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform")]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR", "JAX_NUM_PROC",
                                                                     "JAX_PROCESS_ID", "TPU_WORKER"))}
-    env.update(XLA_FLAGS=" ".join([*flags, f"--xla_force_host_platform_device_count={devices}"]),
+    env.update(XLA_FLAGS=xla_flags(devices),
                JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra)
     return env
 

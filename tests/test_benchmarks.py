@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from demo_run import ROOT, xla_flags
 
 
 def _run(script, *args):
     # One device, and the cheap compiler settings of conftest: compiling dominates a one-iteration run.
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    env = dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=ROOT)
+    env = dict(os.environ, XLA_FLAGS=xla_flags(), PYTHONPATH=ROOT)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args], capture_output=True,
                             text=True, cwd=os.path.join(ROOT, "benchmarks"), env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -32,10 +31,9 @@ def test_run_all_prints_one_row_per_workload_with_ours_torch_and_ratio(tmp_path)
 
 
 def test_run_all_refuses_unknown_workloads():
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run_all.py"), "--only=unet,gpu"],
                             capture_output=True, text=True, cwd=os.path.join(ROOT, "benchmarks"),
-                            env=dict(os.environ, XLA_FLAGS=flags))
+                            env=dict(os.environ, XLA_FLAGS=xla_flags()))
     assert result.returncode != 0 and "unknown workloads ['gpu']" in result.stderr
 
 
