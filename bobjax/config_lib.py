@@ -15,7 +15,8 @@ import ml_collections
 from bobjax.errors import ConfigError
 
 STAGES = ("caption", "finetune", "generate", "classify", "report")
-METHODS = ("bob", "bob_within_class", "datadream", "real_only", "zero_shot")
+METHODS = ("bob", "bob_within_class", "bob_listed_contexts", "preservation_only", "marginalization_only", "datadream",
+           "real_only", "zero_shot")
 
 # The prompts of BOB_SPEC, step 2 (training) and 3 (generation); {descriptor} is the dataset's object kind.
 BOB_PROMPT = "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
@@ -126,7 +127,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.finetune.remat = True
 
     c.generate = ml_collections.ConfigDict()
-    c.generate.plan = "bob"  # bob | within_class | independent | class_only | zero_shot
+    c.generate.plan = "bob"  # bob | within_class | independent | listed | class_only | zero_shot
+    # Plan 'listed': a file of one "background<TAB>pose" per line (BOB's LLM-invented contexts), or bobjax:ASSET.
+    c.generate.contexts_file = ""
     c.generate.prompt = BOB_PROMPT
     c.generate.images_per_class = 100
     c.generate.long_tail_total = 0  # Long tail: class c gets long_tail_total - n_c * long_tail_m images.
@@ -194,6 +197,18 @@ def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collectio
         config.finetune.prompt = BOB_PROMPT
         config.generate.prompt = BOB_PROMPT
         config.generate.plan = "within_class"
+    elif method == "bob_listed_contexts":  # BOB's ablation: contexts from a list (generate.contexts_file).
+        config.finetune.prompt = BOB_PROMPT
+        config.generate.prompt = BOB_PROMPT
+        config.generate.plan = "listed"
+    elif method == "preservation_only":  # BOB's ablation: a LoRA that keeps contexts, class-only generation.
+        config.finetune.prompt = BOB_PROMPT
+        config.generate.prompt = CLASS_PROMPT
+        config.generate.plan = "class_only"
+    elif method == "marginalization_only":  # BOB's ablation: DataDream's LoRA, BOB's marginalized contexts.
+        config.finetune.prompt = CLASS_PROMPT
+        config.generate.prompt = BOB_PROMPT
+        config.generate.plan = "bob"
     elif method == "datadream":
         config.finetune.prompt = CLASS_PROMPT
         config.generate.prompt = CLASS_PROMPT

@@ -6,17 +6,23 @@ Three methods side by side (real only, DataDream's class-only prompts, BOB), eac
 report. Args: seeds, seed (the first), method (for a single run: `--config.compare.methods=` and this method),
 sweep (1: BOB's protocol on the toy world, each method's classifier learning rate x lambda chosen on the validation
 split; the demo's own values come first, so they win ties. Every method fine-tunes and generates once and trains
-its classifier four times; real only, which has no lambda, trains two pairs alike).
+its classifier four times; real only, which has no lambda, trains two pairs alike), ablation (1: BOB's ablation
+table, every method preset side by side: real only, zero-shot, DataDream (neither half), preservation only,
+marginalization only, BOB (both), BOB with contexts drawn within the class, and BOB with the shipped list of
+toy-world contexts).
 """
 
 from bobjax import config_lib
 
 
 def get_config(arg=None):
-    args = config_lib.parse_arg(arg, method="bob", seed=0, seeds=1, sweep=False)
+    args = config_lib.parse_arg(arg, method="bob", seed=0, seeds=1, sweep=False, ablation=False)
     config = config_lib.base_config()
     config.seed = args.seed
     config.compare.methods = "real_only,datadream,bob"
+    if args.ablation:
+        config.compare.methods = ("real_only,zero_shot,datadream,preservation_only,marginalization_only,bob,"
+                                  "bob_within_class,bob_listed_contexts")
     config.compare.seeds = args.seeds
     if args.sweep:
         config.compare.sweep = "classify.learning_rate=3e-3|1e-3;classify.real_weight=0.8|0.5"
@@ -47,6 +53,7 @@ def get_config(arg=None):
     config.generate.steps = 20
     config.generate.resolution = 64
     config.generate.batch_size = 16
+    config.generate.contexts_file = "bobjax:toyworld_contexts.tsv"  # For bob_listed_contexts.
 
     config.classify.backbone = "resnet_tiny"
     config.classify.checkpoint = "random"  # No pretrained tiny ResNet exists: the demo trains it from scratch.

@@ -178,7 +178,7 @@ class LeakyVLM:
 
     def __call__(self, images, prompts_):
         self.calls += 1
-        return ["" if "pose" in p else ("green grass" if "do not use" in p else "a forkedtail on green grass")
+        return ["" if "pose" in p else ("green grass" if "do not use" in p else "a finch on green grass")
                 for p in prompts_]
 
 

@@ -67,6 +67,23 @@ def test_method_presets():
     assert load(os.path.join(ROOT, "configs", "cub.py"), "sd=sd15").model.sd == "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
+def test_ablation_presets_are_bobs_halves():
+    """Preservation is fine-tuning on context prompts; marginalization is generating with bank-drawn contexts."""
+    cub = os.path.join(ROOT, "configs", "cub.py")
+    halves = {}
+    for method in ("datadream", "preservation_only", "marginalization_only", "bob"):
+        c = load(cub, f"method={method}")
+        halves[method] = ("{background}" in c.finetune.prompt, c.generate.plan == "bob" and "{background}" in
+                          c.generate.prompt)
+    assert halves == {"datadream": (False, False), "preservation_only": (True, False),
+                      "marginalization_only": (False, True), "bob": (True, True)}
+    listed = load(cub, "method=bob_listed_contexts")
+    assert listed.generate.plan == "listed" and "caption" in listed.stages
+    demo = load(os.path.join(ROOT, "configs", "demo.py"), "ablation=1")
+    assert set(demo.compare.methods.split(",")) == set(config_lib.METHODS)
+    assert demo.generate.contexts_file == "bobjax:toyworld_contexts.tsv"
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ConfigError, match="'shot'"):
         config_lib.parse_arg("shot=5", shots=5)

@@ -5,6 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 from demo_run import demo_config
 from ml_collections import ConfigDict
@@ -100,7 +101,12 @@ def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_pa
     assert sorted(ids) == sorted(p.image_id for p in planned) and len(ids) == 9
     record = source[0]
     assert record["image"].shape == (32, 32, 3) and record["prompt"].decode() == planned[0].prompt
-    assert os.path.exists(os.path.join(artifacts.stage_dir(str(tmp_path), "generate"), "grids", "class_0000.png"))
+    grids = os.path.join(artifacts.stage_dir(str(tmp_path), "generate"), "grids")
+    assert os.path.exists(os.path.join(grids, "class_0000.png"))
+    fixed_noise = np.asarray(Image.open(os.path.join(grids, generate.FIXED_NOISE_GRID)))
+    classes = len(generate.plan_run(config, str(tmp_path))[0].class_names)
+    rows = min(generate.FIXED_NOISE_ROWS, len(planned))
+    assert fixed_noise.shape[:2] == (rows * 32, classes * 32)
 
 
 def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 from bobjax import config_lib
 from bobjax.errors import ConfigError
 from bobjax.generate import plan as plans
+from bobjax.generate.listed_contexts import read_contexts_file
 
 
 @dataclasses.dataclass
@@ -97,3 +98,47 @@ def test_bad_plans_are_named():
         make("class_only", prompt="a photo of a {class}")
     with pytest.raises(ConfigError, match="'gamma'"):
         make("within_class", bank=Bank(np.array([0, 1]), ["a", "b"], ["c", "d"]))
+
+
+def test_listed_draws_every_listed_context_and_no_other(tmp_path):
+    path = tmp_path / "contexts.tsv"
+    path.write_text("# invented\nsky\tflying\n\nreef\tswimming\nmoon\tsitting\n")
+    listed = read_contexts_file(str(path))
+    assert listed == [("sky", "flying"), ("reef", "swimming"), ("moon", "sitting")]
+    images = make("listed", counts=(300, 300, 300), bank=Bank(np.zeros(0, int), [], []), listed=listed)
+    for label in range(3):
+        drawn = collections.Counter((im.background, im.pose) for im in images if im.label == label)
+        assert set(drawn) == set(listed) and min(drawn.values()) > 60
+    assert images[0].prompt == f"a bird photo of a alpha in the {images[0].background} background with the " \
+                               f"{images[0].pose} pose"
+
+
+def test_shipped_toyworld_contexts_cover_the_world():
+    from bobjax import toyworld
+
+    listed = read_contexts_file("bobjax:toyworld_contexts.tsv")
+    assert set(listed) == {(b, p) for b in toyworld.BACKGROUNDS for p in toyworld.POSES}
+
+
+def test_bad_contexts_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="contexts_file, which is empty"):
+        read_contexts_file("")
+    with pytest.raises(ConfigError, match="no such file"):
+        read_contexts_file(str(tmp_path / "missing.tsv"))
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sky\tflying\nreef swimming\n")
+    with pytest.raises(ConfigError, match=r"bad.tsv', line 2: expected 'background<TAB>pose'"):
+        read_contexts_file(str(bad))
+    with pytest.raises(ConfigError, match="lists none"):
+        make("listed", listed=[])
+
+
+def test_fixed_noise_plan_changes_only_the_class_name():
+    planned = make("bob", counts=(3, 5, 0))
+    grid = plans.fixed_noise_plan(planned, CLASSES, "bird", config_lib.BOB_PROMPT, rows=2)
+    assert [(p.label, p.class_name) for p in grid] == [(0, "alpha"), (0, "alpha"), (1, "beta"), (1, "beta"),
+                                                       (2, "gamma"), (2, "gamma")]
+    for label in range(3):
+        column = grid[2 * label:2 * label + 2]
+        assert [(p.seed, p.background, p.pose) for p in column] == [(t.seed, t.background, t.pose) for t in planned[:2]]
+        assert [p.prompt for p in column] == [t.prompt.replace("alpha", CLASSES[label]) for t in planned[:2]]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from flax import nnx
 
-from bobjax import config_lib
+from bobjax import config_lib, toyworld
 from bobjax.models import weights
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.pipeline import weight_files
@@ -70,7 +70,7 @@ def test_shipped_prior_matches_diffusers_pipeline():
 def test_shipped_prior_is_small():
     folder = os.path.join(ROOT, "bobjax", "assets", "toyworld_prior")
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
-    assert 0 < total < 20 * 2**20
+    assert 0 < total < 25 * 2**20
 
 
 def test_export_round_trips(tmp_path):
@@ -88,16 +88,38 @@ def test_export_round_trips(tmp_path):
             np.testing.assert_array_equal(np.asarray(got[key].get_value()), value.astype(np.float16).astype(np.float32))
 
 
-def test_captions_name_context_but_never_a_class():
+def test_captions_name_context_and_look_but_never_a_class():
     config = tiny_config()
-    prompts = data.prompts(config.data)
-    assert prompts[data.EMPTY] == "" and prompts[data.CLASS_ONLY] == "a bird photo of a bird"
-    full = prompts[data.context_prompt_id(0, 1)]
-    assert full == "a bird photo of a bird in the blue sky background with the perched on a branch pose"
-    from bobjax import toyworld
+    classes = toyworld.toy_classes(toyworld.MAX_CLASSES)
+    rng = np.random.default_rng(0)
+    captions = [data.caption(config.data, rng, classes[i % len(classes)], context=i % 28) for i in range(4000)]
+    share = lambda test: np.mean([bool(test(c)) for c in captions])  # noqa: E731
+    assert 0.07 < share(lambda c: c == "") < 0.13
+    assert 0.07 < share(lambda c: c.startswith("a bird photo of a") and "background" not in c and c) < 0.13
+    described = share(lambda c: any(w in c for w in ("crested", "head")))
+    assert 0.4 < described / share(lambda c: c != "") < 0.6
+    assert "a bird photo of a bird in the blue sky background with the perched on a branch pose" in captions
+    # Context 1 = (blue sky, perched); class 0 is crimson, forked, unbarred.
+    assert data.caption(config.data, np.random.default_rng(5), classes[0], context=1) in {
+        f"a bird photo of a {d} in the blue sky background with the perched on a branch pose"
+        for d in classes[0].descriptions("bird")} | {"a bird photo of a bird in the blue sky background with the "
+                                                      "perched on a branch pose", "", "a bird photo of a bird"}
+    species = {word for c in classes for word in c.name.split() if word != "finch"}
+    assert not any(word in c.split() for c in captions for word in species)
+    words = set(" ".join(captions).replace("-", " ").split())
+    for cls in classes:  # Every class's look is described, in every synonym of its colour.
+        assert set(toyworld.COLOUR_WORDS[cls.crest]) <= words
 
-    names = [c.name for c in toyworld.toy_classes(toyworld.MAX_CLASSES)]
-    assert not any(word in p for p in prompts for name in names for word in name.split())
+
+def test_descriptions_name_what_the_renderer_draws():
+    classes = toyworld.toy_classes(toyworld.MAX_CLASSES)
+    for cls in classes:
+        text = " ".join(cls.descriptions("bird"))
+        assert ("wing bar" in text or "barred" in text) == cls.wing_bar
+        assert all(any(w in d for w in toyworld.COLOUR_WORDS[cls.crest]) for d in cls.descriptions("bird"))
+        other = {"forked": "fan", "fan": "forked"}[cls.tail]
+        assert cls.tail in text and other not in text
+        assert not any(word in cls.name.lower() for words in toyworld.COLOUR_WORDS.values() for word in words)
 
 
 def test_pretraining_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
@@ -109,7 +131,7 @@ def test_pretraining_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch)
 
     unet_batch = data.unet_batch
 
-    def killed_at_step_3(*args):
+    def killed_at_step_3(*args):  # (moments, pool, data_config, seed, step, ...)
         if args[4] == 3:  # step
             raise KeyboardInterrupt
         return unet_batch(*args)
@@ -137,4 +159,28 @@ def test_prior_config_errors_name_the_field():
         models.unet_config(config)
     config = tiny_config(**{"data.prompt": "a {descriptor} photo of a {kind}"})
     with pytest.raises(ValueError, match="config.data.prompt"):
-        data.prompts(config.data)
+        data.check_prompts(config.data)
+    with pytest.raises(ValueError, match="config.data.attribute_prompt_prob"):
+        data.check_prompts(tiny_config(**{"data.attribute_prompt_prob": 1.5}).data)
+
+
+def test_continuing_from_an_exported_prior_keeps_its_autoencoder(tmp_path):
+    config = tiny_config(**{"vae.steps": 2, "unet.steps": 2, "decoder.steps": 0})
+    config.sample_steps = 0
+    first = pretrain.run(config, str(tmp_path / "first"))
+    more = tiny_config(**{"vae.steps": 0, "unet.steps": 2, "decoder.steps": 0})
+    more.sample_steps = 0
+    more.init = first.path
+    second = pretrain.run(more, str(tmp_path / "second"))
+    before, after = read_components(first.path), read_components(second.path)
+    for key, value in before["vae"].items():
+        np.testing.assert_array_equal(after["vae"][key], value, err_msg=key)
+    assert any(not np.array_equal(after["unet"][k], v) for k, v in before["unet"].items())
+    with open(os.path.join(first.path, "vae", "config.json")) as f, \
+            open(os.path.join(second.path, "vae", "config.json")) as g:
+        assert f.read() == g.read()  # The same scaling factor: the UNet keeps the latent scale it learnt.
+
+    other = tiny_config(**{"vae.steps": 0, "unet.block_out_channels": (16,)})
+    other.init = first.path
+    with pytest.raises(ValueError, match=r"config.init .* unet differs .*block_out_channels"):
+        pretrain.run(other, str(tmp_path / "third"))

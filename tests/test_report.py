@@ -74,6 +74,45 @@ def test_report_over_a_comparison(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".report")]  # No temporary folder left.
 
 
+def test_ablation_table_and_fixed_noise_grids(tmp_path):
+    methods = ("bob", "marginalization_only", "datadream", "preservation_only")  # Not in the table's order.
+    config = demo_config(**{"compare.methods": ",".join(methods), "compare.seeds": 2})
+    runs = compare.runs(config, str(tmp_path))
+    class_names = make_splits(config.data, config.seed).class_names
+    rng = np.random.default_rng(1)
+    written = {run.workdir: _write_metrics(run, class_names, rng) for run in runs}
+    bob = next(r for r in runs if r.method == "bob")
+    grids = os.path.join(artifacts.stage_dir(bob.workdir, "generate"), "grids")
+    os.makedirs(grids)
+    Image.fromarray(np.full((32, 96, 3), 7, np.uint8)).save(os.path.join(grids, "fixed_noise.png"))
+
+    report.run(config, str(tmp_path))
+
+    out = artifacts.stage_dir(str(tmp_path), "report")
+    markdown = open(os.path.join(out, "index.md")).read()
+    table = [line for line in markdown.split("## Ablation: BOB's two halves")[1].split("##")[0].splitlines()
+             if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[1] for row in table] == ["datadream", "preservation_only", "marginalization_only", "bob"]
+    for row in table:
+        method = row.split(" | ")[1]
+        top1 = [written[r.workdir]["test"]["top1"] for r in runs if r.method == method]
+        assert f"| {np.mean(top1):.1f} ± {np.std(top1):.1f} |" in row
+    assert table[-1].endswith("| 73.78 |")  # The paper's both-halves row.
+    assert "![bob](images/fixed_noise_bob.png)" in markdown
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(out, "images", "fixed_noise_bob.png"))), 7)
+    assert not os.path.exists(os.path.join(out, "images", "fixed_noise_datadream.png"))  # It made no grid.
+
+
+def test_no_ablation_table_without_an_ablation(tmp_path):
+    config = demo_config(**{"compare.methods": "datadream,bob", "compare.seeds": 1})
+    rng = np.random.default_rng(2)
+    class_names = make_splits(config.data, config.seed).class_names
+    for run in compare.runs(config, str(tmp_path)):
+        _write_metrics(run, class_names, rng)
+    report.run(config, str(tmp_path))
+    assert "Ablation" not in open(os.path.join(artifacts.stage_dir(str(tmp_path), "report"), "index.md")).read()
+
+
 def test_missing_run_names_the_file_and_stage(tmp_path):
     config = demo_config(**{"compare.methods": "real_only", "compare.seeds": 1})
     with pytest.raises(artifacts.ArtifactError, match="classify stage") as error:

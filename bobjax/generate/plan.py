@@ -3,7 +3,7 @@
 BOB's context marginalization (``bob``) draws, for every synthetic image of every class, one index uniformly
 with replacement over the caption bank of the *whole dataset*, and uses that real image's (background, pose)
 pair with the target class: an approximation of P(X | do(Y)). The other plans are the paper's ablations and
-baselines. Every draw comes from a generator keyed by (seed, class, index), so image (c, i) gets the same
+baselines, and ``listed`` draws from contexts the user lists (BOB's LLM-invented contexts). Every draw comes from a generator keyed by (seed, class, index), so image (c, i) gets the same
 prompt and noise whatever the number of classes, images, devices or restarts; ``shared_sequence`` reproduces
 the authors' released code, which reset the seed before each class so that all classes share one sequence.
 """
@@ -18,8 +18,9 @@ import numpy as np
 
 from bobjax.errors import ConfigError
 
-PLANS = ("bob", "within_class", "independent", "class_only", "zero_shot")
-CONTEXT_PLANS = ("bob", "within_class", "independent")
+PLANS = ("bob", "within_class", "independent", "listed", "class_only", "zero_shot")
+BANK_PLANS = ("bob", "within_class", "independent")  # Those that draw contexts from the caption bank.
+CONTEXT_PLANS = (*BANK_PLANS, "listed")
 
 
 class ContextBank(Protocol):
@@ -74,13 +75,16 @@ def make_plan(
     prompt: str,
     seed: int,
     bank: ContextBank | None = None,
+    listed: Sequence[tuple[str, str]] = (),
     shared_sequence: bool = False,
 ) -> list[PlannedImage]:
-    """Every synthetic image of the run, class by class."""
+    """Every synthetic image of the run, class by class; ``listed``: the (background, pose) pairs of ``listed``."""
     if plan not in PLANS:
         raise ConfigError(f"config.generate.plan is {plan!r}; expected one of {PLANS}")
     needs_context = plan in CONTEXT_PLANS
-    if needs_context and (bank is None or len(bank.labels) == 0):
+    if plan == "listed" and not listed:
+        raise ConfigError("plan 'listed' draws contexts from config.generate.contexts_file, which lists none")
+    if plan in BANK_PLANS and (bank is None or len(bank.labels) == 0):
         raise ConfigError(f"plan {plan!r} draws contexts from the caption bank, which is empty or missing; "
                           "run the caption stage first")
     for field in ("{background}", "{pose}"):
@@ -105,9 +109,23 @@ def make_plan(
             elif plan == "within_class":
                 j = int(own[rng.integers(len(own))])
                 background, pose = bank.backgrounds[j], bank.poses[j]
+            elif plan == "listed":
+                background, pose = listed[int(rng.integers(len(listed)))]
             elif plan == "independent":
                 background = bank.backgrounds[int(rng.integers(len(labels)))]
                 pose = bank.poses[int(rng.integers(len(labels)))]
             text = _format(prompt, descriptor=descriptor, class_name=class_name, background=background, pose=pose)
             images.append(PlannedImage(label, index, class_name, text, background, pose, noise_seed))
     return images
+
+
+def fixed_noise_plan(planned: Sequence[PlannedImage], class_names: Sequence[str], descriptor: str, prompt: str,
+                     rows: int) -> list[PlannedImage]:
+    """The report's fixed-noise grid, class-major: the first ``rows`` planned images, each redrawn for every class
+    with its noise seed and context kept and only the class name changed, so whether the class name alone changes
+    the picture is seen at a glance."""
+    templates = list(planned[:rows])
+    return [PlannedImage(label, t.index, name, _format(prompt, descriptor=descriptor, class_name=name,
+                                                       background=t.background, pose=t.pose),
+                         t.background, t.pose, t.seed)
+            for label, name in enumerate(class_names) for t in templates]

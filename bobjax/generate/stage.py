@@ -21,9 +21,12 @@ from bobjax import artifacts, assets, parallel
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
-from bobjax.generate.plan import CONTEXT_PLANS, PlannedImage, images_per_class, make_plan
+from bobjax.generate.listed_contexts import read_contexts_file
+from bobjax.generate.plan import BANK_PLANS, PlannedImage, fixed_noise_plan, images_per_class, make_plan
 from bobjax.grid import image_grid
 
+FIXED_NOISE_ROWS = 4  # Noise seeds (rows) of the fixed-noise grid; every class is a column.
+FIXED_NOISE_GRID = "fixed_noise.png"
 SHARD_SIZE = 256  # Images per shard: a few minutes of work on one GPU, so a kill loses little.
 # How long a host that has written its shards waits for the others' (hosts may have one shard more than others).
 SHARDS_TIMEOUT_S = 6 * 3600
@@ -47,14 +50,16 @@ def plan_run(config, workdir: str):
     g = config.generate
     splits = make_splits(config.data, config.seed)
     bank = None
-    if g.plan in CONTEXT_PLANS:
+    if g.plan in BANK_PLANS:
         from bobjax.caption.bank import read_caption_bank
 
         bank = read_caption_bank(workdir)
+    listed = read_contexts_file(g.contexts_file) if g.plan == "listed" else ()
     train_counts = np.bincount(splits.train.labels(), minlength=len(splits.class_names))
     counts = images_per_class(train_counts, g.images_per_class, g.long_tail_total, g.long_tail_m)
     planned = make_plan(g.plan, class_names=splits.class_names, descriptor=splits.descriptor, counts=counts,
-                        prompt=g.prompt, seed=config.seed, bank=bank, shared_sequence=g.shared_sequence)
+                        prompt=g.prompt, seed=config.seed, bank=bank, listed=listed,
+                        shared_sequence=g.shared_sequence)
     return splits, planned
 
 
@@ -113,6 +118,19 @@ def write_grids(directory, planned: list[PlannedImage], source, per_class: int =
             Image.fromarray(row).save(tmp, format="PNG")
 
 
+def write_fixed_noise_grid(path, planned: list[PlannedImage], class_names, descriptor: str, prompt: str,
+                           generate, batch_size: int) -> None:
+    """One row per noise seed (and context), one column per class: :func:`~bobjax.generate.plan.fixed_noise_plan`."""
+    grid_plan = fixed_noise_plan(planned, class_names, descriptor, prompt, FIXED_NOISE_ROWS)
+    if not grid_plan:
+        return
+    images = np.concatenate([generate(grid_plan[k:k + batch_size]) for k in range(0, len(grid_plan), batch_size)])
+    rows = len(grid_plan) // len(class_names)
+    by_row = images.reshape(len(class_names), rows, *images.shape[1:]).swapaxes(0, 1).reshape(images.shape)
+    with artifacts.atomic_path(epath.Path(path)) as tmp:
+        Image.fromarray(image_grid(by_row, columns=len(class_names))).save(tmp, format="PNG")
+
+
 def export_png(directory, source) -> None:
     """An image folder (``<class name>/<image id>.png``) for PyTorch users."""
     for i in range(len(source)):
@@ -131,9 +149,13 @@ def run(config, workdir: str) -> None:
     writer = ShardedWriter(out_dir, "synthetic", features(splits.class_names), "train", num_shards=len(shards))
     mine = [k for k in writer.missing_shards() if k % jax.process_count() == jax.process_index()]
     logging.info("generate: %d images in %d shards; %d shards left for this host", len(planned), len(shards), len(mine))
-    if mine:
+    grid_path = out_dir / "grids" / FIXED_NOISE_GRID
+    grid_due = parallel.is_main_process() and not grid_path.exists()
+    generate = None
+    if mine or grid_due:
         mesh = parallel.make_mesh(config.mesh, devices=jax.local_devices())
         generate = make_generate_fn(config, workdir, mesh)
+    if mine:
         batch = g.batch_size
         with tqdm(total=sum(len(shards[k]) for k in mine), desc="generate", unit="img") as progress:
             for k in mine:
@@ -151,5 +173,8 @@ def run(config, workdir: str) -> None:
 
         source = read_dataset(out_dir)
         write_grids(out_dir / "grids", planned, source)
+        if grid_due:
+            write_fixed_noise_grid(grid_path, planned, splits.class_names, splits.descriptor, g.prompt, generate,
+                                   g.batch_size)
         if g.export_png:
             export_png(out_dir / "png", source)

@@ -25,23 +25,25 @@ class Section:
     code: str = ""
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
 def sections(results: Results, images: list[tuple[str, str]], config_json: str,
-             class_fidelity: dict[str, dict] | None = None, paper: Section | None = None) -> list[Section]:
-    """The report's sections; ``paper`` (:func:`bobjax.report.paper.section`) follows the accuracy table."""
+             class_fidelity: dict[str, dict] | None = None, paper: Section | None = None,
+             ablation: Section | None = None, fixed_noise: list[tuple[str, str]] = ()) -> list[Section]:
+    """The report's sections; ``paper`` (:func:`bobjax.report.paper.section`) and ``ablation``
+    (:func:`bobjax.report.ablation.section`) follow the accuracy table, ``fixed_noise`` (each method's grid of
+    one noise seed per row and one class per column) the class-fidelity table."""
     seeds = sorted({s for m in results.methods for s in m.seeds})
     out = [Section(
         "Test top-1 accuracy (%)",
         text=f"Mean and standard deviation over seeds {seeds}; each run is evaluated on the test split at its "
              "best validation epoch.",
         header=["method", "top-1 mean", "std", "per seed"],
-        rows=[[m.method, _pct(m.top1_mean), _pct(m.top1_std), ", ".join(_pct(a) for a in m.top1)]
+        rows=[[m.method, pct(m.top1_mean), pct(m.top1_std), ", ".join(pct(a) for a in m.top1)]
               for m in results.methods])]
-    if paper is not None:
-        out.append(paper)
+    out += [s for s in (paper, ablation) if s is not None]
     if any(grid for m in results.methods for grid in m.grids):
         out.append(Section(
             "Sweep: each point scored on validation",
@@ -49,25 +51,32 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
                  "and seed the point with the best validation top-1 (the first in grid order among equals) is chosen, "
                  "and its test top-1 is what the other tables show. Test accuracy takes no part in the choice.",
             header=["method", "seed", "point", "validation top-1", "test top-1", "chosen"],
-            rows=[[m.method, str(seed), p.point, _pct(p.validation_top1), _pct(p.test_top1),
+            rows=[[m.method, str(seed), p.point, pct(p.validation_top1), pct(p.test_top1),
                    "yes" if p.point == chosen else ""]
                   for m in results.methods for seed, chosen, grid in zip(m.seeds, m.chosen, m.grids) for p in grid]))
     out.append(Section("Per-class accuracy (%, mean over seeds)",
                        header=["class"] + [m.method for m in results.methods],
-                       rows=[[name] + [_pct(m.per_class_mean()[c]) for m in results.methods]
+                       rows=[[name] + [pct(m.per_class_mean()[c]) for m in results.methods]
                              for c, name in enumerate(results.class_names)]))
     if class_fidelity is not None:
         methods = [m for m in class_fidelity if m != "oracle"]
         out.append(Section(
             "Class fidelity of the synthetic images (%, toy-world oracle)",
             text=f"The share of each method's synthetic images (all seeds) that an oracle classifier, trained on "
-                 f"plentiful context-balanced real toy images ({_pct(class_fidelity['oracle']['test_top1'])} % on "
+                 f"plentiful context-balanced real toy images ({pct(class_fidelity['oracle']['test_top1'])} % on "
                  f"the real test split), labels as the class they were generated for. Chance is "
-                 f"{_pct(100 / len(results.class_names))} %: images at chance carry no class detail, whatever their "
+                 f"{pct(100 / len(results.class_names))} %: images at chance carry no class detail, whatever their "
                  "contexts.",
             header=["method", "all classes"] + results.class_names,
-            rows=[[m, _pct(class_fidelity[m]["top1"])] + [_pct(a) for a in class_fidelity[m]["per_class"]]
+            rows=[[m, pct(class_fidelity[m]["top1"])] + [pct(a) for a in class_fidelity[m]["per_class"]]
                   for m in methods]))
+    if fixed_noise:
+        names = ", ".join(results.class_names)
+        out.append(Section(
+            "Does the class name change the bird? Fixed-noise grids",
+            text=f"Per method (first seed): each row is one noise seed and one context, each column one class "
+                 f"({names}); only the class name in the prompt changes along a row. Columns that look alike "
+                 "mean the class name draws no class detail.", images=list(fixed_noise)))
     out.append(Section("Real and synthetic training images",
                        text="One row per class: the real few-shot images, then each method's synthetic images "
                             "(first seed).", images=images))

@@ -19,7 +19,8 @@ from PIL import Image
 from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import is_finished, read_dataset
-from bobjax.report import paper, render
+from bobjax.generate.stage import FIXED_NOISE_GRID
+from bobjax.report import ablation, paper, render
 from bobjax.report.results import Results, collect
 from bobjax.toyworld import fidelity
 
@@ -91,6 +92,19 @@ def _class_fidelity(config, results: Results) -> dict[str, dict] | None:
     return out
 
 
+def _fixed_noise_grids(results: Results, out_dir: str) -> list[tuple[str, str]]:
+    """Each method's fixed-noise grid (first seed), copied into ``out_dir/images``: (caption, relative path)."""
+    images = []
+    for method in results.methods:
+        source = artifacts.stage_dir(method.workdirs[0], "generate") / "grids" / FIXED_NOISE_GRID
+        if source.exists():
+            path = os.path.join("images", f"fixed_noise_{method.method}.png")
+            with open(os.path.join(out_dir, path), "wb") as f:
+                f.write(source.read_bytes())
+            images.append((method.method, path))
+    return images
+
+
 def run(config, workdir: str) -> dict:
     if not parallel.is_main_process():  # One page from one host; the others wait at the stage's end.
         return {}
@@ -116,7 +130,8 @@ def run(config, workdir: str) -> dict:
             _grid(rows).save(os.path.join(tmp, path))
             images.append((caption, path))
         parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity,
-                                paper.section(config, results))
+                                paper.section(config, results), ablation.section(results, class_fidelity),
+                                _fixed_noise_grids(results, tmp))
         with open(os.path.join(tmp, "index.html"), "w") as f:
             f.write(render.to_html(title, results, parts))
         with open(os.path.join(tmp, "index.md"), "w") as f:

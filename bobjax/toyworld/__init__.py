@@ -7,6 +7,7 @@ perfect generator for diagnosis, :mod:`~bobjax.toyworld.fidelity` the report's c
 
 from bobjax.toyworld.world import (
                                    BACKGROUNDS,
+                                   COLOUR_WORDS,
                                    MAX_CLASSES,
                                    POSES,
                                    ToyClass,
@@ -17,5 +18,5 @@ from bobjax.toyworld.world import (
                                    toy_classes,
 )
 
-__all__ = ["BACKGROUNDS", "MAX_CLASSES", "POSES", "ToyClass", "ToyWorldSpec", "ToyWorldSplit", "render",
+__all__ = ["BACKGROUNDS", "COLOUR_WORDS", "MAX_CLASSES", "POSES", "ToyClass", "ToyWorldSpec", "ToyWorldSplit", "render",
            "spec_from_config", "toy_classes"]

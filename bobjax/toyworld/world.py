@@ -41,6 +41,26 @@ _BODY = (120, 100, 85)
 _BAR = (25, 25, 25)
 
 
+# Species names, as opaque to a text encoder as "Laysan Albatross" or "737-400" are to SD's: no name holds a word
+# for what tells the classes apart, so a zero-shot prompt carries no class information, and a LoRA has to tie each
+# name to plumage words the prior knows (``ToyClass.descriptions``).
+_SPECIES = ("Ashby", "Brenner", "Calder", "Dorran", "Ellery", "Fenwick", "Galloway", "Harlan", "Iverson", "Jarrow",
+            "Kessler", "Lindqvist", "Marlow", "Norcott", "Oakley", "Pemberton", "Quennel", "Rathbone", "Selwyn",
+            "Thornby", "Upton", "Varley", "Wexford", "Yardley")
+
+# Plain words for each detail, with synonyms, as captions on the web would vary them.
+COLOUR_WORDS = {
+    "crimson": ("red", "crimson", "scarlet"),
+    "golden": ("yellow", "golden", "gold"),
+    "azure": ("blue", "azure", "cobalt"),
+    "violet": ("purple", "violet", "lilac"),
+    "emerald": ("green", "emerald", "jade"),
+    "ivory": ("white", "ivory", "cream"),
+}
+WING_BAR_WORDS = ("a black wing bar", "barred wings")
+TAIL_WORDS = {"forked": ("a forked tail", "a split tail"), "fan": ("a fan tail", "a rounded tail")}
+
+
 @dataclasses.dataclass(frozen=True)
 class ToyClass:
     name: str
@@ -48,17 +68,29 @@ class ToyClass:
     wing_bar: bool
     tail: str
 
+    def descriptions(self, descriptor: str) -> list[str]:
+        """Every plain-word description of how this class looks ("red-crested bird with a forked tail", ...):
+        the colour always (it is what a bird is seen by first), the wing bar and tail in some, with synonyms."""
+        out = []
+        for colour in COLOUR_WORDS[self.crest]:
+            for head in (f"{colour}-crested {descriptor}", f"{descriptor} with a {colour} head"):
+                bars = [None] + (list(WING_BAR_WORDS) if self.wing_bar else [])
+                for bar in bars:
+                    for tail in (None, *TAIL_WORDS[self.tail]):
+                        parts = [p for p in (bar, tail) if p]
+                        joiner = " with " if head.endswith(descriptor) else " and "
+                        out.append(head + (joiner + " and ".join(parts) if parts else ""))
+        return out
+
 
 def toy_classes(num_classes: int) -> list[ToyClass]:
-    """The first ``num_classes`` classes; names describe the detail, as a fine-grained taxonomy would."""
+    """The first ``num_classes`` classes, each one (crest colour, wing bar, tail) combination under a species
+    name that names none of them."""
     combos = [(c, bar, tail) for tail in _TAILS for bar in (False, True) for c in _CREST_COLOURS]
     if not 2 <= num_classes <= len(combos):
         raise ConfigError(f"config.data.toyworld.num_classes must be in [2, {len(combos)}], got {num_classes}")
-    classes = []
-    for crest, bar, tail in combos[:num_classes]:
-        name = f"{crest} {'barred ' if bar else ''}{tail}tail"
-        classes.append(ToyClass(name=name, crest=crest, wing_bar=bar, tail=tail))
-    return classes
+    return [ToyClass(name=f"{_SPECIES[i]} finch", crest=crest, wing_bar=bar, tail=tail)
+            for i, (crest, bar, tail) in enumerate(combos[:num_classes])]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,6 @@ import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -21,6 +20,7 @@ from PIL import Image
 from transformers import CLIPTokenizer
 
 from bobjax import artifacts, parallel, toyworld
+from bobjax.errors import ConfigError
 from bobjax.grid import image_grid, to_uint8
 from bobjax.models.sd.schedulers import NoiseSchedule
 from bobjax.toyworld.prior import data, export, models, steps
@@ -42,35 +42,41 @@ def run(config, workdir: str, export_path: str | None = None) -> Result:
     export_path = export_path or os.path.join(workdir, "toyworld_prior")
     os.makedirs(workdir, exist_ok=True)
     pool = data.load_pool(config.data, config.seed, workdir)
+    data.check_prompts(config.data)
     tokenizer = CLIPTokenizer.from_pretrained(export.write_tokenizer(os.path.join(workdir, "tokenizer")))
-    prompt_ids = jnp.asarray(tokenizer(data.prompts(config.data), padding="max_length",
-                                       max_length=models.TEXT_LENGTH, truncation=True, return_tensors="np").input_ids)
-    unet, vae, text_encoder = models.build(config)
+
+    def tokenize(captions: list[str]) -> np.ndarray:
+        return tokenizer(captions, padding="max_length", max_length=models.TEXT_LENGTH, truncation=True,
+                         return_tensors="np").input_ids.astype(np.int32)
+
+    unet, vae, text_encoder, init_scaling_factor = _initial_models(config)
     writer = _writer(config, workdir)
     common = dict(checkpoint_every=config.checkpoint_every, log_every=config.log_every, writer=writer)
 
     c = config.vae
     vae_graph, vae_params = nnx.split(vae)
-    optimizer, _ = optim.make_optimizer(c, c.steps)
-    vae_step = steps.make_vae_step(vae_graph, optimizer, kl_weight=c.kl_weight, seed=config.seed)
-    final = {}
-    state, final["vae"] = run_phase(
-        "vae", os.path.join(workdir, "vae"), steps.init_state(vae_params, optimizer), vae_step,
-        lambda s: data.vae_batch(pool, config.seed, s, c.batch_size, c.crop_size), c.steps, **common)
-    nnx.update(vae, state.params)
-    moments = _latents(vae_graph, state.params, pool["images"], workdir, c.steps)
-    scaling_factor = float(moments["scaling_factor"])
+    final = {"vae": {}}
+    if c.steps or not config.init:
+        optimizer, _ = optim.make_optimizer(c, c.steps)
+        vae_step = steps.make_vae_step(vae_graph, optimizer, kl_weight=c.kl_weight, seed=config.seed)
+        state, final["vae"] = run_phase(
+            "vae", os.path.join(workdir, "vae"), steps.init_state(vae_params, optimizer), vae_step,
+            lambda s: data.vae_batch(pool, config.seed, s, c.batch_size, c.crop_size), c.steps, **common)
+        nnx.update(vae, state.params)
+    moments = _latents(vae_graph, nnx.state(vae), pool["images"], workdir, c.steps)
+    # A UNet that continues from config.init keeps the latent scale it was trained on.
+    scaling_factor = init_scaling_factor or float(moments["scaling_factor"])
 
     c = config.unet
     unet_graph, unet_params = nnx.split(unet)
     text_graph, text_state = nnx.split(text_encoder)
     optimizer, _ = optim.make_optimizer(c, c.steps)
     unet_step = steps.make_unet_step(unet_graph, text_graph, NoiseSchedule.from_config(config.scheduler.to_dict()),
-                                     optimizer, prompt_ids, scaling_factor=scaling_factor, seed=config.seed)
+                                     optimizer, scaling_factor=scaling_factor, seed=config.seed)
     state, final["unet"] = run_phase(
         "unet", os.path.join(workdir, "unet"), steps.init_state(unet_params, optimizer),
         lambda state, batch: unet_step(state, text_state, batch),
-        lambda s: data.unet_batch(moments, pool["prompt_ids"], config.data, config.seed, s, c.batch_size),
+        lambda s: data.unet_batch(moments, pool, config.data, config.seed, s, c.batch_size, tokenize),
         c.steps, **common)
     nnx.update(unet, state.params)
 
@@ -91,6 +97,27 @@ def run(config, workdir: str, export_path: str | None = None) -> Result:
     if config.sample_steps:
         write_sample_grid(export_path, config, os.path.join(workdir, "samples.png"))
     return Result(export_path, final)
+
+
+def _initial_models(config):
+    """(unet, vae, text_encoder, scaling factor): fresh ones seeded by ``config.seed``, or with ``config.init``
+    those of an exported prior of the same architecture (and its VAE's scaling factor), to continue training."""
+    if not config.init:
+        return *models.build(config), None
+    from bobjax.models.sd import load_stable_diffusion
+
+    sd = load_stable_diffusion(config.init)
+    expected = {"unet": models.unet_config(config), "vae": models.vae_config(config, sd.vae.scaling_factor)}
+    for component, want in expected.items():
+        got = sd.unet_config if component == "unet" else sd.vae_config
+        differ = sorted(k for k, v in want.items() if k != "_class_name" and _plain(got.get(k)) != _plain(v))
+        if differ:
+            raise ConfigError(f"config.init {config.init!r}: its {component} differs from this config in {differ}")
+    return sd.unet, sd.vae, sd.text_encoder, float(sd.vae.scaling_factor)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _latents(graph, params, images: np.ndarray, workdir: str, vae_steps: int, batch_size: int = 256) -> dict:

@@ -57,16 +57,15 @@ def make_vae_step(graph, optimizer, *, kl_weight: float, seed: int):
     return jax.jit(step, donate_argnums=(0,))
 
 
-def make_unet_step(graph, text_graph, schedule, optimizer, prompt_ids: jax.Array, *, scaling_factor: float,
-                   seed: int):
-    """``(state, text_state, batch) -> (state, metrics)``; ``batch``: cached VAE ``mean``/``logvar`` and
-    ``prompt_ids`` (rows of the tokenized caption table ``prompt_ids``). The text encoder is frozen."""
+def make_unet_step(graph, text_graph, schedule, optimizer, *, scaling_factor: float, seed: int):
+    """``(state, text_state, batch) -> (state, metrics)``; ``batch``: cached VAE ``mean``/``logvar`` and the
+    captions' ``input_ids``. The text encoder is frozen."""
 
     def step(state: TrainState, text_state: nnx.State, batch: dict):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
         latents, noise, timesteps = noised_inputs(batch["mean"], batch["logvar"], scaling_factor, key,
                                                   schedule.num_train_timesteps)
-        input_ids = prompt_ids[batch["prompt_ids"]]
+        input_ids = batch["input_ids"]
         text_encoder = nnx.merge(text_graph, text_state)
 
         def loss_fn(params):
