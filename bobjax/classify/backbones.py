@@ -94,7 +94,8 @@ def build(cfg, checkpoint: hub.Resolved | None, class_names: list[str], descript
     return Classifier(model, eval_graph, nnx.Param, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def _clip_tokenizer(folder: str):
+def load_clip_tokenizer(folder: str):
+    """The tokenizer of a transformers CLIP folder, or CLIP's own vocabulary (shipped in open_clip) without one."""
     from transformers import CLIPTokenizer
 
     if folder and os.path.isfile(os.path.join(folder, "vocab.json")):
@@ -113,7 +114,7 @@ def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs) -> Classi
     config = clip.read_config(folder) if folder else clip.CLIP_B16
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
     prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=name) for name in class_names]
-    ids = clip.tokenize_prompts(_clip_tokenizer(folder), prompts, max_length)
+    ids = clip.tokenize_prompts(load_clip_tokenizer(folder), prompts, max_length)
     model = clip.CLIPClassifier(config, ids, cfg.image_size, dtype=dtype, rngs=rngs)
     if folder:
         clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=checkpoint.name)

@@ -35,12 +35,26 @@ class Oracle:
         """uint8 NHWC images of any size -> predicted labels."""
         return _predict_all(self.model, images, self.image_size)
 
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC images -> the penultimate (pooled) features, the feature space of the toy world's quality
+        metrics and filters (:mod:`bobjax.quality.encoders`)."""
+        return np.asarray(_features(self.model, _inputs(images, self.image_size)))
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Penultimate features -> class logits (the oracle's head)."""
+        return np.asarray(self.model.fc(jnp.asarray(features)))
+
 
 def _inputs(images: np.ndarray, size: int) -> jax.Array:
     x = jnp.asarray(images, jnp.float32) / 255.0 - 0.5
     if x.shape[1:3] != (size, size):
         x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear")
     return x
+
+
+@nnx.jit
+def _features(model, x):
+    return model.features(x)
 
 
 @nnx.jit
