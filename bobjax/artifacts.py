@@ -45,8 +45,8 @@ COMPLETE = "COMPLETE"
 SCHEMES = ("gs",)
 
 # Where each stage's artifact lives under the workdir.
-STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "classify": "classify",
-              "report": "report"}
+STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "filter": "filter",
+              "classify": "classify", "report": "report"}
 
 # A run's pointer to the folder that holds a stage folder it shares with other runs (``WORKDIR/synthetic.link``: that
 # folder's path relative to the run's), written by :mod:`bobjax.share` where the run's own stage folder would be.
@@ -63,8 +63,11 @@ _STAGE_INPUTS = {
     "caption": ("seed", "data", "caption"),
     "finetune": ("seed", "data", "caption", "model", "finetune"),
     "generate": ("seed", "data", "caption", "model", "finetune", "generate"),
-    "classify": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method"),
-    "report": ("seed", "data", "caption", "model", "finetune", "generate", "classify", "method", "compare", "report"),
+    # The filter's encoder is config.quality's; on the toy world its oracle is sized by config.report's oracle_*.
+    "filter": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "quality", "report"),
+    "classify": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "classify", "method"),
+    "report": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "classify", "method", "compare",
+               "report", "quality"),
 }
 
 

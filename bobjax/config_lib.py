@@ -14,7 +14,7 @@ import ml_collections
 
 from bobjax.errors import ConfigError
 
-STAGES = ("caption", "finetune", "generate", "classify", "report")
+STAGES = ("caption", "finetune", "generate", "filter", "classify", "report")
 METHODS = ("bob", "bob_within_class", "bob_listed_contexts", "preservation_only", "marginalization_only", "datadream",
            "real_only", "zero_shot")
 
@@ -51,6 +51,12 @@ def parse_stages(value) -> list[str]:
     return [s for s in STAGES if s in names]
 
 
+def run_stages(config) -> list[str]:
+    """The stages a run of ``config`` runs: those of ``config.stages``, less ``filter`` while ``config.filter.rule``
+    is ``none`` (nothing to filter: the classifier takes every synthetic image)."""
+    return [s for s in parse_stages(config.stages) if s != "filter" or config.filter.rule != "none"]
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every field bobjax reads, with BOB's defaults."""
     c = ml_collections.ConfigDict()
@@ -64,6 +70,16 @@ def base_config() -> ml_collections.ConfigDict:
     # Toy world only: an oracle classifier trained on oracle_per_class balanced real images per class for
     # oracle_steps steps measures how much class detail each method's synthetic images carry (0 steps: skip).
     c.report = ml_collections.ConfigDict(dict(oracle_steps=300, oracle_per_class=200))
+    # The feature space of the report's synthetic-data quality metrics and of the filters (bobjax/quality/): "default"
+    # is the toy-world oracle's on the toy world (no download) and CLIP openai/clip-vit-base-patch16 elsewhere; or a
+    # hub id or folder of a transformers CLIPModel. metrics: the report measures every method's synthetic set (FD,
+    # diversity, fidelity, CLIP score) against the real images of `reference` (test | train: the few-shot split).
+    c.quality = ml_collections.ConfigDict(dict(encoder="default", metrics=True, reference="test", batch_size=64))
+    # Synthetic images the classifier keeps (bobjax/filter/rules.py): none (BOB) | cosine (DiffCoRe-Mix: cosine to
+    # the class's real images >= real_threshold and, above -1, to the class prompt >= text_threshold) | zero_shot
+    # (DISEF: the encoder's zero-shot classifier names the class) | top_k (top_k images per class by that
+    # classifier's probability of their class).
+    c.filter = ml_collections.ConfigDict(dict(rule="none", real_threshold=0.6, text_threshold=-1.0, top_k=50))
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "tfds"  # tfds | folder | toyworld
@@ -213,11 +229,11 @@ def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collectio
         config.finetune.prompt = CLASS_PROMPT
         config.generate.prompt = CLASS_PROMPT
         config.generate.plan = "class_only"
-        config.stages = "finetune,generate,classify,report"
+        config.stages = "finetune,generate,filter,classify,report"
     elif method == "zero_shot":
         config.generate.prompt = CLASS_PROMPT
         config.generate.plan = "zero_shot"
-        config.stages = "generate,classify,report"
+        config.stages = "generate,filter,classify,report"
     elif method == "real_only":
         config.classify.mixing = "real_only"
         config.stages = "classify,report"

@@ -18,8 +18,8 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bobjax import (artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report,
-                    share)
+from bobjax import (artifacts, caption, classify, compare, config_lib, filter, finetune, generate, parallel, pretrained,
+                    report, share)
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -35,8 +35,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 STAGE_BARRIER_TIMEOUT_S = 3 * 3600
 
 # Each stage's run(config, workdir), in pipeline order.
-STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "classify": classify.run,
-              "report": report.run}
+STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "filter": filter.run,
+              "classify": classify.run, "report": report.run}
 
 
 def record_splits(config, workdir: str) -> None:
@@ -99,7 +99,7 @@ def _pending_stages(plan, redo) -> list:
 def run(config, workdir: str, redo=()) -> None:
     """Runs ``config.stages``: in ``workdir``, or, for a comparison, in each run's folder and then the report
     over all runs in ``workdir``."""
-    stages = config_lib.parse_stages(config.stages)
+    stages = config_lib.run_stages(config)
     if not compare.is_comparison(config):
         pending = _pending_stages([(config, workdir, stage) for stage in stages], redo)
         prepare_workdir(config, workdir, redo)
@@ -110,7 +110,7 @@ def run(config, workdir: str, redo=()) -> None:
     runs = compare.runs(config, workdir)
     share.link_runs(runs, workdir, redo, STAGE_BARRIER_TIMEOUT_S)
     pending = _pending_stages([(one.config, one.workdir, stage) for one in runs
-                               for stage in config_lib.parse_stages(one.config.stages)]
+                               for stage in config_lib.run_stages(one.config)]
                               + ([(config, workdir, "report")] if "report" in stages else []), redo)
     prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     weights = pretrained.resolve_all(pending)
@@ -119,7 +119,7 @@ def run(config, workdir: str, redo=()) -> None:
         pretrained.record(one.workdir, weights.get(one.workdir, {}))
     # Every run's captions before any other stage: the caption VLM needs the GPU memory that JAX takes for good
     # once a JAX stage has started it (see bobjax.caption.stage).
-    plan = [(k, one, stage) for k, one in enumerate(runs) for stage in config_lib.parse_stages(one.config.stages)]
+    plan = [(k, one, stage) for k, one in enumerate(runs) for stage in config_lib.run_stages(one.config)]
     for k, one, stage in sorted(plan, key=lambda item: item[2] != "caption"):
         logging.info("comparison run %d/%d (method %s, seed %d): %s in %s", k + 1, len(runs), one.method, one.seed,
                      stage, one.workdir)

@@ -7,8 +7,8 @@ Where: ``WORKDIR/shared/<stage>-<key>/``, holding the stage's folder under its u
 sha256 of the stage's inputs: the config sections its ``COMPLETE`` marker records
 (:func:`bobjax.artifacts.stage_inputs`). Runs share a folder if and only if those inputs are equal: ``seed`` is one of
 them, so seeds never share; ``method`` is not, but each method's preset is (DataDream's prompts, BOB's context plan),
-so BOB and its within-class ablation share captions and the LoRA, not the synthetic set. Only caption, finetune and
-generate are shared: classify and report are each run's results, and stay in its folder.
+so BOB and its within-class ablation share captions and the LoRA, not the synthetic set. Only caption, finetune,
+generate and filter are shared: classify and report are each run's results, and stay in its folder.
 
 How: a run's folder holds, where the stage's folder would be, a one-line pointer file (``synthetic.link``) with the
 shared folder's path relative to the run (``../../shared/generate-3f2a9c1e0b7d``), which
@@ -31,7 +31,7 @@ import json
 
 from bobjax import artifacts, config_lib, parallel
 
-SHARED_STAGES = ("caption", "finetune", "generate")
+SHARED_STAGES = ("caption", "finetune", "generate", "filter")
 STORE = "shared"  # Under the comparison's workdir.
 
 
@@ -52,7 +52,7 @@ def link_runs(runs, workdir, redo, timeout_s: int) -> None:
     ``workdir``, by the rules above."""
     if parallel.is_main_process():
         for run in runs:
-            for stage in config_lib.parse_stages(run.config.stages):
+            for stage in config_lib.run_stages(run.config):
                 if stage not in SHARED_STAGES:
                     continue
                 link = artifacts.link_path(run.workdir, stage)

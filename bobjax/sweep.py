@@ -8,8 +8,8 @@ separated by ``|``::
     --config.compare.sweep='classify.learning_rate=1e-3|3e-3;classify.real_weight=0.5|0.8'
 
 Values are typed like the field (``true``/``false``, ``1``/``0``, ``yes``/``no`` for a boolean). A field of the
-sections a run's stages read may be swept (data, caption, model, finetune, generate, classify); ``seed`` and
-``method`` are the comparison's own axes (``compare.seeds``, ``compare.methods``). Every method and seed of the
+sections a run's stages read may be swept (data, caption, model, finetune, generate, filter, classify); ``seed``
+and ``method`` are the comparison's own axes (``compare.seeds``, ``compare.methods``). Every method and seed of the
 comparison runs every point of the grid (the product of the axes, in the order written), each an ordinary run in
 ``WORKDIR/<method>/seed<k>/<point>/`` (point ``classify.learning_rate=1e-3,classify.real_weight=0.5``), with the
 point's values set after the method's preset. Points share the stages their values do not reach (:mod:`bobjax.share`):
@@ -32,7 +32,7 @@ import ml_collections
 from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
 
-SWEEPABLE = ("data", "caption", "model", "finetune", "generate", "classify")
+SWEEPABLE = ("data", "caption", "model", "finetune", "generate", "filter", "classify")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 

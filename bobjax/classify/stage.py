@@ -1,6 +1,7 @@
 """The ``classify`` stage: a classifier trained on the real + synthetic stream, evaluated on the real test split.
 
-Reads the real splits (``bobjax.data.make_splits``) and ``WORKDIR/synthetic/`` (absent for ``real_only``);
+Reads the real splits (``bobjax.data.make_splits``) and ``WORKDIR/synthetic/`` (absent for ``real_only``), only the
+images the filter kept when ``config.filter.rule`` is set (``WORKDIR/filter/keep.json``);
 trains with AdamW and warm-up + cosine in one sharded jitted step; evaluates on validation after every epoch
 and on test with the parameters of the best validation epoch; writes ``WORKDIR/classify/metrics.json``.
 Checkpoints (``WORKDIR/classify.partial/``, orbax) carry the state and the best parameters so far, so a killed
@@ -22,6 +23,9 @@ from bobjax.classify import augment, backbones, metrics, optim
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
 from bobjax.data import make_splits
+from bobjax.data.fewshot import Subset
+from bobjax.errors import ConfigError
+from bobjax.filter import keep_list
 from bobjax.data.tfds_writer import is_finished, read_dataset
 from bobjax.grid import image_grid, to_uint8
 from bobjax.training import loop
@@ -42,7 +46,14 @@ def _synthetic(config, workdir: str):
     undecoded = tfds.builder_from_directory(folder).as_data_source(
         split="train", decoders={"image": tfds.decode.SkipDecoding()})
     labels = [int(undecoded[i]["label"]) for i in range(len(undecoded))]
-    return input_lib.LabelledSource(read_dataset(folder), labels)
+    source = input_lib.LabelledSource(read_dataset(folder), labels)
+    if config.filter.rule == "none":
+        return source
+    kept = keep_list.kept_indices(workdir)  # The filter stage's choice (bobjax.filter): only these images train.
+    if not len(kept):
+        raise ConfigError(f"config.filter.rule={config.filter.rule!r} kept none of the {len(labels)} synthetic images "
+                          f"({keep_list.path(workdir)}); loosen the rule or set config.filter.rule='none'")
+    return Subset(source, kept)
 
 
 def checkpoints(workdir: str) -> loop.Checkpoints:
