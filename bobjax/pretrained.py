@@ -15,6 +15,7 @@ from etils import epath
 from bobjax import artifacts, parallel
 from bobjax.classify import backbones
 from bobjax.models import hub
+from bobjax.quality import encoders
 
 MANIFEST = "weights.json"
 
@@ -31,6 +32,10 @@ def _needed(config, stage: str) -> tuple[tuple, Callable[[], dict]] | None:
     if stage == "classify":
         cfg = config.classify
         return ("classify.checkpoint", cfg.backbone, cfg.checkpoint), lambda: _classifier(cfg)
+    if stage == "filter" or (stage == "report" and config.quality.metrics):
+        name = encoders.encoder_name(config)
+        if name != encoders.ORACLE:
+            return ("quality.encoder", name), lambda: encoders.resolve_clip(name).record()
     return None
 
 

@@ -54,7 +54,7 @@ def test_cub_end_to_end_from_the_hub_cache(fake_hub, tmp_path):
     metrics = json.loads((workdir / "classify" / "metrics.json").read_text())
     assert len(metrics["test"]["per_class"]) == len(CLASSES)
     weights = json.loads((workdir / "weights.json").read_text())
-    assert sorted(weights) == ["caption", "classify", "finetune", "generate"]
+    assert sorted(weights) == ["caption", "classify", "finetune", "generate", "report"]
     for stage, repo_id in (("caption", VLM_ID), ("finetune", SD_ID), ("generate", SD_ID), ("classify", CLIP_ID)):
         snapshot = fake_hub.snapshots[repo_id]
         assert (weights[stage]["name"], weights[stage]["revision"]) == (repo_id, os.path.basename(snapshot)), stage
@@ -103,4 +103,5 @@ def test_every_real_config_names_only_weights_users_can_download(fake_hub, name,
     plan = [(config, "run", stage) for stage in config_lib.parse_stages(config.stages)]
     records = pretrained.resolve_all(plan)["run"]
     names = {stage: record["name"] for stage, record in records.items()}
-    assert names == {"caption": VLM_ID, "finetune": sd_id, "generate": sd_id, "classify": CLIP_ID}
+    # The report's quality metrics: CLIP's image tower (config.quality.encoder's default on real datasets).
+    assert names == {"caption": VLM_ID, "finetune": sd_id, "generate": sd_id, "classify": CLIP_ID, "report": CLIP_ID}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from collections.abc import Sequence
 
 from bobjax.report.results import Results
 
@@ -31,10 +32,12 @@ def pct(value: float | None) -> str:
 
 def sections(results: Results, images: list[tuple[str, str]], config_json: str,
              class_fidelity: dict[str, dict] | None = None, paper: Section | None = None,
-             ablation: Section | None = None, fixed_noise: list[tuple[str, str]] = ()) -> list[Section]:
+             ablation: Section | None = None, fixed_noise: list[tuple[str, str]] = (),
+             quality: Sequence[Section] = ()) -> list[Section]:
     """The report's sections; ``paper`` (:func:`bobjax.report.paper.section`) and ``ablation``
     (:func:`bobjax.report.ablation.section`) follow the accuracy table, ``fixed_noise`` (each method's grid of
-    one noise seed per row and one class per column) the class-fidelity table."""
+    one noise seed per row and one class per column) the class-fidelity table, and ``quality``
+    (:func:`bobjax.report.quality.sections`) those grids."""
     seeds = sorted({s for m in results.methods for s in m.seeds})
     out = [Section(
         "Test top-1 accuracy (%)",
@@ -77,6 +80,7 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
             text=f"Per method (first seed): each row is one noise seed and one context, each column one class "
                  f"({names}); only the class name in the prompt changes along a row. Columns that look alike "
                  "mean the class name draws no class detail.", images=list(fixed_noise)))
+    out += quality
     out.append(Section("Real and synthetic training images",
                        text="One row per class: the real few-shot images, then each method's synthetic images "
                             "(first seed).", images=images))

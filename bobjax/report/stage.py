@@ -1,6 +1,8 @@
 """The ``report`` stage: ``WORKDIR/report/index.html``, its Markdown twin ``index.md``, and ``results.json``
 (``{method: {"top1": mean over seeds, "top1_std", "top1_per_seed", "seeds", "per_class"}}``, plus
-``"synthetic_class_fidelity"`` on the toy world: see :mod:`bobjax.toyworld.fidelity`).
+``"synthetic_class_fidelity"`` on the toy world: see :mod:`bobjax.toyworld.fidelity`; and ``"synthetic_quality"``,
+per method with a synthetic set: FD, diversity, fidelity, CLIP score and the filter's counts, see
+:mod:`bobjax.report.quality`).
 
 It covers the run in ``WORKDIR`` or, for a comparison (``config.compare``), every method and seed side by side:
 accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of each class, the
@@ -18,9 +20,9 @@ from PIL import Image
 
 from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
-from bobjax.data.tfds_writer import is_finished, read_dataset
+from bobjax.data.tfds_writer import read_dataset
 from bobjax.generate.stage import FIXED_NOISE_GRID
-from bobjax.report import ablation, paper, render
+from bobjax.report import ablation, paper, quality, render
 from bobjax.report.results import Results, collect
 from bobjax.toyworld import fidelity
 
@@ -67,18 +69,21 @@ def _synthetic_rows(workdir: str, num_classes: int) -> list[list[np.ndarray]] | 
     return rows
 
 
-def _class_fidelity(config, results: Results) -> dict[str, dict] | None:
-    """Toy world only: each method's synthetic class fidelity (mean over its seeds), and the oracle's own test
-    accuracy under the key ``"oracle"``; None where there is nothing to measure."""
-    synthetic = {m.method: [d for d in m.workdirs if is_finished(artifacts.stage_dir(d, "generate"))]
-                 for m in results.methods}
-    if config.data.source != "toyworld" or not config.report.oracle_steps or not any(synthetic.values()):
+def _oracle(config, results: Results) -> fidelity.Oracle | None:
+    """Toy world only: the oracle behind class fidelity and the quality metrics' feature space; None where there is
+    nothing to measure."""
+    if config.data.source != "toyworld" or not config.report.oracle_steps or not quality.synthetic_workdirs(results):
         return None
-    oracle = fidelity.train_oracle(toyworld.spec_from_config(config.data.toyworld),
-                                   per_class=config.report.oracle_per_class, steps=config.report.oracle_steps,
-                                   seed=config.seed)
+    return fidelity.train_oracle(toyworld.spec_from_config(config.data.toyworld),
+                                 per_class=config.report.oracle_per_class, steps=config.report.oracle_steps,
+                                 seed=config.seed)
+
+
+def _class_fidelity(oracle: fidelity.Oracle, results: Results) -> dict[str, dict]:
+    """Each method's synthetic class fidelity (mean over its seeds), and the oracle's own test accuracy under the key
+    ``"oracle"``."""
     out = {"oracle": {"test_top1": oracle.test_top1}}
-    for method, workdirs in synthetic.items():
+    for method, workdirs in quality.synthetic_workdirs(results).items():
         scores = []
         for folder in workdirs:
             source = read_dataset(artifacts.stage_dir(folder, "generate"))
@@ -111,11 +116,17 @@ def run(config, workdir: str) -> dict:
     results = collect(config, workdir)
     out_dir = artifacts.stage_dir(workdir, "report")
     summary = {m.method: m.as_json(results.class_names) for m in results.methods}
-    class_fidelity = _class_fidelity(config, results)
+    oracle = _oracle(config, results)
+    class_fidelity = _class_fidelity(oracle, results) if oracle is not None else None
     if class_fidelity is not None:
         for method, score in class_fidelity.items():
             if method in summary:
                 summary[method]["synthetic_class_fidelity"] = score["top1"]
+    measured = quality.measure(config, results, oracle)
+    if measured is not None:
+        for method, numbers in measured["methods"].items():
+            summary[method]["synthetic_quality"] = {"encoder": measured["encoder"], "reference": measured["reference"],
+                                                    **numbers}
     title = f"bobjax report: {results.dataset}"
     with artifacts.atomic_dir(out_dir, marker="results.json") as tmp:
         os.makedirs(os.path.join(tmp, "images"))
@@ -131,7 +142,8 @@ def run(config, workdir: str) -> dict:
             images.append((caption, path))
         parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity,
                                 paper.section(config, results), ablation.section(results, class_fidelity),
-                                _fixed_noise_grids(results, tmp))
+                                _fixed_noise_grids(results, tmp),
+                                quality.sections(measured, results, class_fidelity is None) if measured else ())
         with open(os.path.join(tmp, "index.html"), "w") as f:
             f.write(render.to_html(title, results, parts))
         with open(os.path.join(tmp, "index.md"), "w") as f:
