@@ -33,6 +33,7 @@ WORKLOADS = {
     "generate": ["generate.py", "--config=medium", "--batch=2", "--steps=5"],
     "classify": ["classify.py", "--models=resnet50,vit_b16", "--batch=8", "--image-size=224"],
     "caption": ["caption.py"],
+    "quality": ["quality.py", "--config=b16", "--images=32"],
 }
 TINY = {
     "unet": ["unet.py", "--config=tiny", "--iters=1"],
@@ -40,6 +41,7 @@ TINY = {
     "generate": ["generate.py", "--config=tiny", "--batch=1", "--steps=2", "--iters=1"],
     "classify": ["classify.py", "--models=resnet18", "--batch=2", "--image-size=32", "--iters=1", "--warmup=1"],
     "caption": ["caption.py", "--images=4", "--batch_size=2", "--max_new_tokens=4"],
+    "quality": ["quality.py", "--config=tiny", "--images=8", "--iters=1"],
 }
 BUSY_LOAD_PER_CORE = 0.25  # 1-minute load average per core above which the machine counts as busy.
 BUSY_PROCESS_CPU = 20.0  # % of a core another process may use while we sample.

@@ -24,7 +24,8 @@ def test_run_all_prints_one_row_per_workload_with_ours_torch_and_ratio(tmp_path)
     results = json.loads(out.read_text())["results"]
     workloads = [r["workload"] for r in results]
     # unet gives forward and forward+backward; every other script one row per model.
-    assert [w.split()[0].rstrip(",") for w in workloads] == ["unet", "unet", "LoRA", "generation", "classifier", "captions"]
+    assert [w.split()[0].rstrip(",") for w in workloads] == ["unet", "unet", "LoRA", "generation", "classifier", "captions",
+                                                             "quality"]
     for row in results:
         assert row["ours"] > 0 and row["torch"] > 0 and row["ratio"] == row["ours"] / row["torch"]
         assert f"| {row['workload']} |" in stdout
