@@ -32,7 +32,7 @@ def _needed(config, stage: str) -> tuple[tuple, Callable[[], dict]] | None:
     if stage == "classify":
         cfg = config.classify
         return ("classify.checkpoint", cfg.backbone, cfg.checkpoint), lambda: _classifier(cfg)
-    if stage == "filter" or (stage == "report" and config.quality.metrics):
+    if (stage == "filter" and config.filter.rule != "none") or (stage == "report" and config.quality.metrics):
         name = encoders.encoder_name(config)
         if name != encoders.ORACLE:
             return ("quality.encoder", name), lambda: encoders.resolve_clip(name).record()

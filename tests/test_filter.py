@@ -124,3 +124,14 @@ def test_a_filter_that_keeps_nothing_is_a_named_error(tmp_path):
     artifacts.write_json(keep_list.path(workdir), {"images": [{"index": i, "kept": False} for i in range(2)]})
     with pytest.raises(ConfigError, match="config.filter.rule='cosine' kept none of the 2 synthetic images"):
         classify_stage._synthetic(config, workdir)
+
+
+def test_a_filter_fetches_its_clip_before_the_first_stage_and_the_toy_world_nothing():
+    from bobjax import pretrained
+
+    config = config_lib.base_config()
+    config.filter.rule = "zero_shot"
+    assert pretrained._needed(config, "filter")[0] == ("quality.encoder", "openai/clip-vit-base-patch16")
+    config.filter.rule = "none"  # The stage does not run.
+    assert pretrained._needed(config, "filter") is None
+    assert pretrained._needed(demo_config(**{"filter.rule": "zero_shot"}), "filter") is None  # The oracle.
