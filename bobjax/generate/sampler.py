@@ -4,6 +4,14 @@ Text encoding, the whole denoising loop (one ``lax.fori_loop``) and the VAE deco
 is a single device program. Each image's initial noise comes from its own seed (``jax.random.key(seed)``), so
 an image does not depend on its batch, the device count or a restart. Numerics mirror diffusers'
 ``StableDiffusionPipeline`` (guidance is skipped at scale <= 1; images are rounded from [-1, 1] to uint8).
+
+Two variants of the peers that BOB is compared with:
+
+- ``strength < 1``: real-guided sampling (SDEdit; DA-Fusion, DISEF, Diff-Mix), diffusers'
+  ``StableDiffusionImg2ImgPipeline``: a given image is encoded by the VAE (a sample of its latent Gaussian), noised
+  to the timestep where the last ``int(steps * strength)`` steps begin, and denoised from there.
+- ``mix_weight < 1``: MVC's mixing of caption embeddings: each image is conditioned on
+  ``w * E(prompt) + (1 - w) * E(mix_prompt)``, E the text encoder's last hidden state.
 """
 
 from __future__ import annotations
@@ -33,9 +41,15 @@ class TextToImage:
         resolution: int,
         mesh: Mesh,
         negative_prompt: str = "",
+        strength: float = 1.0,
+        mix_weight: float = 1.0,
     ):
         self.sd, self.mesh = sd, mesh
-        self.sampler = make_sampler(scheduler, sd.scheduler_config, steps)
+        self.sampler = make_sampler(scheduler, sd.scheduler_config, steps, strength)
+        self.guided_by_images = strength < 1.0
+        if not 0.0 <= mix_weight <= 1.0:
+            raise ValueError(f"mix_weight must be in [0, 1], got {mix_weight}")
+        self.mix_weight = float(mix_weight)
         factor = 2 ** (len(sd.vae_config["block_out_channels"]) - 1)
         if resolution % factor:
             raise ValueError(f"resolution {resolution} is not a multiple of the VAE's downsampling factor {factor}")
@@ -45,11 +59,9 @@ class TextToImage:
         self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
         self._replicated, self._batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
         self.refresh_weights()
-        self._generate = jax.jit(
-            self._pure_generate,
-            in_shardings=(self._replicated, self._batch, self._replicated, self._batch),
-            out_shardings=self._batch,
-        )
+        # Every per-image input (a dict) is split over the devices: one sharding serves the whole dict.
+        self._generate = jax.jit(self._pure_generate, in_shardings=(self._replicated, self._batch, self._replicated),
+                                 out_shardings=self._batch)
 
     def refresh_weights(self) -> None:
         """Reads the pipeline's weights again (after another LoRA was folded in); the graph is the same, so
@@ -57,15 +69,21 @@ class TextToImage:
         state = nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder))
         self._state = jax.device_put(state, self._replicated)
 
-    def initial_noise(self, seeds: Sequence[int]) -> jax.Array:
-        """One standard-normal latent per seed, independent of batch composition."""
+    def initial_noise(self, seeds: Sequence[int], stream: int = 0) -> jax.Array:
+        """One standard-normal latent per seed, independent of batch composition; ``stream`` 1 is the VAE
+        posterior's noise of real-guided sampling, apart from the diffusion noise (stream 0)."""
         keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.uint32))
+        if stream:
+            keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(keys)
         return jax.vmap(lambda k: jax.random.normal(k, self.latent_shape, jnp.float32))(keys)
 
-    def _pure_generate(self, state, ids, negative_ids, latents):
+    def _pure_generate(self, state, batch, negative_ids):
         unet, vae, text_encoder = nnx.merge(self._graphdef, state)
-        context = text_encoder(ids)
+        context = text_encoder(batch["ids"])
         compute_dtype = context.dtype
+        if "mix_ids" in batch:
+            context = (self.mix_weight * context.astype(jnp.float32)
+                       + (1 - self.mix_weight) * text_encoder(batch["mix_ids"]).astype(jnp.float32)).astype(compute_dtype)
         guided = self.guidance_scale > 1.0
         if guided:
             negative = jnp.broadcast_to(text_encoder(negative_ids), context.shape)
@@ -79,30 +97,50 @@ class TextToImage:
             uncond, cond = jnp.split(out, 2)
             return uncond + self.guidance_scale * (cond - uncond)
 
-        x = sample_loop(self.sampler, denoise, self.sampler.init_noise_sigma * latents)
+        if "images" in batch:
+            mean, logvar = vae.encode_moments(batch["images"].astype(compute_dtype))
+            x0 = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * batch["posterior_noise"]
+            start = self.sampler.add_noise(vae.scaling_factor * x0, batch["noise"])
+        else:
+            start = self.sampler.init_noise_sigma * batch["noise"]
+        x = sample_loop(self.sampler, denoise, start)
         images = vae.decode((x / vae.scaling_factor).astype(compute_dtype)).astype(jnp.float32)
         return jnp.clip(images / 2 + 0.5, 0.0, 1.0)
 
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int] | None = None, latents=None) -> np.ndarray:
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int] | None = None, latents=None,
+                 **inputs) -> np.ndarray:
         """uint8 images for ``prompts``, rounded as diffusers rounds them (see :meth:`generate_float`)."""
-        return np.round(self.generate_float(prompts, seeds, latents) * 255).astype(np.uint8)
+        return np.round(self.generate_float(prompts, seeds, latents, **inputs) * 255).astype(np.uint8)
 
-    def generate_float(self, prompts: Sequence[str], seeds: Sequence[int] | None = None, latents=None) -> np.ndarray:
+    def generate_float(self, prompts: Sequence[str], seeds: Sequence[int] | None = None, latents=None, *,
+                       images=None, posterior_noise=None, mix_prompts: Sequence[str] | None = None) -> np.ndarray:
         """Images in [0, 1] for ``prompts``; noise from ``seeds`` or explicit ``latents`` [B, h, w, C].
 
-        The batch is padded to a multiple of the device count and the padding dropped afterwards.
+        Real-guided (``strength < 1``): ``images`` [B, H, W, 3] in [-1, 1] at the resolution, and the VAE posterior's
+        noise from ``seeds`` or explicit ``posterior_noise`` (shaped like the latents). MVC (``mix_weight < 1``):
+        ``mix_prompts``, one per prompt. The batch is padded to a multiple of the device count and the padding
+        dropped afterwards.
         """
         n = len(prompts)
         if (seeds is None) == (latents is None):
             raise ValueError("pass exactly one of seeds or latents")
-        latents = self.initial_noise(seeds) if latents is None else jnp.asarray(latents, jnp.float32)
-        ids = self.sd.tokenize(prompts)
+        batch = {"ids": self.sd.tokenize(prompts),
+                 "noise": self.initial_noise(seeds) if latents is None else jnp.asarray(latents, jnp.float32)}
+        if self.guided_by_images:
+            if images is None:
+                raise ValueError("real-guided sampling (strength < 1) needs the images to start from")
+            batch["images"] = jnp.asarray(images, jnp.float32)
+            batch["posterior_noise"] = (self.initial_noise(seeds, stream=1) if posterior_noise is None
+                                        else jnp.asarray(posterior_noise, jnp.float32))
+        if self.mix_weight < 1.0:
+            if mix_prompts is None or len(mix_prompts) != n:
+                raise ValueError("mixing caption embeddings (mix_weight < 1) needs one mix prompt per prompt")
+            batch["mix_ids"] = self.sd.tokenize(mix_prompts)
         padded = -(-n // self.mesh.size) * self.mesh.size
         if padded != n:
-            ids = np.concatenate([ids, np.repeat(ids[-1:], padded - n, axis=0)])
-            latents = jnp.concatenate([latents, jnp.repeat(latents[-1:], padded - n, axis=0)])
+            batch = {k: jnp.concatenate([v, jnp.repeat(v[-1:], padded - n, axis=0)]) for k, v in batch.items()}
         # Placed explicitly: on more than one host, jit refuses host (numpy) inputs for a sharded argument, even
         # on a mesh of this host's devices (generation runs per host, each on its own shards of the plan).
-        images = self._generate(self._state, jax.device_put(ids, self._batch),
-                                jax.device_put(self.negative_ids, self._replicated), jax.device_put(latents, self._batch))
+        images = self._generate(self._state, jax.device_put(batch, self._batch),
+                                jax.device_put(self.negative_ids, self._replicated))
         return np.asarray(jax.device_get(images))[:n]

@@ -18,6 +18,12 @@ class Sampler:
     - ``scale_model_input(x, i)``: the UNet's input at step ``i`` (only Euler scales it).
     - ``init_state(x)``: what ``step`` carries between steps; float32 arrays whose shapes depend only on x's.
     - ``step(state, model_output, i, x) -> (x_next, new_state)``: one solver step; ``x_next`` has x's dtype.
+    - ``add_noise(x0, noise)``: a clean sample noised to ``timesteps[0]`` as the diffusers scheduler's
+      ``add_noise`` does it there: where image-to-image sampling (SDEdit) starts.
+
+    ``from_config(scheduler_config, num_inference_steps, start=0)`` builds one; ``start > 0`` gives the steps that
+    diffusers' image-to-image pipeline runs after skipping the first ``start`` (``timesteps[start:]`` with the
+    scheduler's step counters starting afresh, as they do there).
 
     Call ``step`` once for each ``i`` in order: multistep solvers read their history from ``state`` and
     their warm-up phase from ``i``. Arithmetic is float32 whatever x's dtype (diffusers' DPM-Solver and
@@ -36,4 +42,7 @@ class Sampler:
         return ()
 
     def step(self, state: Any, model_output: jax.Array, i: jax.Array | int, sample: jax.Array):
+        raise NotImplementedError
+
+    def add_noise(self, x0: jax.Array, noise: jax.Array) -> jax.Array:
         raise NotImplementedError

@@ -44,7 +44,7 @@ class DDIMSampler(Sampler):
     init_noise_sigma: float = struct.field(pytree_node=False, default=1.0)
 
     @classmethod
-    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> DDIMSampler:
+    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int, start: int = 0) -> DDIMSampler:
         o = cfg.read_options(scheduler_config, OPTIONS, reader="the ddim sampler")
         num_train = o["num_train_timesteps"]
         timesteps = np.round(
@@ -53,6 +53,7 @@ class DDIMSampler(Sampler):
         cumprod = alphas_cumprod(o)
         # diffusers steps by T // n whatever the spacing, so trailing/linspace steps may not land on the next one.
         next_timesteps = timesteps - num_train // num_inference_steps
+        timesteps, next_timesteps = timesteps[start:], next_timesteps[start:]  # Stateless: a tail is a slice.
         return cls(
             timesteps=jnp.asarray(timesteps, jnp.int32),
             alpha_prod=jnp.asarray(alphas_cumprod_at(cumprod, timesteps, o["set_alpha_to_one"])),
@@ -75,3 +76,7 @@ class DDIMSampler(Sampler):
             x0 = jnp.clip(x0, -self.clip_range, self.clip_range)
         x_next = jnp.sqrt(a_next) * x0 + jnp.sqrt(1 - a_next) * eps
         return x_next.astype(sample.dtype), state
+
+    def add_noise(self, x0: jax.Array, noise: jax.Array) -> jax.Array:
+        a = self.alpha_prod[0]
+        return jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise

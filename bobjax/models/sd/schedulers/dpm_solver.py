@@ -107,7 +107,7 @@ class DPMSolverSampler(Sampler):
     init_noise_sigma: float = struct.field(pytree_node=False, default=1.0)
 
     @classmethod
-    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> DPMSolverSampler:
+    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int, start: int = 0) -> DPMSolverSampler:
         o = cfg.read_options(scheduler_config, OPTIONS, reader="the dpmpp_2m sampler")
         cumprod = alphas_cumprod(o)
         timesteps = _timesteps(o, num_inference_steps, cumprod)
@@ -121,6 +121,10 @@ class DPMSolverSampler(Sampler):
         first_order |= last & (
             o["euler_at_final"] or (o["lower_order_final"] and n < 15) or o["final_sigmas_type"] == "zero"
         )
+        # A tail (img2img) keeps the full run's final-step rule, and its own first step is first order: diffusers
+        # counts lower-order steps afresh but judges "final" by the full timestep list.
+        timesteps, sigmas, first_order = timesteps[start:], sigmas[start:], first_order[start:].copy()
+        first_order[0] = True
         solver_type = "heun" if o["solver_type"] == "heun" else "midpoint"
         coefficients = _step_coefficients(sigmas, first_order, solver_type)
         alpha = 1 / np.sqrt(sigmas[:-1].astype(np.float64) ** 2 + 1)
@@ -149,3 +153,6 @@ class DPMSolverSampler(Sampler):
             x0 = out
         x_next = self.sample_coeff[i] * x + self.x0_coeff[i] * x0 + self.previous_x0_coeff[i] * state.previous_x0
         return x_next.astype(sample.dtype), DPMSolverState(previous_x0=x0)
+
+    def add_noise(self, x0: jax.Array, noise: jax.Array) -> jax.Array:
+        return self.signal_scale[0] * x0 + self.noise_scale[0] * noise

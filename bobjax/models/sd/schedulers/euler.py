@@ -47,7 +47,7 @@ class EulerSampler(Sampler):
     init_noise_sigma: float = struct.field(pytree_node=False, default=1.0)
 
     @classmethod
-    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> EulerSampler:
+    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int, start: int = 0) -> EulerSampler:
         o = cfg.read_options(scheduler_config, OPTIONS, reader="the euler sampler")
         spacing = o["timestep_spacing"]
         timesteps = spaced_timesteps(
@@ -60,6 +60,7 @@ class EulerSampler(Sampler):
         # diffusers' rule: with leading spacing the first timestep is below T - 1, and the start noise is
         # scaled as for x_t (variance sigma^2 + 1) rather than sigma^2.
         init_noise_sigma = largest if spacing in ("linspace", "trailing") else np.sqrt(largest**2 + 1)
+        timesteps, sigmas = timesteps[start:], sigmas[start:]  # Stateless: a tail is a slice.
         return cls(
             timesteps=jnp.asarray(timesteps),
             sigmas=jnp.asarray(sigmas),
@@ -83,3 +84,6 @@ class EulerSampler(Sampler):
         derivative = (x - x0) / sigma
         x_next = x + derivative * (self.sigmas[i + 1] - sigma)
         return x_next.astype(sample.dtype), state
+
+    def add_noise(self, x0: jax.Array, noise: jax.Array) -> jax.Array:
+        return x0 + self.sigmas[0] * noise  # Euler's variable is x_t / sqrt(a_t).

@@ -66,7 +66,7 @@ class PNDMSampler(Sampler):
     init_noise_sigma: float = struct.field(pytree_node=False, default=1.0)
 
     @classmethod
-    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> PNDMSampler:
+    def from_config(cls, scheduler_config: Mapping[str, Any], num_inference_steps: int, start: int = 0) -> PNDMSampler:
         o = cfg.read_options(scheduler_config, OPTIONS, reader="the pndm sampler")
         num_train = o["num_train_timesteps"]
         visited = np.round(
@@ -74,6 +74,9 @@ class PNDMSampler(Sampler):
         ).astype(np.int64)
         # diffusers' plms_timesteps: every visited timestep, the second one repeated for the warm-up step 1.
         timesteps = np.concatenate([visited[:1], visited[1:2], visited[1:]])
+        # diffusers' img2img slices this list and restarts the warm-up (its step counter) on the slice, even where
+        # the slice begins at the repeated timestep: the tables below follow the slice, as diffusers does.
+        timesteps = timesteps[start:]
         stride = num_train // num_inference_steps
         starts, ends = timesteps.copy(), timesteps - stride
         if len(timesteps) > 1:  # step 1 redoes step 0: from timesteps[1] + stride down to timesteps[1]
@@ -110,3 +113,7 @@ class PNDMSampler(Sampler):
             first_sample=jnp.where(i == 0, x, state.first_sample),
         )
         return x_next.astype(sample.dtype), new_state
+
+    def add_noise(self, x0: jax.Array, noise: jax.Array) -> jax.Array:
+        a = self.alpha_prod[0]
+        return jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise

@@ -22,12 +22,26 @@ SAMPLERS: dict[str, tuple[type[Sampler], str]] = {
 }
 
 
-def make_sampler(name: str, scheduler_config: Mapping[str, Any], num_inference_steps: int) -> Sampler:
+def make_sampler(name: str, scheduler_config: Mapping[str, Any], num_inference_steps: int,
+                 strength: float = 1.0) -> Sampler:
     """The sampler ``name`` for a checkpoint's ``scheduler_config``, as diffusers' ``<Class>.from_config``
-    followed by ``set_timesteps(num_inference_steps)`` would build it."""
+    followed by ``set_timesteps(num_inference_steps)`` would build it; with ``strength < 1``, only the steps that
+    diffusers' image-to-image pipeline runs at that strength (start from ``sampler.add_noise(x0, noise)``)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name][0].from_config(scheduler_config, num_inference_steps)
+    return SAMPLERS[name][0].from_config(scheduler_config, num_inference_steps,
+                                         start=skipped_steps(num_inference_steps, strength))
+
+
+def skipped_steps(num_inference_steps: int, strength: float) -> int:
+    """How many of the first steps image-to-image sampling skips: diffusers' ``get_timesteps`` (every sampler here
+    has ``order`` 1). SDEdit's strength s keeps the last ``int(n * s)`` of n steps."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    kept = min(int(num_inference_steps * strength), num_inference_steps)
+    if kept < 1:
+        raise ValueError(f"strength {strength} keeps no step of {num_inference_steps}; raise the strength or the steps")
+    return num_inference_steps - kept
 
 
 def sample_loop(
