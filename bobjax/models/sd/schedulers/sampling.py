@@ -29,8 +29,8 @@ def make_sampler(name: str, scheduler_config: Mapping[str, Any], num_inference_s
     diffusers' image-to-image pipeline runs at that strength (start from ``sampler.add_noise(x0, noise)``)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name][0].from_config(scheduler_config, num_inference_steps,
-                                         start=skipped_steps(num_inference_steps, strength))
+    start = 0 if strength == 1.0 else skipped_steps(num_inference_steps, strength)  # (from_config checks the steps)
+    return SAMPLERS[name][0].from_config(scheduler_config, num_inference_steps, start=start)
 
 
 def skipped_steps(num_inference_steps: int, strength: float) -> int:
