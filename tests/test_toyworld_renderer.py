@@ -44,8 +44,9 @@ def test_each_image_is_its_planned_class_background_and_pose(tmp_path):
     ({"generate.plan": "class_only"}, r"generate.plan='class_only' does not give"),
     ({"data.source": "folder"}, r"config.data.source is 'folder'"),
     ({"generate.renderer": "gan"}, r"config.generate.renderer must be 'diffusion' or 'toyworld', got 'gan'"),
+    ({"generate.real_guidance": "same_class"}, r"cannot start from real images \(config.generate.real_guidance\)"),
 ])
 def test_bad_renderer_settings_are_named(tmp_path, overrides, message):
     config = renderer_config(**overrides)
     with pytest.raises(ConfigError, match=message):
-        generate.make_generate_fn(config, str(tmp_path), mesh=None)
+        generate.make_generate_fn(config, str(tmp_path), mesh=None, train_source=None)

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from bobjax import artifacts
+from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.plan import PlannedImage
 from bobjax.generate.sampler import TextToImage
 from bobjax.models import lora
@@ -23,8 +24,8 @@ from bobjax.models import lora
 class PerClassLoras:
     """``planned images -> uint8 images``, each drawn with the LoRA of its own class."""
 
-    def __init__(self, generator: TextToImage, finetune_dir, scale: float):
-        self.generator, self.finetune_dir, self.scale = generator, finetune_dir, scale
+    def __init__(self, generator: TextToImage, finetune_dir, scale: float, inputs: SamplerInputs):
+        self.generator, self.finetune_dir, self.scale, self.inputs = generator, finetune_dir, scale, inputs
         sd = generator.sd
         self._base = [(variable, variable.get_value()) for model in (sd.unet, sd.text_encoder)
                       for _, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))]
@@ -49,7 +50,7 @@ class PerClassLoras:
             size = min(len(planned), 1 << (len(rows) - 1).bit_length())  # The next power of two, at most the batch.
             padded = rows + [rows[-1]] * (size - len(rows))
             self.use(label)
-            images = self.generator([planned[i].prompt for i in padded], seeds=[planned[i].seed for i in padded])
+            images = self.generator(**self.inputs([planned[i] for i in padded]))
             for i, image in zip(rows, images):
                 out[i] = image
         return np.stack(out)

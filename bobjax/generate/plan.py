@@ -40,6 +40,11 @@ class PlannedImage:
     background: str
     pose: str
     seed: int  # Seeds this image's initial noise.
+    # Set by bobjax.generate.guidance (the peers' modes); the defaults are plain text-to-image.
+    mix_prompt: str = ""  # MVC: the prompt whose embedding is mixed with this one's.
+    source_index: int = -1  # Real-guided: the train-split image sampling starts from.
+    source_label: int = -1  # Its class.
+    source_weight: float = 0.0  # Its class's share of the image's soft label (Diff-Mix).
 
     @property
     def image_id(self) -> str:

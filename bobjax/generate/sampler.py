@@ -7,7 +7,7 @@ an image does not depend on its batch, the device count or a restart. Numerics m
 
 Two variants of the peers that BOB is compared with:
 
-- ``strength < 1``: real-guided sampling (SDEdit; DA-Fusion, DISEF, Diff-Mix), diffusers'
+- ``strength`` set: real-guided sampling (SDEdit; DA-Fusion, DISEF, Diff-Mix), diffusers'
   ``StableDiffusionImg2ImgPipeline``: a given image is encoded by the VAE (a sample of its latent Gaussian), noised
   to the timestep where the last ``int(steps * strength)`` steps begin, and denoised from there.
 - ``mix_weight < 1``: MVC's mixing of caption embeddings: each image is conditioned on
@@ -41,12 +41,12 @@ class TextToImage:
         resolution: int,
         mesh: Mesh,
         negative_prompt: str = "",
-        strength: float = 1.0,
+        strength: float | None = None,
         mix_weight: float = 1.0,
     ):
         self.sd, self.mesh = sd, mesh
-        self.sampler = make_sampler(scheduler, sd.scheduler_config, steps, strength)
-        self.guided_by_images = strength < 1.0
+        self.guided_by_images = strength is not None
+        self.sampler = make_sampler(scheduler, sd.scheduler_config, steps, 1.0 if strength is None else strength)
         if not 0.0 <= mix_weight <= 1.0:
             raise ValueError(f"mix_weight must be in [0, 1], got {mix_weight}")
         self.mix_weight = float(mix_weight)
@@ -116,7 +116,7 @@ class TextToImage:
                        images=None, posterior_noise=None, mix_prompts: Sequence[str] | None = None) -> np.ndarray:
         """Images in [0, 1] for ``prompts``; noise from ``seeds`` or explicit ``latents`` [B, h, w, C].
 
-        Real-guided (``strength < 1``): ``images`` [B, H, W, 3] in [-1, 1] at the resolution, and the VAE posterior's
+        Real-guided (``strength`` set): ``images`` [B, H, W, 3] in [-1, 1] at the resolution, and the VAE posterior's
         noise from ``seeds`` or explicit ``posterior_noise`` (shaped like the latents). MVC (``mix_weight < 1``):
         ``mix_prompts``, one per prompt. The batch is padded to a multiple of the device count and the padding
         dropped afterwards.
@@ -128,7 +128,7 @@ class TextToImage:
                  "noise": self.initial_noise(seeds) if latents is None else jnp.asarray(latents, jnp.float32)}
         if self.guided_by_images:
             if images is None:
-                raise ValueError("real-guided sampling (strength < 1) needs the images to start from")
+                raise ValueError("real-guided sampling (strength set) needs the images to start from")
             batch["images"] = jnp.asarray(images, jnp.float32)
             batch["posterior_noise"] = (self.initial_noise(seeds, stream=1) if posterior_noise is None
                                         else jnp.asarray(posterior_noise, jnp.float32))

@@ -21,6 +21,8 @@ from bobjax import artifacts, assets, parallel
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
+from bobjax.generate.guidance import add_guidance
+from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.listed_contexts import read_contexts_file
 from bobjax.generate.plan import BANK_PLANS, PlannedImage, fixed_noise_plan, images_per_class, make_plan
 from bobjax.grid import image_grid
@@ -42,6 +44,11 @@ def features(class_names) -> tfds.features.FeaturesDict:
         "background": tfds.features.Text(),
         "pose": tfds.features.Text(),
         "seed": np.int64,
+        # Since the peers' modes (bobjax.generate.guidance); sets written before lack them and read as hard labels
+        # from noise (bobjax.classify.mixing.soft_label_fields).
+        "mix_prompt": tfds.features.Text(),
+        "source_label": np.int64,  # -1: from noise.
+        "source_weight": np.float32,  # The source class's share of the soft label.
     })
 
 
@@ -60,6 +67,10 @@ def plan_run(config, workdir: str):
     planned = make_plan(g.plan, class_names=splits.class_names, descriptor=splits.descriptor, counts=counts,
                         prompt=g.prompt, seed=config.seed, bank=bank, listed=listed,
                         shared_sequence=g.shared_sequence)
+    if g.real_guidance or g.mvc_weight != 1.0:
+        planned = add_guidance(planned, seed=config.seed, train_labels=splits.train.labels(),
+                               real_guidance=g.real_guidance, strength=g.strength, gamma=g.soft_label_gamma,
+                               mvc_weight=g.mvc_weight)
     return splits, planned
 
 
@@ -81,30 +92,38 @@ def load_generator(config, workdir: str, mesh):
             lora.fold_file_into_pipeline(sd, artifacts.stage_dir(workdir, "finetune") / artifacts.LORA_FILE,
                                          scale=g.lora_scale)
     return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
-                       resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt)
+                       resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt,
+                       strength=g.strength if g.real_guidance else None, mix_weight=g.mvc_weight)
 
 
-def make_generate_fn(config, workdir: str, mesh):
+def make_generate_fn(config, workdir: str, mesh, train_source):
     """``planned images -> uint8 images``: the fine-tuned diffusion model, or the toy world's own renderer."""
-    renderer = config.generate.renderer
+    g = config.generate
+    renderer = g.renderer
     if renderer == "toyworld":
+        if g.real_guidance or g.mvc_weight != 1.0:
+            raise ConfigError("config.generate.renderer='toyworld' draws the planned contexts only; it cannot start "
+                              "from real images (config.generate.real_guidance) or mix prompts "
+                              "(config.generate.mvc_weight)")
         from bobjax.toyworld.renderer import ToyWorldRenderer
 
         return ToyWorldRenderer(config)
     if renderer != "diffusion":
         raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
     generator = load_generator(config, workdir, mesh)
-    if config.finetune.per_class and config.generate.plan != "zero_shot":
+    inputs = SamplerInputs(train_source, g.resolution, real_guided=bool(g.real_guidance), mixed=g.mvc_weight != 1.0)
+    if config.finetune.per_class and g.plan != "zero_shot":
         from bobjax.generate.per_class import PerClassLoras
 
-        return PerClassLoras(generator, artifacts.stage_dir(workdir, "finetune"), config.generate.lora_scale)
-    return lambda planned: generator([p.prompt for p in planned], seeds=[p.seed for p in planned])
+        return PerClassLoras(generator, artifacts.stage_dir(workdir, "finetune"), g.lora_scale, inputs)
+    return lambda planned: generator(**inputs(planned))
 
 
 def _records(planned: list[PlannedImage], images: np.ndarray):
     for item, image in zip(planned, images):
         yield {"image": image, "label": item.label, "image_id": item.image_id, "class_name": item.class_name,
-               "prompt": item.prompt, "background": item.background, "pose": item.pose, "seed": item.seed}
+               "prompt": item.prompt, "background": item.background, "pose": item.pose, "seed": item.seed,
+               "mix_prompt": item.mix_prompt, "source_label": item.source_label, "source_weight": item.source_weight}
 
 
 def write_grids(directory, planned: list[PlannedImage], source, per_class: int = 8) -> None:
@@ -154,7 +173,7 @@ def run(config, workdir: str) -> None:
     generate = None
     if mine or grid_due:
         mesh = parallel.make_mesh(config.mesh, devices=jax.local_devices())
-        generate = make_generate_fn(config, workdir, mesh)
+        generate = make_generate_fn(config, workdir, mesh, splits.train)
     if mine:
         batch = g.batch_size
         with tqdm(total=sum(len(shards[k]) for k in mine), desc="generate", unit="img") as progress:
