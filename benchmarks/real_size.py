@@ -121,7 +121,9 @@ def classify(args) -> dict:
     rng = np.random.default_rng(0)
     batch = parallel.global_batch({"image": rng.integers(0, 256, (cfg.batch_size, cfg.image_size, cfg.image_size, 3),
                                                          dtype=np.uint8),
-                                   "label": rng.integers(0, args.classes, cfg.batch_size).astype(np.int32)}, mesh)
+                                   "label": rng.integers(0, args.classes, cfg.batch_size).astype(np.int32),
+                                   "source_label": np.full(cfg.batch_size, -1, np.int32),  # Hard labels.
+                                   "source_weight": np.zeros(cfg.batch_size, np.float32)}, mesh)
     ready = time.perf_counter() - start
     box = [state]
 

@@ -153,6 +153,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate.shared_sequence = False  # The authors' quirk: every class reuses one context/noise sequence.
     c.generate.guidance_scale = 2.0
     c.generate.negative_prompt = ""
+    # The peers' modes (bobjax/generate/guidance.py). real_guidance: "" (from noise) | same_class (SDEdit from a train
+    # image of the class: DA-Fusion, DISEF) | other_class (from another class's, soft label: Diff-Mix), denoising the
+    # last int(steps * strength) steps; soft_label_gamma: Diff-Mix's gamma (target share strength ** gamma).
+    c.generate.real_guidance = ""
+    c.generate.strength = 0.5
+    c.generate.soft_label_gamma = 0.8
+    c.generate.mvc_weight = 1.0  # MVC: condition on w E(prompt) + (1 - w) E(another prompt of the class); 1 is off.
     c.generate.steps = 50
     c.generate.scheduler = "pndm"  # pndm | ddim | dpmpp_2m | euler (bobjax.models.sd.schedulers.SAMPLERS)
     c.generate.lora_scale = 1.0
@@ -170,9 +177,11 @@ def base_config() -> ml_collections.ConfigDict:
     # "default": the backbone's pretrained weights from the hub (classify.backbones.DEFAULT_CHECKPOINTS); "random":
     # random init; or a hub id, a timm weights file or folder, a transformers CLIPModel folder.
     c.classify.checkpoint = "default"
-    c.classify.mixing = "lambda"  # lambda | alpha | btl | real_only
+    c.classify.mixing = "lambda"  # lambda | alpha | btl | realmix | real_only
     c.classify.real_weight = 0.8  # lambda of BOB: loss = lambda CE(real) + (1 - lambda) CE(synthetic).
     c.classify.alpha = 0.5  # SGIA: probability that a slot holds a synthetic image.
+    # DiffCoRe-Mix (mixing 'realmix'): probability that a real slot is mixed with a synthetic image of its class.
+    c.classify.realmix_prob = 0.5
     c.classify.epochs = 100
     # Optimiser steps per epoch; 0: one pass over the epoch's stream (BOB's). Fixing it gives every method the
     # same number of steps: with 5 shots a real-only epoch is one batch, against 15 for a real + synthetic one.

@@ -70,8 +70,15 @@ class LabelledSource:
 
 def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grain.MapDataset:
     def prepare(record):
-        return {"image": augment.resize_and_center_crop(np.asarray(record["image"]), image_size),
-                "label": np.int32(record["label"]), "synthetic": np.bool_(record["synthetic"])}
+        out = {"image": augment.resize_and_center_crop(np.asarray(record["image"]), image_size),
+               "label": np.int32(record["label"]), "synthetic": np.bool_(record["synthetic"]),
+               "source_label": np.int32(record["source_label"]), "source_weight": np.float32(record["source_weight"])}
+        if "partner" in record:  # realmix: the synthetic image this row is mixed with, and its label.
+            out |= {"partner": augment.resize_and_center_crop(np.asarray(record["partner"]), image_size),
+                    "partner_label": np.int32(record["partner_label"]), "mixed": np.bool_(record["mixed"]),
+                    "partner_source_label": np.int32(record["partner_source_label"]),
+                    "partner_source_weight": np.float32(record["partner_source_weight"])}
+        return out
 
     return mixing.materialize(stream, real, synthetic).map(prepare)
 
@@ -87,12 +94,12 @@ def _host_rows(parts: list[grain.MapDataset], global_size: int) -> Callable[[int
 
 
 def _stack(records: list[dict]) -> dict[str, np.ndarray]:
-    return {key: np.stack([r[key] for r in records]) for key in ("image", "label", "synthetic")}
+    return {key: np.stack([r[key] for r in records]) for key in records[0]}
 
 
 @dataclasses.dataclass
 class Phase:
-    kind: str  # a mixing kind: lambda | alpha | real_only
+    kind: str  # a mixing kind: lambda | alpha | realmix | real_only
     epochs: int
     steps_per_epoch: int
     batch: Callable[[int], dict[str, np.ndarray]]  # step within the phase -> this host's batch
@@ -125,6 +132,9 @@ class TrainInput:
             else:
                 if kind == "alpha":
                     refs = mixing.alpha_stream(real_labels, synthetic_labels, cfg.alpha, seed)
+                    epoch_size = len(mixing.repeated_real_indices(real_labels, synthetic_labels))
+                elif kind == "realmix":
+                    refs = mixing.realmix_stream(real_labels, synthetic_labels, cfg.alpha, cfg.realmix_prob, seed)
                     epoch_size = len(mixing.repeated_real_indices(real_labels, synthetic_labels))
                 else:
                     refs = mixing.real_stream(real_labels, seed)

@@ -6,9 +6,16 @@
 - ``alpha`` (SGIA, eq. 2): each slot holds a real image with probability 1 - alpha, else a synthetic image of that
   real image's class.
 - ``btl`` (SGIA's Bridging Transfer Learning, eq. 3): the ``alpha`` stream, then a phase on real images only.
+- ``realmix`` (DiffCoRe-Mix): the ``alpha`` stream, in which each real slot is, with probability ``realmix_prob``,
+  mixed with a synthetic image of its class at the pixel level (MixUp's blend) or the patch level (CutMix's box),
+  even odds; ``bobjax.classify.realmix`` mixes them on the device.
 - ``real_only``: the baseline.
 
-Streams are grain ``MapDataset``s of references ``(kind, index)`` (kind 0 = real, 1 = synthetic): every step is
+Synthetic records may carry a soft label (Diff-Mix: ``source_label`` with share ``source_weight``, see
+``bobjax.generate.guidance``); every record passes it on, real ones and older synthetic sets as ``(-1, 0.0)``.
+
+Streams are grain ``MapDataset``s of references ``(kind, index)`` (kind 0 = real, 1 = synthetic; ``realmix`` adds
+the partner's synthetic index, -1 for none): every step is
 a pure function of (seed, step), so a resumed run sees the same batches, and statistics can be checked without
 decoding an image. :func:`materialize` turns references into records.
 """
@@ -21,7 +28,8 @@ import numpy as np
 from bobjax.errors import ConfigError
 
 REAL, SYNTHETIC = 0, 1
-MIXINGS = ("lambda", "alpha", "btl", "real_only")
+MIXINGS = ("lambda", "alpha", "btl", "realmix", "real_only")
+NO_PARTNER = -1
 
 
 def _references(kind: int, indices: np.ndarray) -> grain.MapDataset:
@@ -53,15 +61,22 @@ def lambda_streams(real_labels: np.ndarray, synthetic_labels: np.ndarray, seed: 
     return real, synthetic
 
 
-def alpha_stream(real_labels: np.ndarray, synthetic_labels: np.ndarray, alpha: float, seed: int) -> grain.MapDataset:
-    """Each real slot is swapped, with probability ``alpha``, for a random synthetic image of its class."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"config.classify.alpha must be in [0, 1], got {alpha}")
+def _synthetic_by_class(real_labels, synthetic_labels, field: str, probability: float) -> dict[int, np.ndarray]:
+    """Synthetic indices of each real class; a class without any is an error where ``field`` draws them."""
+    if not 0.0 <= probability <= 1.0:
+        raise ConfigError(f"config.classify.{field} must be in [0, 1], got {probability}")
     synthetic_labels = np.asarray(synthetic_labels)
     by_class = {int(c): np.flatnonzero(synthetic_labels == c) for c in np.unique(real_labels)}
     empty = [c for c, idx in by_class.items() if len(idx) == 0]
-    if alpha > 0 and empty:
-        raise ConfigError(f"mixing 'alpha' needs synthetic images of every class; classes {empty[:10]} have none")
+    if probability > 0 and empty:
+        raise ConfigError(f"config.classify.{field}={probability} draws synthetic images of every class; classes "
+                          f"{empty[:10]} have none")
+    return by_class
+
+
+def alpha_stream(real_labels: np.ndarray, synthetic_labels: np.ndarray, alpha: float, seed: int) -> grain.MapDataset:
+    """Each real slot is swapped, with probability ``alpha``, for a random synthetic image of its class."""
+    by_class = _synthetic_by_class(real_labels, synthetic_labels, "alpha", alpha)
     real_labels = np.asarray(real_labels)
 
     def swap(reference, rng: np.random.Generator):
@@ -75,13 +90,46 @@ def alpha_stream(real_labels: np.ndarray, synthetic_labels: np.ndarray, alpha: f
     return _references(REAL, repeated).shuffle(seed=seed).repeat().random_map(swap, seed=seed + 2)
 
 
+def realmix_stream(real_labels: np.ndarray, synthetic_labels: np.ndarray, alpha: float, prob: float,
+                   seed: int) -> grain.MapDataset:
+    """The ``alpha`` stream, each real slot given, with probability ``prob``, a random synthetic partner of its class
+    to be mixed with (DiffCoRe-Mix mixes a real image with its generated counterparts)."""
+    by_class = _synthetic_by_class(real_labels, synthetic_labels, "realmix_prob", prob)
+    real_labels = np.asarray(real_labels)
+
+    def pair(reference, rng: np.random.Generator):
+        kind, index = reference
+        if kind == REAL and rng.random() < prob:
+            candidates = by_class[int(real_labels[index])]
+            return kind, index, int(candidates[rng.integers(len(candidates))])
+        return kind, index, NO_PARTNER
+
+    return alpha_stream(real_labels, synthetic_labels, alpha, seed).random_map(pair, seed=seed + 3)
+
+
+def soft_label_fields(record) -> dict:
+    """A record's soft-label fields; real records and synthetic sets written before them have a hard label."""
+    return {"source_label": int(record.get("source_label", -1)),
+            "source_weight": float(record.get("source_weight", 0.0))}
+
+
 def materialize(references: grain.MapDataset, real_source, synthetic_source) -> grain.MapDataset:
-    """References -> records ``{"image", "label", "synthetic"}`` read from the two sources."""
+    """References -> records ``{"image", "label", "synthetic", "source_label", "source_weight"}`` read from the two
+    sources; a ``realmix`` reference adds its partner's (``"partner"``, ``"partner_label"``, ..., the record's own
+    image where it has none) and ``"mixed"``."""
+
+    def read(kind: int, index: int) -> dict:
+        record = (real_source if kind == REAL else synthetic_source)[index]
+        return {"image": record["image"], "label": int(record["label"]), **soft_label_fields(record)}
 
     def load(reference):
-        kind, index = reference
-        record = (real_source if kind == REAL else synthetic_source)[index]
-        return {"image": record["image"], "label": int(record["label"]), "synthetic": kind == SYNTHETIC}
+        kind, index, *partner = reference
+        out = read(kind, index) | {"synthetic": kind == SYNTHETIC}
+        if partner:
+            other = read(SYNTHETIC, partner[0]) if partner[0] != NO_PARTNER else read(kind, index)
+            out |= {"partner" if key == "image" else f"partner_{key}": value for key, value in other.items()}
+            out["mixed"] = partner[0] != NO_PARTNER
+        return out
 
     return references.map(load)
 

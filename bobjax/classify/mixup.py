@@ -15,7 +15,7 @@ MIXUP_ALPHA = 0.8
 CUTMIX_ALPHA = 1.0
 
 
-def _cutmix_box(key, height: int, width: int, lam):
+def cutmix_box(key, height: int, width: int, lam):
     """A box of area about (1 - lam) of the image, centred uniformly, clipped; returns (mask, corrected lam)."""
     k_y, k_x = jax.random.split(key)
     ratio = jnp.sqrt(1.0 - lam)
@@ -35,7 +35,7 @@ def mix_part(key, images, targets, prob: float):
     apply = jax.random.uniform(k_apply) < prob
     use_cutmix = jax.random.uniform(k_kind) < 0.5
     lam_mixup = jax.random.beta(k_mixup, MIXUP_ALPHA, MIXUP_ALPHA)
-    mask, lam_cut = _cutmix_box(k_box, images.shape[1], images.shape[2], jax.random.beta(k_cut, CUTMIX_ALPHA, CUTMIX_ALPHA))
+    mask, lam_cut = cutmix_box(k_box, images.shape[1], images.shape[2], jax.random.beta(k_cut, CUTMIX_ALPHA, CUTMIX_ALPHA))
     mixed = jnp.where(use_cutmix, jnp.where(mask, partner_images, images),
                       lam_mixup * images + (1.0 - lam_mixup) * partner_images)
     lam = jnp.where(apply, jnp.where(use_cutmix, lam_cut, lam_mixup), 1.0)

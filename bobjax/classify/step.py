@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from bobjax import parallel
-from bobjax.classify import augment, mixup
+from bobjax.classify import augment, mixup, realmix
 from bobjax.errors import ConfigError
 from bobjax.models import lora
 
@@ -53,11 +53,24 @@ def normalize(images, mean, std):
     return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
 
 
+def soft_targets(label, source_label, source_weight, num_classes: int):
+    """``(1 - w) * onehot(label) + w * onehot(source_label)``: Diff-Mix's soft label; w = 0 (and source -1) is the
+    hard label, exactly."""
+    w = source_weight.astype(jnp.float32)[:, None]
+    return (1 - w) * jax.nn.one_hot(label, num_classes) + w * jax.nn.one_hot(source_label, num_classes)
+
+
 def prepare(key, batch, spec: augment.AugmentSpec, parts, num_classes: int, mix_prob: float):
     """uint8 batch -> (augmented, mixed images in [0, 1], soft targets)."""
     k_aug, k_mix = jax.random.split(key)
     images = augment.augment_batch(k_aug, batch["image"], spec)
-    targets = jax.nn.one_hot(batch["label"], num_classes)
+    targets = soft_targets(batch["label"], batch["source_label"], batch["source_weight"], num_classes)
+    if "partner" in batch:  # realmix (DiffCoRe-Mix): real rows mixed with their synthetic partners first.
+        partners = augment.augment_batch(jax.random.fold_in(key, 2), batch["partner"], spec)
+        partner_targets = soft_targets(batch["partner_label"], batch["partner_source_label"],
+                                       batch["partner_source_weight"], num_classes)
+        images, targets = realmix.mix_rows(jax.random.fold_in(key, 3), images, targets, partners, partner_targets,
+                                           batch["mixed"])
     return mixup.mix_batch(k_mix, images, targets, parts, mix_prob)
 
 
