@@ -211,6 +211,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
     """BOB and the baselines of BOB_SPEC, as changes to a config."""
+    if method in PEER_METHODS:
+        return apply_peer_method(config, method)
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; expected one of {METHODS}")
     config.method = method
@@ -246,6 +248,33 @@ def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collectio
     elif method == "real_only":
         config.classify.mixing = "real_only"
         config.stages = "classify,report"
+    return config
+
+
+# The generation and mixing modes of BOB's peers (README "Peers' modes"), each on the baseline it extends.
+PEER_METHODS = ("real_guided", "diff_mix", "mvc", "diffcore")
+METHODS += PEER_METHODS
+# DiffCoRe-Mix's negative prompt names things that must not appear; ours is a dataset-agnostic version of its list.
+DIFFCORE_NEGATIVE_PROMPT = "people, human, text, watermark, cartoon, drawing, painting, blurry, low quality"
+
+
+def apply_peer_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """The peers' presets: real_guided (DA-Fusion, DISEF), diff_mix, mvc, diffcore (DiffCoRe-Mix)."""
+    if method in ("real_guided", "diff_mix"):  # SDEdit from a real image with the class prompt (DataDream's LoRA).
+        apply_method(config, "datadream")
+        config.generate.real_guidance = "same_class" if method == "real_guided" else "other_class"
+        config.generate.strength = 0.5 if method == "real_guided" else 0.7  # DA-Fusion's t0 0.5; Diff-Mix's fixed 0.7.
+        config.generate.soft_label_gamma = 0.8  # Diff-Mix's scripts.
+    elif method == "mvc":  # Caption-conditioned LoRA; the condition mixes two captions of the class.
+        apply_method(config, "bob_within_class")
+        config.generate.mvc_weight = 0.5
+    elif method == "diffcore":  # Context and negative prompts; real images mixed with synthetic ones of their class.
+        apply_method(config, "bob_within_class")
+        config.generate.negative_prompt = DIFFCORE_NEGATIVE_PROMPT
+        config.classify.mixing = "realmix"
+    else:
+        raise ConfigError(f"unknown method {method!r}; expected one of {METHODS}")
+    config.method = method
     return config
 
 

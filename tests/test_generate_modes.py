@@ -6,7 +6,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from test_generate import DIFFUSERS_SCHEDULERS, PROMPTS, mesh_of, resolution, tiny_sd_path  # noqa: F401
+from test_generate import DIFFUSERS_SCHEDULERS, PROMPTS, mesh_of, resolution
 
 from bobjax.generate.sampler import TextToImage
 from bobjax.models.sd import load_stable_diffusion

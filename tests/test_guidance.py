@@ -6,7 +6,7 @@ import collections
 
 import numpy as np
 import pytest
-from test_generate import mesh_of, stage_config, tiny_sd_path  # noqa: F401
+from test_generate import mesh_of, stage_config
 from test_plan import make
 
 from bobjax import artifacts
@@ -104,3 +104,17 @@ def test_stage_writes_diff_mix_images_from_their_planned_sources(tiny_sd_path, t
         assert record["source_weight"] == pytest.approx(1 - 0.7 ** 0.8)
         assert np.abs(record["image"].astype(int) - image.astype(int)).max() <= 1  # uint8 rounding of float noise.
     assert make_splits(config.data, config.seed).train.labels()[planned[0].source_index] == planned[0].source_label
+
+
+def test_peer_presets_set_their_modes_and_compare_accepts_them():
+    from bobjax import compare, config_lib
+
+    got = {m: config_lib.apply_method(config_lib.base_config(), m) for m in config_lib.PEER_METHODS}
+    assert got["real_guided"].generate.real_guidance == "same_class" and got["real_guided"].generate.plan == "class_only"
+    assert (got["diff_mix"].generate.real_guidance, got["diff_mix"].generate.strength) == ("other_class", 0.7)
+    assert got["mvc"].generate.mvc_weight == 0.5 and got["mvc"].generate.plan == "within_class"
+    assert got["diffcore"].classify.mixing == "realmix" and got["diffcore"].generate.negative_prompt
+    assert all(c.method == m for m, c in got.items())
+    config = config_lib.base_config()
+    config.compare.methods = "bob," + ",".join(config_lib.PEER_METHODS)
+    assert compare.methods(config) == ["bob", *config_lib.PEER_METHODS]
