@@ -80,7 +80,7 @@ def test_ablation_presets_are_bobs_halves():
     listed = load(cub, "method=bob_listed_contexts")
     assert listed.generate.plan == "listed" and "caption" in listed.stages
     demo = load(os.path.join(ROOT, "configs", "demo.py"), "ablation=1")
-    assert set(demo.compare.methods.split(",")) == set(config_lib.METHODS)
+    assert set(demo.compare.methods.split(",")) == set(config_lib.METHODS) - set(config_lib.PEER_METHODS)
     assert demo.generate.contexts_file == "bobjax:toyworld_contexts.tsv"
 
 

@@ -118,3 +118,14 @@ def test_peer_presets_set_their_modes_and_compare_accepts_them():
     config = config_lib.base_config()
     config.compare.methods = "bob," + ",".join(config_lib.PEER_METHODS)
     assert compare.methods(config) == ["bob", *config_lib.PEER_METHODS]
+
+
+def test_fixed_noise_grid_keeps_each_templates_start_image_and_mixes_its_own_prompt():
+    from bobjax import config_lib
+    from bobjax.generate.plan import fixed_noise_plan
+    from test_plan import CLASSES
+
+    planned = guided(counts=(3, 3, 3), real_guidance="other_class", strength=0.5, mvc_weight=0.5)
+    grid = fixed_noise_plan(planned, CLASSES, "bird", config_lib.BOB_PROMPT, rows=2)
+    assert [g.source_index for g in grid] == [t.source_index for t in planned[:2]] * 3
+    assert all(g.mix_prompt == g.prompt and g.class_name in g.prompt for g in grid)

@@ -24,6 +24,8 @@ class SamplerInputs:
         self._images: dict[int, np.ndarray] = {}
 
     def real_image(self, index: int) -> np.ndarray:
+        if index < 0:  # A planned image without a source (a plain plan's): a negative index would read another image.
+            raise ValueError("real-guided sampling needs each planned image's source_index; this one has none")
         if index not in self._images:
             image = resize_and_center_crop(np.asarray(self.train_source[index]["image"]), self.resolution)
             self._images[index] = image.astype(np.float32) / 127.5 - 1.0

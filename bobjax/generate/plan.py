@@ -130,7 +130,12 @@ def fixed_noise_plan(planned: Sequence[PlannedImage], class_names: Sequence[str]
     with its noise seed and context kept and only the class name changed, so whether the class name alone changes
     the picture is seen at a glance."""
     templates = list(planned[:rows])
-    return [PlannedImage(label, t.index, name, _format(prompt, descriptor=descriptor, class_name=name,
-                                                       background=t.background, pose=t.pose),
-                         t.background, t.pose, t.seed)
-            for label, name in enumerate(class_names) for t in templates]
+    grid = []
+    for label, name in enumerate(class_names):
+        for t in templates:
+            text = _format(prompt, descriptor=descriptor, class_name=name, background=t.background, pose=t.pose)
+            # A real-guided template keeps its start image; an MVC one mixes the new prompt with itself, as its
+            # second prompt names the template's class.
+            grid.append(dataclasses.replace(t, label=label, class_name=name, prompt=text,
+                                            mix_prompt=text if t.mix_prompt else ""))
+    return grid
