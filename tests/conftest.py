@@ -65,14 +65,6 @@ def fake_hub(_session_hub, monkeypatch):
     return _session_hub.use(monkeypatch)
 
 
-@pytest.fixture(scope="session")
-def tiny_sd_path(tmp_path_factory):
-    """A tiny SD 1.x-style pipeline (tests/tiny_sd.py) as a diffusers folder, built once per session."""
-    from tiny_sd import make_tiny_sd
-
-    return str(make_tiny_sd(tmp_path_factory.mktemp("sd") / "sd1", style="sd1"))
-
-
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
     """An offline Hugging Face cache that holds nothing."""

@@ -9,6 +9,7 @@ from PIL import Image
 import torch
 from demo_run import demo_config
 from ml_collections import ConfigDict
+from tiny_sd import make_tiny_sd
 
 from bobjax import artifacts, parallel
 from bobjax.data.tfds_writer import read_dataset
@@ -19,6 +20,11 @@ from bobjax.models.sd import load_stable_diffusion
 PROMPTS = ["a bird photo of a crimson forkedtail in the blue sky background", "a bird photo of a golden fantail"]
 DIFFUSERS_SCHEDULERS = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler",
                         "euler": "EulerDiscreteScheduler"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_path(tmp_path_factory):
+    return str(make_tiny_sd(tmp_path_factory.mktemp("sd") / "sd1", style="sd1"))
 
 
 def mesh_of(n):

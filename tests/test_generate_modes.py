@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 import torch
 from test_generate import DIFFUSERS_SCHEDULERS, PROMPTS, mesh_of, resolution
+from tiny_sd import make_tiny_sd
 
 from bobjax.generate.sampler import TextToImage
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers.sampling import skipped_steps
 
 STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_path(tmp_path_factory):
+    # Built here, with tiny_sd (torch, diffusers) imported at collection: importing torch after JAX has run in the
+    # process can crash it (triton's import under torch._dynamo).
+    return str(make_tiny_sd(tmp_path_factory.mktemp("sd") / "sd1", style="sd1"))
 
 
 def pipeline(cls, path, scheduler):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_generate import mesh_of, stage_config
 from test_plan import make
+from tiny_sd import make_tiny_sd
 
 from bobjax import artifacts
 from bobjax.classify.augment import resize_and_center_crop
@@ -20,6 +21,13 @@ from bobjax.generate.sampler import TextToImage
 from bobjax.models.sd import load_stable_diffusion
 
 TRAIN_LABELS = np.repeat(np.arange(3), 5)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_path(tmp_path_factory):
+    # Built here, with tiny_sd (torch, diffusers) imported at collection: importing torch after JAX has run in the
+    # process can crash it (triton's import under torch._dynamo).
+    return str(make_tiny_sd(tmp_path_factory.mktemp("sd") / "sd1", style="sd1"))
 
 
 def guided(plan="bob", counts=(200, 200, 200), **kw):
