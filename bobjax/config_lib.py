@@ -15,8 +15,10 @@ import ml_collections
 from bobjax.errors import ConfigError
 
 STAGES = ("caption", "finetune", "generate", "filter", "classify", "report")
+# The generation and mixing modes of BOB's peers (README "Peers' modes"), each on the baseline it extends.
+PEER_METHODS = ("real_guided", "diff_mix", "mvc", "diffcore")
 METHODS = ("bob", "bob_within_class", "bob_listed_contexts", "preservation_only", "marginalization_only", "datadream",
-           "real_only", "zero_shot")
+           "real_only", "zero_shot", *PEER_METHODS)
 
 # The prompts of BOB_SPEC, step 2 (training) and 3 (generation); {descriptor} is the dataset's object kind.
 BOB_PROMPT = "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
@@ -251,9 +253,6 @@ def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collectio
     return config
 
 
-# The generation and mixing modes of BOB's peers (README "Peers' modes"), each on the baseline it extends.
-PEER_METHODS = ("real_guided", "diff_mix", "mvc", "diffcore")
-METHODS += PEER_METHODS
 # DiffCoRe-Mix's negative prompt names things that must not appear; ours is a dataset-agnostic version of its list.
 DIFFCORE_NEGATIVE_PROMPT = "people, human, text, watermark, cartoon, drawing, painting, blurry, low quality"
 
