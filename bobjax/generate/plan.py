@@ -3,8 +3,9 @@
 BOB's context marginalization (``bob``) draws, for every synthetic image of every class, one index uniformly
 with replacement over the caption bank of the *whole dataset*, and uses that real image's (background, pose)
 pair with the target class: an approximation of P(X | do(Y)). The other plans are the paper's ablations and
-baselines, and ``listed`` draws from contexts the user lists (BOB's LLM-invented contexts). Every draw comes from a generator keyed by (seed, class, index), so image (c, i) gets the same
-prompt and noise whatever the number of classes, images, devices or restarts; ``shared_sequence`` reproduces
+baselines, and ``listed`` draws from contexts the user lists (BOB's LLM-invented contexts). Every draw comes from
+a generator keyed by (seed, class, index), so image (c, i) gets the same prompt and noise whatever the number of
+classes, images, devices or restarts; ``shared_sequence`` reproduces
 the authors' released code, which reset the seed before each class so that all classes share one sequence.
 """
 

@@ -21,7 +21,7 @@ from bobjax import artifacts, assets, parallel
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
-from bobjax.generate.guidance import add_guidance
+from bobjax.generate import guidance
 from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.listed_contexts import read_contexts_file
 from bobjax.generate.plan import BANK_PLANS, PlannedImage, fixed_noise_plan, images_per_class, make_plan
@@ -67,8 +67,8 @@ def plan_run(config, workdir: str):
     planned = make_plan(g.plan, class_names=splits.class_names, descriptor=splits.descriptor, counts=counts,
                         prompt=g.prompt, seed=config.seed, bank=bank, listed=listed,
                         shared_sequence=g.shared_sequence)
-    if g.real_guidance or g.mvc_weight != 1.0:
-        planned = add_guidance(planned, seed=config.seed, train_labels=splits.train.labels(),
+    if guidance.in_use(g):
+        planned = guidance.add_guidance(planned, seed=config.seed, train_labels=splits.train.labels(),
                                real_guidance=g.real_guidance, strength=g.strength, gamma=g.soft_label_gamma,
                                mvc_weight=g.mvc_weight)
     return splits, planned
@@ -101,7 +101,7 @@ def make_generate_fn(config, workdir: str, mesh, train_source):
     g = config.generate
     renderer = g.renderer
     if renderer == "toyworld":
-        if g.real_guidance or g.mvc_weight != 1.0:
+        if guidance.in_use(g):
             raise ConfigError("config.generate.renderer='toyworld' draws the planned contexts only; it cannot start "
                               "from real images (config.generate.real_guidance) or mix prompts "
                               "(config.generate.mvc_weight)")
@@ -170,7 +170,6 @@ def run(config, workdir: str) -> None:
     logging.info("generate: %d images in %d shards; %d shards left for this host", len(planned), len(shards), len(mine))
     grid_path = out_dir / "grids" / FIXED_NOISE_GRID
     grid_due = parallel.is_main_process() and not grid_path.exists()
-    generate = None
     if mine or grid_due:
         mesh = parallel.make_mesh(config.mesh, devices=jax.local_devices())
         generate = make_generate_fn(config, workdir, mesh, splits.train)
