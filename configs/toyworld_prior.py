@@ -25,11 +25,12 @@ def get_config(arg=None):
     c.data.class_prompt = config_lib.CLASS_PROMPT  # DataDream's context-free prompt, so that one is known too.
     c.data.class_prompt_prob = 0.1
     # Captions whose object kind is a plain description of the bird's look ("red-crested bird with a fan tail").
-    c.data.attribute_prompt_prob = 0.5
+    c.data.attribute_prompt_prob = 0.7
     c.data.empty_prompt_prob = 0.1  # Unconditional captions, for classifier-free guidance.
 
     # An exported prior of this architecture to continue from ("" trains from scratch); with it, vae.steps may be 0.
     c.init = ""
+    c.init_unet = True  # False: only the init's autoencoder and text encoder; the UNet starts fresh.
 
     c.vae = ml_collections.ConfigDict(dict(
         block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16, latent_channels=8,

@@ -1,6 +1,7 @@
 """The toy-world prior: the shipped folder loads in bobjax and in diffusers (same numbers), pre-training runs and
 resumes exactly, and its export round-trips."""
 
+import json
 import os
 
 import jax.numpy as jnp
@@ -184,3 +185,19 @@ def test_continuing_from_an_exported_prior_keeps_its_autoencoder(tmp_path):
     other.init = first.path
     with pytest.raises(ValueError, match=r"config.init .* unet differs .*block_out_channels"):
         pretrain.run(other, str(tmp_path / "third"))
+
+    # A fresh UNet, of another architecture, on the init's autoencoder and text encoder.
+    other.init_unet = False
+    other.unet.steps, other.decoder.steps, other.sample_steps = 1, 0, 0
+    fresh = read_components(pretrain.run(other, str(tmp_path / "fresh")).path)
+    for component in ("vae", "text_encoder"):
+        for key, value in before[component].items():
+            np.testing.assert_array_equal(fresh[component][key], value, err_msg=f"{component}: {key}")
+    with open(os.path.join(first.path, "unet", "config.json")) as f:
+        assert json.load(f)["block_out_channels"] == [32]
+    with open(os.path.join(tmp_path / "fresh" / "toyworld_prior", "unet", "config.json")) as f:
+        assert json.load(f)["block_out_channels"] == [16]
+    wider = tiny_config(**{"vae.steps": 0, "text_encoder.hidden_size": 32})
+    wider.init, wider.init_unet = first.path, False
+    with pytest.raises(ValueError, match=r"config.init .* text_encoder differs .*hidden_size"):
+        pretrain.run(wider, str(tmp_path / "wider"))

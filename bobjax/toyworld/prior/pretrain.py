@@ -101,19 +101,26 @@ def run(config, workdir: str, export_path: str | None = None) -> Result:
 
 def _initial_models(config):
     """(unet, vae, text_encoder, scaling factor): fresh ones seeded by ``config.seed``, or with ``config.init``
-    those of an exported prior of the same architecture (and its VAE's scaling factor), to continue training."""
+    those of an exported prior of the same architecture (and its VAE's scaling factor), to continue training.
+    With ``config.init_unet`` False the UNet is fresh and only the autoencoder and text encoder come from the
+    init, so a UNet can be trained anew (new captions, another architecture) in the latent space of a shipped
+    VAE without the VAE's 11 minutes."""
     if not config.init:
         return *models.build(config), None
     from bobjax.models.sd import load_stable_diffusion
 
     sd = load_stable_diffusion(config.init)
-    expected = {"unet": models.unet_config(config), "vae": models.vae_config(config, sd.vae.scaling_factor)}
+    expected = {"vae": models.vae_config(config, sd.vae.scaling_factor),
+                "text_encoder": models.text_encoder_config(config)}
+    if config.init_unet:
+        expected["unet"] = models.unet_config(config)
     for component, want in expected.items():
-        got = sd.unet_config if component == "unet" else sd.vae_config
+        got = getattr(sd, f"{component}_config")
         differ = sorted(k for k, v in want.items() if k != "_class_name" and _plain(got.get(k)) != _plain(v))
         if differ:
             raise ConfigError(f"config.init {config.init!r}: its {component} differs from this config in {differ}")
-    return sd.unet, sd.vae, sd.text_encoder, float(sd.vae.scaling_factor)
+    unet = sd.unet if config.init_unet else models.build(config)[0]
+    return unet, sd.vae, sd.text_encoder, float(sd.vae.scaling_factor)
 
 
 def _plain(value):
