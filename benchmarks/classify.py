@@ -44,6 +44,12 @@ def _median_seconds(step, iters: int, warmup: int) -> float:
 
 def bench_jax(name: str, batch: int, size: int, dtype, iters: int, warmup: int) -> tuple[float, float | None]:
     """(seconds per step, FLOPs per step from XLA's cost analysis)."""
+    run, flops = make_jax_step(name, batch, size, dtype)
+    return _median_seconds(run, iters, warmup), flops
+
+
+def make_jax_step(name: str, batch: int, size: int, dtype):
+    """(a function that runs one compiled training step and waits for it, its FLOPs from XLA's cost analysis)."""
     cfg = config_lib.base_config().classify
     cfg.backbone, cfg.image_size = name, size
     model = backbones.build(cfg, None, [f"class {c}" for c in range(1000)], "object", rngs=nnx.Rngs(0)).model
@@ -78,7 +84,7 @@ def bench_jax(name: str, batch: int, size: int, dtype, iters: int, warmup: int) 
         box["state"] = step(box["state"], images, labels)
         jax.block_until_ready(box["state"])
 
-    return _median_seconds(run, iters, warmup), flops
+    return run, flops
 
 
 def bench_torch(name: str, batch: int, size: int, bf16: bool, iters: int, warmup: int) -> float:
