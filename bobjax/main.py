@@ -18,8 +18,9 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bobjax import (artifacts, caption, classify, compare, config_lib, filter, finetune, generate, parallel, pretrained,
-                    report, share)
+from bobjax import (artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report,
+                    share)
+from bobjax import filter as filter_stage  # Not as "filter": that would shadow the builtin in this module.
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -35,7 +36,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 STAGE_BARRIER_TIMEOUT_S = 3 * 3600
 
 # Each stage's run(config, workdir), in pipeline order.
-STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "filter": filter.run,
+STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": generate.run, "filter": filter_stage.run,
               "classify": classify.run, "report": report.run}
 
 
