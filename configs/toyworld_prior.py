@@ -3,7 +3,8 @@
 A small SD (VAE 4x down to 16x16x8 latents at 64 px, a two-level UNet, a 2-layer CLIP text tower on the real
 BPE vocabulary) pre-trained on toy birds of every class in every background and pose, captioned with BOB's
 prompt with the object kind in place of the class name: it knows contexts and birds, not the classes.
-Pre-trains in about 1.5 hours on a 2-core CPU (VAE 11 min, UNet 5,000 steps ~60 min). Args: ``tiny=True``
+Pre-trains in about 1.5 hours on a 2-core CPU (VAE 11 min, UNet 5,000 steps ~60 min); with
+``init_unet=False`` on a shipped prior, the UNet alone (~60 min). Args: ``tiny=True``
 shrinks everything for tests.
 """
 

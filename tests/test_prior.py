@@ -68,6 +68,40 @@ def test_shipped_prior_matches_diffusers_pipeline():
     assert pipe.vae.config.scaling_factor == sd.vae.scaling_factor != 1.0  # measured after training, not left at 1
 
 
+def test_shipped_prior_draws_the_look_it_is_told_and_nothing_for_a_species_name(one_device):
+    """Like SD with "a red bird", the prior draws the crest colour a description names; a species name, which it
+    never saw, gives no class at all: the starting point BOB's LoRA needs (issue 17). Judged by the toy-world
+    oracle on 8 images per class (fixed seeds and contexts), against the binomial chance bound."""
+    import ml_collections
+    from scipy import stats
+
+    from bobjax import parallel
+    from bobjax.generate.sampler import TextToImage
+    from bobjax.toyworld import fidelity
+
+    spec = toyworld.ToyWorldSpec()
+    classes = toyworld.toy_classes(spec.num_classes)
+    sd = load_stable_diffusion(os.path.join(ROOT, "bobjax", "assets", "toyworld_prior"))
+    mesh = parallel.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1}))
+    generate = TextToImage(sd, scheduler="pndm", steps=20, guidance_scale=2.0, resolution=64, mesh=mesh)
+    oracle = fidelity.train_oracle(spec, per_class=100, steps=150, seed=0)
+    assert oracle.test_top1 > 90, oracle.test_top1  # A judge that knows the classes.
+    rng = np.random.default_rng(0)
+    per_class = 8
+    contexts = [(toyworld.BACKGROUNDS[rng.integers(6)], toyworld.POSES[rng.integers(4)]) for _ in range(per_class)]
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    chance_high = stats.binom.ppf(0.999, len(labels), 1 / len(classes)) / len(labels) * 100
+    scores = {}
+    for kind in ("described", "species"):
+        prompts = [f"a bird photo of a {cls.descriptions('bird')[i] if kind == 'described' else cls.name} in the "
+                   f"{background} background with the {pose} pose"
+                   for cls in classes for i, (background, pose) in enumerate(contexts)]
+        images = np.concatenate([generate(prompts[k:k + 16], seeds=list(range(16))) for k in range(0, len(prompts), 16)])
+        scores[kind] = fidelity.class_fidelity(oracle, images, labels, len(classes))["top1"]
+    print("fidelity", scores, "chance bound", chance_high)
+    assert scores["described"] > chance_high > scores["species"], (scores, chance_high)
+
+
 def test_shipped_prior_is_small():
     folder = os.path.join(ROOT, "bobjax", "assets", "toyworld_prior")
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
@@ -98,7 +132,7 @@ def test_captions_name_context_and_look_but_never_a_class():
     assert 0.07 < share(lambda c: c == "") < 0.13
     assert 0.07 < share(lambda c: c.startswith("a bird photo of a") and "background" not in c and c) < 0.13
     described = share(lambda c: any(w in c for w in ("crested", "head")))
-    assert 0.4 < described / share(lambda c: c != "") < 0.6
+    assert 0.6 < described / share(lambda c: c != "") < 0.8
     assert "a bird photo of a bird in the blue sky background with the perched on a branch pose" in captions
     # Context 1 = (blue sky, perched); class 0 is crimson, forked, unbarred.
     assert data.caption(config.data, np.random.default_rng(5), classes[0], context=1) in {
