@@ -31,7 +31,7 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "TPU 
              "TPU v5p": 459e12, "TPU v6 lite": 918e12}
 
 
-def _median_seconds(step, iters: int, warmup: int) -> float:
+def median_seconds(step, iters: int, warmup: int) -> float:
     for _ in range(warmup):
         step()
     times = []
@@ -45,7 +45,7 @@ def _median_seconds(step, iters: int, warmup: int) -> float:
 def bench_jax(name: str, batch: int, size: int, dtype, iters: int, warmup: int) -> tuple[float, float | None]:
     """(seconds per step, FLOPs per step from XLA's cost analysis)."""
     run, flops = make_jax_step(name, batch, size, dtype)
-    return _median_seconds(run, iters, warmup), flops
+    return median_seconds(run, iters, warmup), flops
 
 
 def make_jax_step(name: str, batch: int, size: int, dtype):
@@ -109,7 +109,7 @@ def bench_torch(name: str, batch: int, size: int, bf16: bool, iters: int, warmup
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return _median_seconds(run, iters, warmup)
+    return median_seconds(run, iters, warmup)
 
 
 def peak_flops() -> float | None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from classify import median_seconds
 from result import emit
 
 # name: (kind, input shape, weight shape) at batch 8, NHWC for JAX / NCHW for torch; the layers that dominate
@@ -30,17 +29,6 @@ OPS = {
     "resnet50 conv3x3 14px 256->256": ("conv", (8, 14, 14, 256), (3, 3, 256, 256)),
     "vit_b16 mlp matmul 1576x768->3072": ("matmul", (8 * 197, 768), (768, 3072)),
 }
-
-
-def _median_seconds(fn, iters: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_jax(kind: str, x_shape, w_shape, iters: int) -> float:
@@ -54,7 +42,7 @@ def bench_jax(kind: str, x_shape, w_shape, iters: int) -> float:
         return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     grad = jax.jit(jax.grad(lambda x, w: op(x, w).sum(), argnums=(0, 1)))
-    return _median_seconds(lambda: jax.block_until_ready(grad(x, w)), iters)
+    return median_seconds(lambda: jax.block_until_ready(grad(x, w)), iters, warmup=2)
 
 
 def bench_torch(kind: str, x_shape, w_shape, iters: int) -> float:
@@ -74,7 +62,7 @@ def bench_torch(kind: str, x_shape, w_shape, iters: int) -> float:
         x.grad = w.grad = None
         op().backward()
 
-    return _median_seconds(run, iters)
+    return median_seconds(run, iters, warmup=2)
 
 
 def main() -> None:
