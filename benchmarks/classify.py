@@ -88,6 +88,11 @@ def make_jax_step(name: str, batch: int, size: int, dtype):
 
 
 def bench_torch(name: str, batch: int, size: int, bf16: bool, iters: int, warmup: int) -> float:
+    return median_seconds(make_torch_step(name, batch, size, bf16), iters, warmup)
+
+
+def make_torch_step(name: str, batch: int, size: int, bf16: bool):
+    """A function that runs one timm training step (on the GPU if there is one) and waits for it."""
     import timm
     import torch
 
@@ -109,7 +114,7 @@ def bench_torch(name: str, batch: int, size: int, bf16: bool, iters: int, warmup
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return median_seconds(run, iters, warmup)
+    return run
 
 
 def peak_flops() -> float | None:

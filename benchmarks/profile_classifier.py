@@ -20,7 +20,7 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-from classify import TIMM_NAMES, make_jax_step
+from classify import TIMM_NAMES, make_jax_step, make_torch_step
 
 # Trace events that are not XLA's work on the step: Python frames, PjRt's dispatch wrappers, the profiler itself.
 _NOT_OPS = re.compile(r"^\$|PjRt|Pjit|Execute|Buffer|Allocate|ParseArguments|Handle inputs|GarbageCollect|"
@@ -52,19 +52,9 @@ def jax_profile(name: str, batch: int, size: int, steps: int) -> dict[str, float
 
 def torch_profile(name: str, batch: int, size: int, steps: int) -> dict[str, float]:
     """{aten op: self CPU ms per step}."""
-    import timm
     import torch
 
-    kwargs = {"img_size": size} if "vit" in name else {}
-    model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=1000, **kwargs).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    images, labels = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-        opt.step()
-
+    run = make_torch_step(name, batch, size, bf16=False)
     for _ in range(2):
         run()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -72,7 +72,6 @@ def test_shipped_prior_draws_the_look_it_is_told_and_nothing_for_a_species_name(
     """Like SD with "a red bird", the prior draws the crest colour a description names; a species name, which it
     never saw, gives no class at all: the starting point BOB's LoRA needs (issue 17). Judged by the toy-world
     oracle on 8 images per class (fixed seeds and contexts), against the binomial chance bound."""
-    import ml_collections
     from scipy import stats
 
     from bobjax import parallel
@@ -82,7 +81,7 @@ def test_shipped_prior_draws_the_look_it_is_told_and_nothing_for_a_species_name(
     spec = toyworld.ToyWorldSpec()
     classes = toyworld.toy_classes(spec.num_classes)
     sd = load_stable_diffusion(os.path.join(ROOT, "bobjax", "assets", "toyworld_prior"))
-    mesh = parallel.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1}))
+    mesh = parallel.make_mesh({"data": -1, "fsdp": 1})
     generate = TextToImage(sd, scheduler="pndm", steps=20, guidance_scale=2.0, resolution=64, mesh=mesh)
     oracle = fidelity.train_oracle(spec, per_class=100, steps=150, seed=0)
     assert oracle.test_top1 > 90, oracle.test_top1  # A judge that knows the classes.

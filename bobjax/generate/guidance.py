@@ -26,12 +26,12 @@ from bobjax.errors import ConfigError
 from bobjax.generate.plan import PlannedImage
 
 REAL_GUIDANCE = ("", "same_class", "other_class")
+_STREAM = 0x6D17  # Keys these draws apart from the plan's own.
 
 
 def in_use(generate_config) -> bool:
     """Whether ``config.generate`` asks for any of the peers' modes (real guidance or MVC mixing)."""
     return bool(generate_config.real_guidance) or generate_config.mvc_weight != 1.0
-_STREAM = 0x6D17  # Keys these draws apart from the plan's own.
 
 
 def check(real_guidance: str, strength: float, mvc_weight: float) -> None:

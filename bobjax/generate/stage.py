@@ -69,8 +69,8 @@ def plan_run(config, workdir: str):
                         shared_sequence=g.shared_sequence)
     if guidance.in_use(g):
         planned = guidance.add_guidance(planned, seed=config.seed, train_labels=splits.train.labels(),
-                               real_guidance=g.real_guidance, strength=g.strength, gamma=g.soft_label_gamma,
-                               mvc_weight=g.mvc_weight)
+                                        real_guidance=g.real_guidance, strength=g.strength,
+                                        gamma=g.soft_label_gamma, mvc_weight=g.mvc_weight)
     return splits, planned
 
 
