@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from bobjax.errors import ConfigError
-from bobjax.models import weights
+from bobjax.models import materialize, pointwise, weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,8 @@ _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(cin: int, cout: int, kernel: int, stride: int, dtype, rngs: nnx.Rngs) -> nnx.Conv:
     pad = kernel // 2
     return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
-                    use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
+                    use_bias=False, kernel_init=_conv_init, dtype=dtype,
+                    conv_general_dilated=pointwise.conv_general_dilated, rngs=rngs)
 
 
 def _bn(features: int, dtype, rngs: nnx.Rngs, zero_scale: bool = False) -> nnx.BatchNorm:
@@ -66,7 +67,7 @@ class BasicBlock(nnx.Module):
     def __call__(self, x):
         shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
         y = jax.nn.relu(self.bn1(self.conv1(x)))
-        return jax.nn.relu(self.bn2(self.conv2(y)) + shortcut)
+        return materialize.residual(jax.nn.relu(self.bn2(self.conv2(y)) + shortcut))
 
 
 class Bottleneck(nnx.Module):
@@ -84,7 +85,7 @@ class Bottleneck(nnx.Module):
         shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
         y = jax.nn.relu(self.bn1(self.conv1(x)))
         y = jax.nn.relu(self.bn2(self.conv2(y)))
-        return jax.nn.relu(self.bn3(self.conv3(y)) + shortcut)
+        return materialize.residual(jax.nn.relu(self.bn3(self.conv3(y)) + shortcut))
 
 
 def _downsample(cin: int, cout: int, stride: int, dtype, rngs: nnx.Rngs) -> nnx.List | None:

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from bobjax.errors import ConfigError
-from bobjax.models import attention, weights
+from bobjax.models import attention, materialize, weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +81,8 @@ class Block(nnx.Module):
         self.mlp = Mlp(spec.width, int(spec.width * spec.mlp_ratio), dtype, rngs)
 
     def __call__(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = materialize.residual(x + self.attn(self.norm1(x)))
+        return materialize.residual(x + self.mlp(self.norm2(x)))
 
 
 class PatchEmbed(nnx.Module):
