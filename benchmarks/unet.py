@@ -68,6 +68,25 @@ def torch_timers(model, inputs, dtype, device):
     return forward, forward_backward
 
 
+def timers(config_name: str, batch: int, attention: str = "auto", dtype: str = "fp32"):
+    """((our forward, our forward+backward), (torch's forward, torch's forward+backward)) on the same random
+    weights and inputs: each a function that runs one call and waits for it."""
+    config, _, size, text_len = CONFIGS[config_name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = torch.float32 if dtype == "fp32" else (torch.float16 if device == "cuda" else torch.bfloat16)
+    torch.manual_seed(0)
+    model = TorchUNet(**config)
+    state_dict = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    inputs = (
+        rng.normal(size=(batch, 4, size, size)).astype(np.float32),
+        rng.integers(0, 1000, size=(batch,)),
+        rng.normal(size=(batch, text_len, config["cross_attention_dim"])).astype(np.float32),
+    )
+    ours = jax_timers(config, state_dict, inputs, attention, jnp.float32 if dtype == "fp32" else jnp.bfloat16)
+    return ours, torch_timers(model, inputs, torch_dtype, device)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="medium")
@@ -78,27 +97,13 @@ def main():
     parser.add_argument("--skip_backward", action="store_true", help="time the forward only")
     args = parser.parse_args()
 
-    config, batch, size, text_len = CONFIGS[args.config]
+    _, batch, size, text_len = CONFIGS[args.config]
     batch = args.batch or batch
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = torch.float32 if args.dtype == "fp32" else (torch.float16 if device == "cuda" else torch.bfloat16)
-    jax_dtype = jnp.float32 if args.dtype == "fp32" else jnp.bfloat16
-
-    torch.manual_seed(0)
-    model = TorchUNet(**config)
-    state_dict = {k: v.numpy() for k, v in model.state_dict().items()}
-    rng = np.random.default_rng(0)
-    inputs = (
-        rng.normal(size=(batch, 4, size, size)).astype(np.float32),
-        rng.integers(0, 1000, size=(batch,)),
-        rng.normal(size=(batch, text_len, config["cross_attention_dim"])).astype(np.float32),
-    )
-    print(f"config={args.config} batch={batch} latents={size}x{size} text={text_len} dtype={args.dtype} "
-          f"attention={args.attention} | jax {jax.devices()[0].device_kind} | torch {device} "
+    ours, theirs = timers(args.config, batch, args.attention, args.dtype)
+    print(f"config={args.config} batch={batch} latents={size}x{size} text={text_len} "
+          f"dtype={args.dtype} attention={args.attention} | jax {jax.devices()[0].device_kind} | torch {device} "
           f"threads={torch.get_num_threads()}")  # fmt: skip
-
-    ours = jax_timers(config, state_dict, inputs, args.attention, jax_dtype)
-    theirs = torch_timers(model, inputs, torch_dtype, device)
     for name, index in (("forward", 0), ("forward+backward", 1)):
         if index and args.skip_backward:
             break

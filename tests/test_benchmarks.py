@@ -44,11 +44,14 @@ def test_real_size_prints_its_table():
     assert "peak" in stdout
 
 
-def test_cpu_kernels_and_the_classifier_profile_print_their_tables():
+def test_cpu_kernels_and_the_step_profiles_print_their_tables():
     stdout = _run("cpu_kernels.py", "--iters=1", "--ops=resnet50 conv3x3 14px 256->256")
     assert "resnet50 conv3x3 14px 256->256" in stdout and "ratio" in stdout
-    stdout = _run("profile_classifier.py", "--model=resnet18", "--batch=2", "--image-size=32", "--steps=1", "--top=5")
+    stdout = _run("profile_steps.py", "--workload=resnet18", "--batch=2", "--image-size=32", "--steps=1", "--top=5")
     jax_table, torch_table = stdout.split("timm resnet18:")
     # The trace was read: XLA's convolutions are in bobjax's table, aten's in timm's.
     assert "bobjax resnet18:" in jax_table and "conv" in jax_table.split("ms of ops per step")[1]
     assert "aten::" in torch_table
+    stdout = _run("profile_steps.py", "--workload=unet", "--unet-config=tiny", "--batch=1", "--steps=1", "--top=5")
+    jax_table, torch_table = stdout.split("diffusers unet:")
+    assert "bobjax unet:" in jax_table and "aten::" in torch_table

@@ -1,6 +1,6 @@
 """Make XLA:CPU store a residual stream instead of recomputing it in every consumer.
 
-Profiled on the 2-core CPU (``benchmarks/profile_classifier.py``, 2026-12-01): in a ResNet-50 or ViT-B/16 training
+Profiled on the 2-core CPU (``benchmarks/profile_steps.py``, 2026-12-01): in a ResNet-50 or ViT-B/16 training
 step XLA:CPU does not keep a residual block's output. It fuses the cheap elementwise chain that produced it (norm,
 add, ReLU, the blocks before it back to the stage's start) into every fusion that reads it, above all the transposes
 that feed the weight-gradient matmuls, and it does the same to the residual gradient in the backward pass. Each of
