@@ -38,7 +38,7 @@ def get_config(arg=None):
     config.model.sd = "bobjax:toyworld_prior"  # Shipped inside the package (diffusers folder format).
     config.model.dtype = "float32"
 
-    # 300 steps at 2e-3: a rank-8 LoRA on a small model learns little in a CPU budget at SD's 1e-4. BOB's synthetic
+    # 320 steps at 2e-3: a rank-8 LoRA on a small model learns little in a CPU budget at SD's 1e-4. BOB's synthetic
     # class fidelity on seed 0 (toy-world oracle, chance 16.7 %): 43 % after 40 epochs at 1e-3, 50 % at 2e-3,
     # 56 % after 80 epochs at 1e-3, 62.5 % after 80 at 2e-3 (63 % after 120 at 1e-3, but 10 minutes of demo).
     config.finetune.epochs = 80

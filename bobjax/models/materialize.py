@@ -8,7 +8,7 @@ those fusions recomputes all the blocks above it: quadratic work, 22 % of a ResN
 step. ``jax.lax.optimization_barrier`` would stop it, but XLA:CPU removes barriers before fusion.
 
 A ``lax.cond`` is never fused into, so its operand is stored once. The one here is the identity whichever branch
-runs (the taken branch writes NaN where NaN already is), and its transpose is again a ``cond``, so the cotangent is
+runs (the branch taken when x's first element is NaN writes NaN there), and its transpose is again a ``cond``, so the cotangent is
 stored once too. GPUs and TPUs keep the plain value: their fusion does not do this, and a conditional there would cost
 a device-to-host round trip.
 """
