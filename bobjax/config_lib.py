@@ -94,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.label_key = "label"
     c.data.shots = 5  # 0: every training image.
     c.data.val_size = 0  # Images held out of the train split for validation (0: the source's own split).
+    # Where the source has no test split (an image folder without test/): the share of each class's images held out
+    # as the test split, with a fixed seed, the same for every seed and method; 0 makes a missing test split an error.
+    c.data.test_size = 0.2
     # A fixed split instead of drawing one: a list of train images (one id or path per line), or a run's splits.json
     # (*.json: train, validation and test ids), which repeats that run's split exactly (bobjax/data/split_file.py).
     c.data.split_file = ""

@@ -63,12 +63,15 @@ def per_class_indices(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
     return [np.flatnonzero(labels == c) for c in range(num_classes)]
 
 
-def k_shot(labels: np.ndarray, class_names: Sequence[str], shots: int, rng: np.random.Generator) -> np.ndarray:
-    """``shots`` images per class, drawn without replacement; a class with fewer is an error naming it."""
+def k_shot(labels: np.ndarray, class_names: Sequence[str], shots: int, rng: np.random.Generator,
+           held_out: str = "") -> np.ndarray:
+    """``shots`` images per class, drawn without replacement; a class with fewer is an error naming it (and
+    ``held_out``, what was taken out of the train split before)."""
     chosen = []
     for c, indices in enumerate(per_class_indices(labels, len(class_names))):
         if len(indices) < shots:
-            raise DataError(f"class {class_names[c]!r} has {len(indices)} training images, fewer than shots={shots}")
+            raise DataError(f"class {class_names[c]!r} has {len(indices)} training images{held_out}, fewer than "
+                            f"shots={shots}")
         chosen.append(rng.permutation(indices)[:shots])
     return np.sort(np.concatenate(chosen))
 
@@ -93,32 +96,59 @@ def long_tail(labels: np.ndarray, class_names: Sequence[str], imbalance: float, 
     return np.sort(np.concatenate(chosen))
 
 
+def stratified_test(labels: np.ndarray, class_names: Sequence[str], fraction: float) -> np.ndarray:
+    """Indices of a test split held out of a source that has none: ``round(fraction * n_c)`` images of each class
+    (at least one of a class with two or more, never its last), drawn with a fixed seed, so that every seed and
+    method of a comparison is tested on the same images, as on a dataset's own test split."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"config.data.test_size must be in (0, 1) (the share of each class held out as the test "
+                        f"split), got {fraction}")
+    rng = np.random.default_rng(0x7E57)
+    chosen = []
+    for indices in per_class_indices(labels, len(class_names)):
+        n = len(indices)
+        count = min(max(int(round(fraction * n)), 1), n - 1) if n >= 2 else 0
+        chosen.append(rng.permutation(indices)[:count])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
 def make_splits(data_config, seed: int) -> Splits:
     source = load_source(data_config)
     return select(source, data_config, seed)
 
 
 def select(source: Source, data_config, seed: int) -> Splits:
-    """Applies the config's split file, or its validation hold-out and shot selection, to ``source``."""
+    """Applies the config's split file, or its test and validation hold-outs and shot selection, to ``source``."""
     rng = np.random.default_rng([seed, 0x5EED])
     pool = source.split(data_config.train_split)
     labels = pool.labels()
     test = source.splits.get(data_config.test_split)
+    if test is None and not data_config.test_size:
+        raise DataError(f"dataset {source.name!r} has no {data_config.test_split!r} split (it has "
+                        f"{sorted(source.splits)}) and config.data.test_size is 0; add a test/ folder beside train/, "
+                        "or set config.data.test_size (say 0.2) to hold out that share of each class as the test split")
     if split_file.is_manifest(data_config.split_file):
         fixed = split_file.read_manifest(data_config.split_file, source, data_config)
         validation = source.splits.get("validation") if fixed.validation is None else Subset(pool, fixed.validation)
+        test = test if fixed.test is None else Subset(pool, fixed.test)
         return Splits(source.name, source.class_names, source.descriptor, Subset(pool, fixed.train), validation, test)
     listed = split_file.read_list(data_config.split_file, pool.image_ids()) if data_config.split_file else None
 
+    available = np.arange(len(pool)) if listed is None else np.setdiff1d(np.arange(len(pool)), listed)
+    held_out_test = ""
+    if test is None:  # Out of the images a split file does not list, as the validation hold-out below.
+        test_indices = available[stratified_test(labels[available], source.class_names, data_config.test_size)]
+        test = Subset(pool, test_indices)
+        available = np.setdiff1d(available, test_indices)
+        held_out_test = f" after the test hold-out (config.data.test_size={data_config.test_size})"
+
     validation = source.splits.get("validation")
-    available = np.arange(len(pool))
     if data_config.val_size:
         # Out of the images a split file does not list: the authors' few-shot lists come without a validation split.
-        candidates = available if listed is None else np.setdiff1d(available, listed)
-        if data_config.val_size >= len(candidates):
-            raise DataError(f"config.data.val_size={data_config.val_size} is not smaller than the {len(candidates)} "
-                            "images of the train split it is held out of")
-        held_out = np.sort(candidates[rng.permutation(len(candidates))[: data_config.val_size]])
+        if data_config.val_size >= len(available):
+            raise DataError(f"config.data.val_size={data_config.val_size} is not smaller than the {len(available)} "
+                            f"images of the train split it is held out of{held_out_test}")
+        held_out = np.sort(available[rng.permutation(len(available))[: data_config.val_size]])
         validation = Subset(pool, held_out)
         available = np.setdiff1d(available, held_out)
 
@@ -127,7 +157,7 @@ def select(source: Source, data_config, seed: int) -> Splits:
     elif data_config.imbalance:
         train = available[long_tail(labels[available], source.class_names, data_config.imbalance, rng)]
     elif data_config.shots:
-        train = available[k_shot(labels[available], source.class_names, data_config.shots, rng)]
+        train = available[k_shot(labels[available], source.class_names, data_config.shots, rng, held_out_test)]
     else:
         train = available
     return Splits(source.name, source.class_names, source.descriptor, Subset(pool, train), validation, test)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageOps
 
 from bobjax import artifacts, toyworld
 from bobjax.errors import UserError
@@ -50,15 +50,33 @@ class Source:
         return self.splits[name]
 
 
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """A loaded PIL image -> RGB (or grey) array, turned as its EXIF orientation says (phone photos are stored
+    sideways), with high-bit-depth grey scaled to 8 bits where ``convert("RGB")`` would clip it to white: 16-bit
+    (modes I;16*) by 1/257; 32-bit integer or float (modes I, F, as TIFF holds) by 1/257 when its values pass 255,
+    or from [0, 1] when a float image's stay within it."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        return np.asarray(image).astype(np.float32) / 257.0
+    if image.mode not in ("I", "F"):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image, np.float64)
+    top = float(array.max(initial=0.0))
+    if image.mode == "F" and top <= 1.0:
+        return array * 255.0
+    return array / max(257.0, top / 255.0) if top > 255 else array
+
+
 def decode_image(data: bytes | np.ndarray | Image.Image, what: str) -> np.ndarray:
-    """Any image (bytes, array, PIL) -> uint8 RGB HxWx3; an unreadable one is a DataError naming ``what``."""
+    """Any image (bytes, array, PIL) -> uint8 RGB HxWx3; an unreadable one is a DataError naming ``what``. A uint16
+    array is scaled to 8 bits, as a 16-bit image file is (:func:`_to_rgb`)."""
     if isinstance(data, np.ndarray):
-        array = data
+        array = data.astype(np.float32) / 257.0 if data.dtype == np.uint16 else data
     else:
         try:
             image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
             image.load()
-            array = np.asarray(image.convert("RGB"))
+            array = _to_rgb(image)
         except Exception as e:
             raise DataError(f"cannot read image {what}: {e}") from e
     if array.ndim == 2:
@@ -67,6 +85,8 @@ def decode_image(data: bytes | np.ndarray | Image.Image, what: str) -> np.ndarra
         raise DataError(f"image {what} has shape {array.shape}; expected HxWx3")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array), 0, 255)
     return np.ascontiguousarray(array[..., :3].astype(np.uint8))
 
 
@@ -122,7 +142,8 @@ class FolderSplit:
 
 def folder_source(data_dir: str, descriptor: str) -> Source:
     """An image folder. With ``train/`` (and ``test/``, ``validation/``) subfolders those are the splits;
-    otherwise the folder itself is the train split. Class names are the sorted train subfolder names."""
+    otherwise the folder itself is the train split (and the test split is held out of it: ``config.data.test_size``,
+    :func:`bobjax.data.fewshot.select`). Class names are the sorted train subfolder names."""
     root = artifacts.storage_path(data_dir, "config.data.data_dir") if data_dir else None
     if root is None or not root.is_dir():
         raise DataError(

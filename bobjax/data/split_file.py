@@ -11,7 +11,8 @@
   It fixes the train and the validation images, and checks that the dataset has the file's classes and test
   images, so ``--config.data.split_file=OTHER_RUN/splits.json`` repeats that run's split exactly, on any machine.
   Validation ids are held out of the train split when ``config.data.val_size`` is set (as many as it says), and are
-  the dataset's own validation split when it is 0. Other keys (``dataset``, ``descriptor``) are not checked: a
+  the dataset's own validation split when it is 0. Test ids are the dataset's test split, or, where it has none (a
+  flat image folder, see ``config.data.test_size``), held out of its train split. Other keys (``dataset``, ``descriptor``) are not checked: a
   folder dataset is named after its folder, which may differ between machines.
 """
 
@@ -35,6 +36,7 @@ class FixedSplit:
 
     train: np.ndarray
     validation: np.ndarray | None  # Held out of the train split; None: the dataset's own validation split.
+    test: np.ndarray | None = None  # Held out of the train split where the dataset has no test split.
 
 
 def is_manifest(path: str) -> bool:
@@ -101,9 +103,18 @@ def read_manifest(path: str, source: Source, data_config) -> FixedSplit:
     else:
         _same_split(ids["validation"], source.splits.get("validation"), file, "validation",
                     "config.data.val_size=0 takes the dataset's own validation split")
-    _same_split(ids["test"], source.splits.get(data_config.test_split), file, "test",
-                f"config.data.test_split={data_config.test_split!r}")
-    return FixedSplit(train, validation)
+    if data_config.test_split in source.splits:
+        _same_split(ids["test"], source.splits[data_config.test_split], file, "test",
+                    f"config.data.test_split={data_config.test_split!r}")
+        return FixedSplit(train, validation)
+    # A dataset without a test split (a flat image folder): the file's test images were held out of the train split.
+    test = _indices(ids["test"], pool.image_ids(), file, "test", data_config.train_split)
+    both = sorted(set(ids["test"]) & (set(ids["train"]) | set(ids["validation"])))
+    if not len(test) or both:
+        raise DataError(f"split file {file}: dataset {source.name!r} has no {data_config.test_split!r} split, so the "
+                        "file's test images are held out of its train split; they must be some, and none of the "
+                        f"train or validation images ({len(test)} test images, {len(both)} in both: {both[:SHOWN]})")
+    return FixedSplit(train, validation, test)
 
 
 def _path(path: str):
