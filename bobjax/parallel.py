@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from absl import logging
 from jax._src import cloud_tpu_init, distributed, xla_bridge
+from jax._src import mesh as mesh_lib
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bobjax.errors import ConfigError
@@ -111,6 +112,23 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
                           f"{len(devices)} are available")
     grid = np.asarray(devices).reshape([sizes[a] for a in AXES])
     return Mesh(grid, AXES)
+
+
+def target_device():
+    """The kind of device the program being traced will run on: ``.platform`` and ``.device_kind``.
+
+    Kernels are chosen from it at trace time. It is the first device of the mesh set with ``jax.set_mesh`` (an
+    ahead-of-time compile for a target from :mod:`bobjax.targets` traces under it), else that of a legacy ``with
+    mesh:``, else this process's first device (a stage running on the hardware it compiles for).
+    ``jax.default_backend()`` would answer "cpu" when compiling here for a TPU or GPU target.
+    """
+    abstract = jax.sharding.get_abstract_mesh()
+    if not abstract.empty and abstract.abstract_device is not None:
+        return abstract.abstract_device
+    legacy = mesh_lib.thread_resources.env.physical_mesh
+    if not legacy.empty:
+        return legacy.devices.flat[0]
+    return jax.devices()[0]
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

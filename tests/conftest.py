@@ -1,5 +1,5 @@
-"""Test-wide setup: 8 forced host devices (so sharding tests run on a CPU), cheaper compilation, the opt-in
-slow marker, and offline Hugging Face caches (``fake_hub``: tiny models under the real ids; ``empty_hub``).
+"""Test-wide setup: the CPU only, 8 forced host devices (so sharding tests run on a CPU), cheaper compilation,
+the opt-in slow marker, and offline Hugging Face caches (``fake_hub``: tiny models under the real ids; ``empty_hub``).
 
 Compiling, not running, dominates tests on tiny models: LLVM's cheap optimisation level halves XLA:CPU compile
 times, and a per-session persistent compilation cache lets a test that builds the same program again (a
@@ -14,6 +14,10 @@ import tempfile
 # Must happen before jax is imported anywhere in the test session.
 _FLAGS = " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _FLAGS).strip()
+# CPU only, also where libtpu is installed (the test extra brings it): JAX would otherwise start the TPU plugin in
+# every test process and print its failed search for a TPU. Tests that compile for a TPU or GPU target do so in
+# their own subprocess (tests/target_compile.py).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="bobjax-test-xla-cache-")
