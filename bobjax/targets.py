@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import importlib.util
 import math
+import os
 import re
 
 import jax
@@ -128,6 +129,10 @@ def _tpu_target(name: str, generation: str, shape: list[int]) -> Target:
     kwargs = {}
     if generation in _SINGLE_HOST_CHIPS and chips <= _SINGLE_HOST_CHIPS[generation]:
         kwargs["chips_per_host_bounds"] = (shape + [1])[:3]
+    # libtpu takes /tmp/libtpu_lockfile when it loads, so that two processes do not drive one TPU; without a TPU
+    # that only stops a second compile on the same machine ("Internal error when accessing libtpu multi-process
+    # lockfile"). The variable is read when libtpu loads, i.e. on the first TPU target of a process.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         topology = topologies.get_topology_desc(name, platform="tpu", **kwargs)
     except (RuntimeError, ValueError) as e:  # no libtpu, or a topology libtpu does not know
