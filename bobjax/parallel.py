@@ -18,6 +18,7 @@ state ``jax.distributed`` keeps in ``jax._src.distributed``, as ``jax.experiment
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -129,6 +130,22 @@ def target_device():
     if not legacy.empty:
         return legacy.devices.flat[0]
     return jax.devices()[0]
+
+
+def under_mesh(mesh: Mesh, fun):
+    """``fun`` traced with ``mesh`` as the mesh in context: wrap a step in it before ``jax.jit``.
+
+    Jit does not tell the traced code which mesh its inputs live on. Under this, :func:`target_device` answers
+    for ``mesh``'s devices, and kernels that XLA cannot partition (Pallas TPU attention) run per device in a
+    ``shard_map`` over it. ``jax.set_mesh`` around the jitted call does the same from outside.
+    """
+
+    @functools.wraps(fun)
+    def traced_under_mesh(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fun(*args, **kwargs)
+
+    return traced_under_mesh
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

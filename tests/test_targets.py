@@ -19,6 +19,7 @@ for name in NAMES:
         return x
     with jax.set_mesh(mesh):
         jax.jit(f).trace(jax.ShapeDtypeStruct((len(t.devices),), 'float32'))
+    jax.jit(parallel.under_mesh(mesh, f)).trace(jax.ShapeDtypeStruct((len(t.devices),), 'float32'))
     jax.jit(f).trace(jax.ShapeDtypeStruct((1,), 'float32'))  # no mesh in context: this process's device
     out[name] = dict(platform=t.platform, devices=len(t.devices), hosts=t.num_hosts, kind=t.devices[0].device_kind,
                      traced_for=seen, hbm_per_device=t.hbm_bytes_per_device, mesh=dict(mesh.shape))
@@ -38,7 +39,8 @@ def test_tpu_slices_have_the_chips_hosts_and_kind_of_the_rented_slice():
                 "v5p:2x2x1": (4, 1, "TPU v5"), "v4:2x2x1": (8, 1, "TPU v4")}
     for name, (devices, hosts, kind) in expected.items():
         assert (got[name]["devices"], got[name]["hosts"], got[name]["kind"]) == (devices, hosts, kind), name
-        assert got[name]["traced_for"] == [kind, "cpu"], name  # jax.set_mesh decides; without it, this machine
+        # jax.set_mesh or parallel.under_mesh decides; without either, this machine's device.
+        assert got[name]["traced_for"] == [kind, kind, "cpu"], name
         assert got[name]["mesh"] == {"data": devices, "fsdp": 1}
     assert got["v5e:2x4"]["hbm_per_device"] == 16e9
     assert got["v4:2x2x1"]["hbm_per_device"] == 16 * 2**30  # 32 GiB per chip, 2 devices per chip
