@@ -22,3 +22,11 @@ def image_grid(images: np.ndarray, columns: int = 4, fill: int = 0) -> np.ndarra
         r, col = divmod(i, columns)
         grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
     return grid
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)``, first and last included (all of them if fewer): the
+    classes a grid shows when a dataset has too many for one picture, chosen before any accuracy is known."""
+    if total <= count:
+        return list(range(total))
+    return sorted({int(round(k * (total - 1) / max(count - 1, 1))) for k in range(count)})

@@ -12,8 +12,8 @@
   images, so ``--config.data.split_file=OTHER_RUN/splits.json`` repeats that run's split exactly, on any machine.
   Validation ids are held out of the train split when ``config.data.val_size`` is set (as many as it says), and are
   the dataset's own validation split when it is 0. Test ids are the dataset's test split, or, where it has none (a
-  flat image folder, see ``config.data.test_size``), held out of its train split. Other keys (``dataset``, ``descriptor``) are not checked: a
-  folder dataset is named after its folder, which may differ between machines.
+  flat image folder, see ``config.data.test_size``), held out of its train split. Other keys (``dataset``,
+  ``descriptor``) are not checked: a folder dataset is named after its folder, which may differ between machines.
 """
 
 from __future__ import annotations

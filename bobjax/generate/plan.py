@@ -126,13 +126,14 @@ def make_plan(
 
 
 def fixed_noise_plan(planned: Sequence[PlannedImage], class_names: Sequence[str], descriptor: str, prompt: str,
-                     rows: int) -> list[PlannedImage]:
+                     rows: int, labels: Sequence[int] | None = None) -> list[PlannedImage]:
     """The report's fixed-noise grid, class-major: the first ``rows`` planned images, each redrawn for every class
-    with its noise seed and context kept and only the class name changed, so whether the class name alone changes
-    the picture is seen at a glance."""
+    (of ``labels``, if given) with its noise seed and context kept and only the class name changed, so whether the
+    class name alone changes the picture is seen at a glance."""
     templates = list(planned[:rows])
     grid = []
-    for label, name in enumerate(class_names):
+    for label in range(len(class_names)) if labels is None else labels:
+        name = class_names[label]
         for t in templates:
             text = _format(prompt, descriptor=descriptor, class_name=name, background=t.background, pose=t.pose)
             # A real-guided template keeps its start image; an MVC one mixes the new prompt with itself, as its

@@ -25,9 +25,13 @@ from bobjax.generate import guidance
 from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.listed_contexts import read_contexts_file
 from bobjax.generate.plan import BANK_PLANS, PlannedImage, fixed_noise_plan, images_per_class, make_plan
-from bobjax.grid import image_grid
+from bobjax.grid import image_grid, spread
 
-FIXED_NOISE_ROWS = 4  # Noise seeds (rows) of the fixed-noise grid; every class is a column.
+FIXED_NOISE_ROWS = 4  # Noise seeds (rows) of the fixed-noise grid.
+# Its columns: this many classes spread evenly over the class list (bobjax.grid.spread), every class of a small dataset.
+# Drawn before any classifier has run, so not the best or worst classes; spread, so not one corner of the list (CUB's
+# first eight are three albatrosses, an ani and four auklets).
+FIXED_NOISE_CLASSES = 8
 FIXED_NOISE_GRID = "fixed_noise.png"
 SHARD_SIZE = 256  # Images per shard: a few minutes of work on one GPU, so a kill loses little.
 # How long a host that has written its shards waits for the others' (hosts may have one shard more than others).
@@ -139,15 +143,17 @@ def write_grids(directory, planned: list[PlannedImage], source, per_class: int =
 
 def write_fixed_noise_grid(path, planned: list[PlannedImage], class_names, descriptor: str, prompt: str,
                            generate, batch_size: int) -> None:
-    """One row per noise seed (and context), one column per class: :func:`~bobjax.generate.plan.fixed_noise_plan`."""
-    grid_plan = fixed_noise_plan(planned, class_names, descriptor, prompt, FIXED_NOISE_ROWS)
+    """One row per noise seed (and context), one column per shown class (:data:`FIXED_NOISE_CLASSES`):
+    :func:`~bobjax.generate.plan.fixed_noise_plan`."""
+    labels = spread(FIXED_NOISE_CLASSES, len(class_names))
+    grid_plan = fixed_noise_plan(planned, class_names, descriptor, prompt, FIXED_NOISE_ROWS, labels)
     if not grid_plan:
         return
     images = np.concatenate([generate(grid_plan[k:k + batch_size]) for k in range(0, len(grid_plan), batch_size)])
-    rows = len(grid_plan) // len(class_names)
-    by_row = images.reshape(len(class_names), rows, *images.shape[1:]).swapaxes(0, 1).reshape(images.shape)
+    rows = len(grid_plan) // len(labels)
+    by_row = images.reshape(len(labels), rows, *images.shape[1:]).swapaxes(0, 1).reshape(images.shape)
     with artifacts.atomic_path(epath.Path(path)) as tmp:
-        Image.fromarray(image_grid(by_row, columns=len(class_names))).save(tmp, format="PNG")
+        Image.fromarray(image_grid(by_row, columns=len(labels))).save(tmp, format="PNG")
 
 
 def export_png(directory, source) -> None:

@@ -5,8 +5,9 @@ runs).
 they come from). A comparison *matches a cell* of those tables when its dataset, classifier backbone and shots are
 the cell's (:func:`cell`). The table lists every number of the paper, in order, with ours beside those of the matching
 cell: the mean and std over seeds of each method's test top-1 at the sweep point chosen on validation; where no run
-matches, our column is empty. Methods of ours that the paper has no number for come last. The toy world is no cell of
-the paper: its report has no paper table.
+matches, our column is empty. Methods of ours that the paper has no number for come last. A report shows the rows of
+the cell its comparison runs, and no paper table for a run that is no cell of the paper (the toy world, another
+dataset, backbone or number of shots).
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ def cell(config) -> Cell | None:
     return Cell(datasets[data["name"]], backbones[backbone], int(data["shots"]))
 
 
-def table(ours: dict[Cell, dict[str, Score]]) -> list[list[str]]:
-    """The rows under :data:`HEADER`: every published number with ours beside it, then ours that have none."""
+def table(ours: dict[Cell, dict[str, Score]], only: Cell | None = None) -> list[list[str]]:
+    """The rows under :data:`HEADER`: every published number (of cell ``only``, if given) with ours beside it, then
+    ours that have none."""
     rows, published_keys = [], set()
     for entry in published()["results"]:
         at = Cell(entry["dataset"], entry["backbone"], entry["shots"])
+        if only is not None and at != only:
+            continue
         published_keys.add((at, entry["method"]))
         score = ours.get(at, {}).get(entry["method"])
         paper = f"{entry['top1']:.2f}" + (f" ± {entry['std']:.2f}" if entry["std"] is not None else "")
@@ -83,25 +87,21 @@ def _ours(score: Score | None) -> str:
 
 
 def section(config, results: Results) -> render.Section | None:
-    """The report's paper table for the comparison ``config`` ran; None on the toy world."""
-    if config.data.source == "toyworld":
-        return None
+    """The report's paper table for the comparison ``config`` ran: the published numbers of its cell with ours beside
+    them; None where the run is no cell the paper has numbers for (the toy world, another dataset, backbone or number
+    of shots: ``python -m bobjax.report`` prints the whole table)."""
     at = cell(config)
-    ours = {at: {m.method: Score(m.top1_mean, m.top1_std, len(m.seeds)) for m in results.methods}} if at else {}
     info = published()
-    if at is None:
-        match = (f"This comparison matches no cell of the paper's tables (dataset {config.data.name!r}, backbone "
-                 f"{config.classify.backbone!r}, {config.data.shots} shots"
-                 f"{', a long tail' if config.data.imbalance else ''}): our column is empty.")
-    elif any(Cell(e["dataset"], e["backbone"], e["shots"]) == at for e in info["results"]):
-        match = (f"This comparison runs the paper's cell {at}: ours is each method's test top-1 at the sweep point "
-                 "chosen on validation, mean ± std over seeds.")
-    else:
-        match = f"This comparison runs {at}, a cell the paper's numbers here do not cover: its rows come last."
+    if at is None or not any(Cell(e["dataset"], e["backbone"], e["shots"]) == at for e in info["results"]):
+        return None
+    ours = {at: {m.method: Score(m.top1_mean, m.top1_std, len(m.seeds)) for m in results.methods}}
     tables = " ".join(f"Table {name!r}: {text}" for name, text in info["tables"].items())
     return render.Section(
         "Beside the paper: BOB's published top-1 (%)",
-        text=f"{match} The paper's synthetic images come from Stable Diffusion 2.1-base, 100 per class; this "
-             f"comparison's from {config.model.sd}, {config.generate.images_per_class} per class. {tables} "
-             f"Source: {info['paper']} (bobjax/report/paper_results.json says how the numbers were transcribed).",
-        header=HEADER, rows=table(ours))
+        text=f"This comparison runs the paper's cell {at}: ours is each method's test top-1 at the sweep point chosen "
+             f"on validation, mean ± std over seeds; methods the paper has no number for come last. The paper's "
+             f"synthetic images come from Stable Diffusion 2.1-base, 100 per class; this comparison's from "
+             f"{config.model.sd}, {config.generate.images_per_class} per class. {tables} Source: {info['paper']} "
+             "(bobjax/report/paper_results.json says how the numbers were transcribed; `python -m bobjax.report "
+             "WORKDIR ...` prints every cell).",
+        header=HEADER, rows=table(ours, only=at))

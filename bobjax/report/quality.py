@@ -18,6 +18,7 @@ from bobjax.data.tfds_writer import is_finished, read_dataset
 from bobjax.errors import ConfigError
 from bobjax.filter import keep_list
 from bobjax.quality import encoders, measures
+from bobjax.report.classes import PerClass
 from bobjax.report.render import Section, pct
 from bobjax.report.results import Results
 
@@ -123,7 +124,7 @@ def ranking_note(quality: dict, results: Results) -> str:
     return " ".join(sentences)
 
 
-def sections(quality: dict, results: Results, with_fidelity_table: bool) -> list[Section]:
+def sections(quality: dict, results: Results, with_fidelity_table: bool) -> list[Section | PerClass]:
     """The summary table (with the ranking note) and the per-class tables of FD, diversity and, unless the toy world's
     class-fidelity table already shows it, fidelity."""
     methods = list(quality["methods"])
@@ -146,16 +147,15 @@ def sections(quality: dict, results: Results, with_fidelity_table: bool) -> list
                _number(q["filter"]["kept"]) if q["filter"] else "all",
                _number(q["filter"]["dropped"]) if q["filter"] else "0"]
               for m, q in quality["methods"].items()])
-    out = [summary]
+    out: list[Section | PerClass] = [summary]
     tables = [("fd", "Fréchet distance per class", False), ("diversity", "Diversity per class", True)]
     if with_fidelity_table:
         tables.append(("fidelity", "Zero-shot fidelity per class (%)", False))
+    names = results.class_names
     for key, title, with_real in tables:
-        header = ["class"] + (["real"] if with_real else []) + methods
-        rows = []
-        for name in results.class_names:
-            real = [_number(quality["real_per_class"][name])] if with_real else []
-            cells = [quality["methods"][m][f"{key}_per_class"][name] for m in methods]
-            rows.append([name] + real + [pct(v) if key == "fidelity" else _number(v) for v in cells])
-        out.append(Section(f"{title} ({quality['encoder']})", header=header, rows=rows))
+        columns = {"real": [quality["real_per_class"][name] for name in names]} if with_real else {}
+        columns |= {m: [quality["methods"][m][f"{key}_per_class"][name] for name in names] for m in methods}
+        out.append(PerClass(f"{title} ({quality['encoder']})", names, columns,
+                            pct if key == "fidelity" else _number, higher_better=key != "fd",
+                            percent=key == "fidelity", rank_by=methods[0]))
     return out

@@ -1,14 +1,15 @@
-"""The ``report`` stage: ``WORKDIR/report/index.html``, its Markdown twin ``index.md``, and ``results.json``
+"""The ``report`` stage: ``WORKDIR/report/index.html``, its Markdown twin ``index.md``, for more than a dozen classes
+the full per-class tables in ``classes.html`` and ``classes.md`` (:mod:`bobjax.report.classes`), and ``results.json``
 (``{method: {"top1": mean over seeds, "top1_std", "top1_per_seed", "seeds", "per_class"}}``, plus
 ``"synthetic_class_fidelity"`` on the toy world: see :mod:`bobjax.toyworld.fidelity`; and ``"synthetic_quality"``,
 per method with a synthetic set: FD, diversity, fidelity, CLIP score and the filter's counts, see
 :mod:`bobjax.report.quality`).
 
 It covers the run in ``WORKDIR`` or, for a comparison (``config.compare``), every method and seed side by side:
-accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of each class, the
-backgrounds those images show, on the toy world how much class detail the synthetic images carry, elsewhere the
-paper's published numbers beside ours (:mod:`bobjax.report.paper`; the toy world is no cell of the paper), the wall
-time of every stage, and the config. The whole folder is written under a temporary name and renamed when complete.
+accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of up to a dozen classes, the
+backgrounds those images show, on the toy world how much class detail the synthetic images carry, where the run is a
+cell of the paper the paper's published numbers beside ours (:mod:`bobjax.report.paper`), the wall time of every
+stage, and the config. The whole folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from PIL import Image
 from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
-from bobjax.generate.stage import FIXED_NOISE_GRID
-from bobjax.report import ablation, paper, quality, render
+from bobjax.generate.stage import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID
+from bobjax.grid import spread
+from bobjax.report import ablation, classes, paper, quality, render, sections
 from bobjax.report.results import Results, collect
 from bobjax.toyworld import fidelity
 
 TILE = 64  # Pixels of one image in the report's grids.
 PER_CLASS = 8  # Images per class row.
+IMAGE_CLASSES = 12  # Rows of the real and synthetic grids: classes spread over the list (bobjax.grid.spread).
 
 
 def _tile(image: np.ndarray) -> np.ndarray:
@@ -41,23 +44,20 @@ def _grid(rows: list[list[np.ndarray]]) -> Image.Image:
     return Image.fromarray(np.concatenate(lines, axis=0))
 
 
-def _real_rows(results: Results) -> list[list[np.ndarray]]:
+def _real_rows(results: Results, shown: list[int]) -> list[list[np.ndarray]]:
     run = results.runs[0]
     train = make_splits(run.config.data, run.seed).train
     labels = train.labels()
-    rows = []
-    for c in range(min(len(results.class_names), render.MAX_CONTEXT_CLASSES)):
-        rows.append([train[int(i)]["image"] for i in np.flatnonzero(labels == c)[:PER_CLASS]])
-    return rows
+    return [[train[int(i)]["image"] for i in np.flatnonzero(labels == c)[:PER_CLASS]] for c in shown]
 
 
-def _synthetic_rows(workdir: str, num_classes: int) -> list[list[np.ndarray]] | None:
-    """The generate stage's per-class grid rows, cut back into images."""
+def _synthetic_rows(workdir: str, shown: list[int]) -> list[list[np.ndarray]] | None:
+    """The generate stage's per-class grid rows of the ``shown`` classes, cut back into images."""
     folder = artifacts.stage_dir(workdir, "generate") / "grids"
     if not folder.is_dir():
         return None
     rows = []
-    for c in range(min(num_classes, render.MAX_CONTEXT_CLASSES)):
+    for c in shown:
         path = folder / f"class_{c:04d}.png"
         if not path.exists():
             rows.append([])
@@ -128,11 +128,12 @@ def run(config, workdir: str) -> dict:
             summary[method]["synthetic_quality"] = {"encoder": measured["encoder"], "reference": measured["reference"],
                                                     **numbers}
     title = f"bobjax report: {results.dataset}"
+    shown = spread(IMAGE_CLASSES, len(results.class_names))
     with artifacts.atomic_dir(out_dir, marker="results.json") as tmp:
         os.makedirs(os.path.join(tmp, "images"))
-        grids = [("real (few-shot train)", _real_rows(results))]
+        grids = [("real (few-shot train)", _real_rows(results, shown))]
         for method in results.methods:
-            rows = _synthetic_rows(method.workdirs[0], len(results.class_names))
+            rows = _synthetic_rows(method.workdirs[0], shown)
             if rows is not None:
                 grids.append((f"{method.method} synthetic", rows))
         images = []
@@ -140,13 +141,19 @@ def run(config, workdir: str) -> dict:
             path = os.path.join("images", caption.split(" ")[0] + ".png")
             _grid(rows).save(os.path.join(tmp, path))
             images.append((caption, path))
-        parts = render.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity,
-                                paper.section(config, results), ablation.section(results, class_fidelity),
-                                _fixed_noise_grids(results, tmp),
-                                quality.sections(measured, results, class_fidelity is None) if measured else ())
-        with open(os.path.join(tmp, "index.html"), "w") as f:
-            f.write(render.to_html(title, results, parts))
-        with open(os.path.join(tmp, "index.md"), "w") as f:
-            f.write(render.to_markdown(title, parts))
+        parts = sections.sections(results, images, config.to_json_best_effort(indent=2), class_fidelity,
+                                  paper.section(config, results), ablation.section(results, class_fidelity),
+                                  _fixed_noise_grids(results, tmp),
+                                  spread(FIXED_NOISE_CLASSES, len(results.class_names)), shown,
+                                  quality.sections(measured, results, class_fidelity is None) if measured else ())
+        index, full = classes.layout(parts)
+        pages = [("index", title, index, "")]
+        if full:
+            pages.append((classes.PAGE, f"{title}: every class", full, '<a href="index.html">back to the report</a>'))
+        for name, page_title, page, intro in pages:
+            with open(os.path.join(tmp, f"{name}.html"), "w") as f:
+                f.write(render.to_html(page_title, page, intro))
+            with open(os.path.join(tmp, f"{name}.md"), "w") as f:
+                f.write(render.to_markdown(page_title, page))
         artifacts.write_json(os.path.join(tmp, "results.json"), summary)
     return summary
