@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+from absl import logging
 from etils import epath
 from PIL import Image, ImageOps
 
@@ -170,15 +171,16 @@ def folder_source(data_dir: str, descriptor: str) -> Source:
 class TfdsSplit:
     """A TFDS split in ArrayRecord format through ``tfds.data_source`` (random access, no tf.data).
 
-    The data source skips the image feature's decoding (``tfds.decode.SkipDecoding``): ``[i]`` decodes the bytes
-    itself, and the labels and image ids are read without decoding any image, in one pass kept for the
-    object's life. ArrayRecord stores whole examples, so that pass still reads the image bytes from disk.
+    The data source decodes no feature (``tfds.decode.SkipDecoding`` on each: the builders' segmentation masks,
+    boxes and species stay bytes): ``[i]`` decodes the image bytes itself, and the labels, image ids and the
+    label-name feature (``label_name``: CUB's builder has unnamed labels) are read in one pass kept for the object's
+    life. ArrayRecord stores whole examples, so that pass still reads every feature's bytes from disk.
     """
 
     def __init__(self, source, name: str, split: str, class_names: Sequence[str], image_key: str, label_key: str):
         self._source, self._name, self._split = source, name, split
         self._class_names, self._image_key, self._label_key = class_names, image_key, label_key
-        self._index: tuple[np.ndarray, list[str]] | None = None
+        self._index: tuple[np.ndarray, list[str], dict[int, str]] | None = None
 
     def __len__(self) -> int:
         return len(self._source)
@@ -186,27 +188,33 @@ class TfdsSplit:
     def _raw(self, index: int) -> dict:
         return self._source[index]
 
-    def _labels_and_ids(self) -> tuple[np.ndarray, list[str]]:
+    def _scan(self) -> tuple[np.ndarray, list[str], dict[int, str]]:
         if self._index is None:
-            labels, ids = [], []
+            labels, ids, names = [], [], {}
+            name_key = f"{self._label_key}_name"
             for i in range(len(self)):
                 raw = self._raw(i)
                 labels.append(int(raw[self._label_key]))
                 ids.append(self._image_id(raw, i))
-            self._index = np.asarray(labels, dtype=np.int64), ids
+                if name_key in raw:
+                    names.setdefault(labels[-1], _text(raw[name_key]))
+            self._index = np.asarray(labels, dtype=np.int64), ids, names
         return self._index
 
     def labels(self) -> np.ndarray:
-        return self._labels_and_ids()[0]
+        return self._scan()[0]
 
     def image_ids(self) -> list[str]:
-        return list(self._labels_and_ids()[1])
+        return list(self._scan()[1])
+
+    def label_names(self) -> dict[int, str]:
+        """``{label: its label-name feature}`` of the labels this split has, where the dataset has that feature."""
+        return self._scan()[2]
 
     def _image_id(self, raw: dict, index: int) -> str:
         for key in ("image/filename", "file_name", "filename", "id"):
             if key in raw:
-                value = raw[key]
-                return value.decode() if isinstance(value, bytes) else str(value)
+                return _text(raw[key])
         return f"{self._name}/{self._split}/{index:06d}"
 
     def __getitem__(self, index: int) -> dict:
@@ -219,6 +227,30 @@ class TfdsSplit:
             "image_id": image_id,
             "class_name": self._class_names[label],
         }
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _class_names(name: str, label, splits: dict[str, TfdsSplit]) -> list[str]:
+    """The label feature's names; where it has none (CUB's builder: ``ClassLabel(num_classes=200)``), the names
+    its examples carry in the label-name feature (``label_name``), from the first split that has each."""
+    if label.names != [str(k) for k in range(label.num_classes)]:
+        return [clean_class_name(n) for n in label.names]
+    found: dict[int, str] = {}
+    for split in splits.values():
+        for k, text in split.label_names().items():
+            found.setdefault(k, text)
+        if len(found) == label.num_classes:
+            return [clean_class_name(found[k]) for k in range(label.num_classes)]
+    if not found:  # Numbers are the only names there are: say so once, as prompts will read "a photo of a 17".
+        logging.warning("TFDS dataset %s has unnamed labels and no label-name feature: its classes are called "
+                        "'0' to '%d' in prompts", name, label.num_classes - 1)
+        return list(label.names)
+    missing = [k for k in range(label.num_classes) if k not in found]
+    raise DataError(f"TFDS dataset {name!r} names its classes by a label-name feature, but no example of label(s) "
+                    f"{missing[:10]} is in any split, so their names are unknown")
 
 
 @functools.lru_cache(maxsize=8)
@@ -248,8 +280,8 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
             f"{root / 'downloads' / 'manual'} first)"
         )
     info = builder.info
-    class_names = [clean_class_name(n) for n in info.features[label_key].names]
-    decoders = {image_key: tfds.decode.SkipDecoding()}
+    class_names: list[str] = []  # Filled below, once the splits can be read; every split shares the list.
+    decoders = {key: tfds.decode.SkipDecoding() for key in info.features}
     splits = {}
     for split in info.splits:
         try:  # On gs://, ArrayRecord's reader opens the shards itself: see tfds_writer.read_dataset.
@@ -258,6 +290,7 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
             raise DataError(f"TFDS dataset {name!r} in {data_dir} cannot be read as ArrayRecord ({e}); "
                             f"rebuild it with --file_format=array_record") from e
         splits[split] = TfdsSplit(ds, name, split, class_names, image_key, label_key)
+    class_names += _class_names(name, info.features[label_key], splits)
     return Source(name, class_names, descriptor, splits)
 
 
