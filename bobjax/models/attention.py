@@ -12,29 +12,31 @@ transpose). Implementations:
   so the ``[Lq, Lk]`` scores never exist whole. On CPU it is also the fastest, by 5-8x at 1024 tokens: a
   block's scores stay in cache instead of going through freshly allocated memory. ``chunk_size=None``
   sizes blocks so that one block's float32 scores (all heads) take about 4 MiB.
-
-- ``auto`` (the default): the kernel for the device the program compiles for, chosen at trace time from the
-  inputs: ``cudnn`` on NVIDIA GPUs with float16/bfloat16 inputs and a head size cuDNN takes (a multiple of 8, at
-  most 128); on CPU ``chunked`` where one batch element's float32 scores outgrow the cache (over 4 MiB: a medium
-  UNet's forward pass ran at 1.27x torch's speed with it, 0.50x with ``xla``) and ``xla`` below (a ViT-B's 197
-  tokens: ``chunked``'s sequential blocks are ~15 % slower there); ``xla`` otherwise (TPU, float32 on GPU). The
-  choice is logged once per case.
+- ``pallas``: JAX's Pallas flash attention kernel for TPUs (:mod:`bobjax.models.attention_tpu`), forward and
+  backward; on a CPU only in Pallas' TPU interpret mode (tests).
+- ``auto`` (the default): per call, the fastest kernel that accepts the call in both directions on the device the
+  program compiles for (:mod:`bobjax.models.attention_choice`): ``cudnn`` on NVIDIA GPUs in half precision
+  (head sizes up to 128, even lengths: the 77-key cross-attention stays on ``xla``), ``pallas`` on TPUs from
+  1024 queries on, ``chunked`` on CPU where one example's scores outgrow the cache (a medium UNet's forward ran at
+  1.27x torch's speed with it, 0.50x with ``xla``), ``xla`` otherwise; logged once per case with the reason.
+  An explicit ``cudnn`` or ``pallas`` that cannot serve a call stops the trace with a named error.
 
 Both ``xla`` and ``chunked`` have a flash-style gradient that recomputes the probabilities, so training
-memory holds no ``[Lq, Lk]`` array either. Logits and softmax are always accumulated in float32; ``upcast=True`` additionally runs the value
-product in float32 (diffusers' ``upcast_attention``, for SD 2.x in half precision).
+memory holds no ``[Lq, Lk]`` array either. Logits and softmax are always accumulated in float32; ``upcast=True``
+additionally runs the value product in float32 in ``xla`` and ``chunked`` (diffusers' ``upcast_attention``, for
+SD 2.x in half precision; the fused kernels accumulate in float32 themselves and multiply the values in the input
+dtype, as diffusers does).
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-from absl import logging
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked")
-_CHUNK_SCORES_BYTES = 4 << 20
+from bobjax import parallel
+from bobjax.models import attention_choice, attention_gpu, attention_tpu
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked", "pallas")
 
 
 def dot_product_attention(
@@ -58,14 +60,20 @@ def dot_product_attention(
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"attention chunk_size must be a positive int or None (automatic), got {chunk_size!r}")
     out_dtype = query.dtype
+    batch, q_len, heads, head_dim = query.shape
+    call = attention_choice.Call(batch, q_len, key.shape[1], heads, head_dim, jnp.dtype(query.dtype).name,
+                                 mask is not None)
+    device, shards = parallel.target_device(), _shards()
     if implementation == "auto":
-        scores_bytes = 4 * query.shape[1] * key.shape[1] * query.shape[2]
-        implementation = auto_implementation(jax.devices()[0].platform, jax.devices()[0].device_kind,
-                                             jnp.dtype(query.dtype).name, query.shape[-1], scores_bytes)
-    if upcast and implementation != "cudnn":  # cudnn accumulates in float32 itself and refuses float32 inputs
+        implementation = attention_choice.choose(device, call, shards)
+    elif implementation in ("cudnn", "pallas"):
+        attention_choice.check_explicit(implementation, device, call, shards)
+    if upcast and implementation in ("xla", "chunked"):
         query, key, value = (x.astype(jnp.promote_types(x.dtype, jnp.float32)) for x in (query, key, value))
     if implementation == "cudnn":
-        out = _cudnn(query, key, value, mask)
+        out = attention_gpu.cudnn_attention(query, key, value, mask, device, call)
+    elif implementation == "pallas":
+        out = attention_tpu.flash_attention(query, key, value)
     elif implementation == "chunked":
         out = _chunked(query, key, value, mask, chunk_size)
     else:
@@ -73,22 +81,12 @@ def dot_product_attention(
     return out.astype(out_dtype)
 
 
-@functools.cache
-def auto_implementation(platform: str, device_kind: str, dtype: str, head_dim: int, scores_bytes: int) -> str:
-    """What ``implementation="auto"`` runs for inputs of ``dtype`` and ``head_dim`` on a ``platform`` device, where
-    one batch element's float32 scores (all heads) take ``scores_bytes``."""
-    if platform == "gpu" and "NVIDIA" in device_kind.upper() and dtype in ("float16", "bfloat16") \
-            and head_dim % 8 == 0 and head_dim <= 128:
-        choice, why = "cudnn", "cuDNN's fused flash kernel"
-    elif platform == "cpu" and scores_bytes > _CHUNK_SCORES_BYTES:
-        choice, why = "chunked", "scores larger than the cache"
-    elif platform == "cpu":
-        choice, why = "xla", "scores fit the cache"
-    else:
-        choice, why = "xla", f"no faster kernel wired for {platform} {dtype} with head size {head_dim}"
-    logging.info("attention 'auto' on %s (%s), %s, head size %d, %.1f MiB of scores: %s (%s)", platform,
-                 device_kind, dtype, head_dim, scores_bytes / 2**20, choice, why)
-    return choice
+def _shards() -> int | None:
+    """Devices of the mesh in context; 1 on a one-device machine; None for no mesh on several devices."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty:
+        return mesh.size
+    return 1 if jax.device_count() == 1 else None
 
 
 def _check_shapes(query, key, value, mask) -> None:
@@ -187,8 +185,8 @@ def _chunked(query, key, value, mask, chunk_size):
     """Query blocks of one batch element at a time; the gradient of a block needs only the block."""
     batch, q_len, heads, head_dim = query.shape
     kv_len = key.shape[1]
-    if chunk_size is None:  # a block's float32 scores take about _CHUNK_SCORES_BYTES: they stay in cache
-        chunk_size = max(16, _CHUNK_SCORES_BYTES // (4 * heads * kv_len))
+    if chunk_size is None:  # a block's float32 scores take about CHUNK_SCORES_BYTES: they stay in cache
+        chunk_size = max(16, attention_choice.CHUNK_SCORES_BYTES // (4 * heads * kv_len))
     num_chunks = -(-q_len // chunk_size)
     chunk = -(-q_len // num_chunks)  # equal blocks, padding at most num_chunks - 1 queries
     padded = num_chunks * chunk
@@ -210,12 +208,3 @@ def _chunked(query, key, value, mask, chunk_size):
     out = jax.lax.map(one_element, (query, key, value, mask))  # [B, n, H, c, D]
     out = out.swapaxes(2, 3).reshape(batch, padded, heads, head_dim)
     return out[:, :q_len]
-
-
-def _cudnn(query, key, value, mask):
-    if jax.default_backend() != "gpu" or query.dtype not in (jnp.float16, jnp.bfloat16):
-        raise ValueError(
-            "attention implementation 'cudnn' needs an NVIDIA GPU and float16/bfloat16 inputs; got backend "
-            f"{jax.default_backend()!r} and dtype {query.dtype} (use 'xla' or 'chunked' here)"
-        )
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="cudnn")

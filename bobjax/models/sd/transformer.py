@@ -28,11 +28,14 @@ class Attention(nnx.Module):
         self.to_k = nnx.Linear(context_dim, inner, use_bias=False, **linear)
         self.to_v = nnx.Linear(context_dim, inner, use_bias=False, **linear)
         self.to_out = nnx.List([nnx.Linear(inner, query_dim, **linear), nnx.Dropout(0.0)])
-        self.heads, self.head_dim = heads, head_dim
+        self.heads, self.head_dim, self.dtype = heads, head_dim, dtype
         self.implementation, self.upcast = implementation, upcast
 
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
-        split = lambda t: t.reshape(*t.shape[:2], self.heads, self.head_dim)  # noqa: E731
+        # float32 LoRA adapters over a bf16 base promote q, k, v to float32. peft's LoRA layers return the base
+        # layer's dtype; attending in the model's dtype does the same, and lets the half-precision kernels serve.
+        dtype = self.dtype or x.dtype
+        split = lambda t: t.astype(dtype).reshape(*t.shape[:2], self.heads, self.head_dim)  # noqa: E731
         out = dot_product_attention(
             split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)),
             implementation=self.implementation, upcast=self.upcast,
