@@ -44,6 +44,23 @@ def test_lambda_streams_balance_real_and_synthetic_per_class():
     assert all(kind == mixing.REAL for kind, _ in take(real, 50))
 
 
+def test_repeated_real_indices_at_uneven_counts_and_cub_size():
+    """Each real image floor(n_syn_c / n_real_c) times, at least once, in order; linear time: CUB's full train split
+    (5,994 images) against 20,000 synthetic took 0.2 s when each image recounted its class."""
+    real = np.array([2, 0, 2, 1, 2, 5])  # Class 5 has no synthetic image, class 3 no real one.
+    synthetic = np.array([0] * 7 + [2] * 8 + [3] * 4 + [1])
+    assert mixing.repeated_real_indices(real, synthetic).tolist() == [0, 0, 1] + [1] * 6 + [2, 2, 3, 4, 4, 5]
+    assert mixing.repeated_real_indices(np.zeros(0, np.int64), synthetic).tolist() == []
+    cub_real = np.random.default_rng(0).integers(0, 200, 5994)
+    import time
+
+    start = time.perf_counter()
+    repeated = mixing.repeated_real_indices(cub_real, np.repeat(np.arange(200), 100))
+    assert time.perf_counter() - start < 0.05
+    counts = np.bincount(cub_real, minlength=200)
+    np.testing.assert_array_equal(np.bincount(repeated, minlength=5994), np.maximum(1, 100 // counts[cub_real]))
+
+
 def test_btl_second_phase_sees_no_synthetic_image():
     assert mixing.phases("btl", 10, 3) == [("alpha", 10), ("real_only", 3)]
     refs = take(mixing.real_stream(REAL, seed=0), 500)

@@ -38,14 +38,15 @@ def _references(kind: int, indices: np.ndarray) -> grain.MapDataset:
 
 
 def repeated_real_indices(real_labels: np.ndarray, synthetic_labels: np.ndarray) -> np.ndarray:
-    """Real indices, each repeated floor(n_syn_c / n_real_c) times (at least once) for its class c."""
-    real_labels, synthetic_labels = np.asarray(real_labels), np.asarray(synthetic_labels)
-    out = []
-    for index, label in enumerate(real_labels):
-        n_real = int((real_labels == label).sum())
-        n_syn = int((synthetic_labels == label).sum())
-        out += [index] * max(1, n_syn // n_real)
-    return np.asarray(out, dtype=np.int64)
+    """Real indices, each repeated floor(n_syn_c / n_real_c) times (at least once) for its class c. Counted once per
+    class (a count per real image was O(real x (real + synthetic)): 0.2 s for CUB's 5,994 x 20,000)."""
+    real_labels, synthetic_labels = np.asarray(real_labels, np.int64), np.asarray(synthetic_labels, np.int64)
+    if not len(real_labels):
+        return np.zeros(0, np.int64)
+    size = int(max(real_labels.max(), synthetic_labels.max(initial=0))) + 1
+    n_real, n_syn = np.bincount(real_labels, minlength=size), np.bincount(synthetic_labels, minlength=size)
+    repeats = np.maximum(1, n_syn[real_labels] // n_real[real_labels])
+    return np.repeat(np.arange(len(real_labels), dtype=np.int64), repeats)
 
 
 def real_stream(real_labels: np.ndarray, seed: int) -> grain.MapDataset:
