@@ -19,3 +19,9 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
     assert os.path.exists(os.path.join(ROOT, "configs", "demo.py"))
     ci = open(os.path.join(ROOT, ".ci", "run")).read().strip().splitlines()
     assert ci[-1] == tests
+
+
+def test_readme_stays_short():
+    """The README is what a newcomer reads in two minutes (two screens); detail belongs in docs/."""
+    lines = open(os.path.join(ROOT, "README.md")).read().splitlines()
+    assert len(lines) <= 120, f"README.md has {len(lines)} lines; move detail into a guide under docs/"
