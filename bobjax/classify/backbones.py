@@ -72,19 +72,20 @@ def resolve_checkpoint(cfg) -> hub.Resolved | None:
 
 
 def build(cfg, checkpoint: hub.Resolved | None, class_names: list[str], descriptor: str, *, dtype=jnp.float32,
-          rngs: nnx.Rngs) -> Classifier:
+          rngs: nnx.Rngs, load_weights: bool = True) -> Classifier:
     """``config.classify`` -> the classifier for ``class_names``, with ``checkpoint`` (from :func:`resolve_checkpoint`;
-    None: random initialisation) loaded; it computes in ``dtype`` (parameters stay float32)."""
+    None: random initialisation) loaded; it computes in ``dtype`` (parameters stay float32). ``load_weights=False``
+    reads only a CLIP checkpoint's config (``bobjax.aot`` builds the model abstractly)."""
     backbone, size = cfg.backbone, cfg.image_size
     if backbone == "clip_vit_b16":
-        return _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs)
+        return _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs, load_weights)
     if backbone in RESNETS:
         model = resnet.resnet(backbone, len(class_names), dtype=dtype, rngs=rngs)
     elif backbone in VITS:
         model = vit.vit(backbone, len(class_names), size, dtype=dtype, rngs=rngs)
     else:
         raise ConfigError(f"config.classify.backbone is {backbone!r}; expected one of {BACKBONES}")
-    if checkpoint is not None:
+    if checkpoint is not None and load_weights:
         state = weights.read_state_dict(checkpoint_files(checkpoint.path))
         loader = resnet.load_timm_resnet if backbone in RESNETS else vit.load_timm_vit
         loader(model, state, new_head=True, source=checkpoint.name)
@@ -103,7 +104,7 @@ def load_clip_tokenizer(folder: str):
     return CLIPTokenizer.from_pretrained(clip_tokenizer.write_clip_tokenizer_files(tempfile.mkdtemp()))
 
 
-def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs) -> Classifier:
+def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs, load_weights=True) -> Classifier:
     if cfg.layer_decay != 1.0:
         raise ConfigError("config.classify.layer_decay applies to ResNet and ViT fine-tuning; CLIP trains LoRA "
                           "adapters only, so set it to 1.0")
@@ -116,7 +117,7 @@ def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs) -> Classi
     prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=name) for name in class_names]
     ids = clip.tokenize_prompts(load_clip_tokenizer(folder), prompts, max_length)
     model = clip.CLIPClassifier(config, ids, cfg.image_size, dtype=dtype, rngs=rngs)
-    if folder:
+    if folder and load_weights:
         clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=checkpoint.name)
     example = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
     adapters = lambda dropout: lora.LoraConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=CLIP_LORA_TARGETS,  # noqa: E731

@@ -89,7 +89,7 @@ def run(config, workdir: str) -> dict:
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
     # Model and optimizer: parameters and optimiser state in float32, computation in ``dtype``.
-    dtype = step_lib.compute_dtype(cfg.dtype)
+    dtype = step_lib.compute_dtype(cfg.dtype, mesh)
     classifier = backbones.build(cfg, checkpoint, splits.class_names, splits.descriptor, dtype=dtype,
                                  rngs=nnx.Rngs(config.seed))
     train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)

@@ -12,6 +12,9 @@ soft targets; otherwise every row weighs 1 / batch.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,13 +30,16 @@ _DROPOUT_STREAM = 0x10A  # LoRA dropout draws from its own key stream, apart fro
 DTYPES = ("auto", "float32", "bfloat16")
 
 
-def compute_dtype(name: str):
+def compute_dtype(name: str, mesh=None):
     """``config.classify.dtype`` -> the dtype the classifier computes in. ``auto``: bfloat16 where matrix units
-    run it at several times float32's rate (GPU, TPU), float32 on CPU, where bfloat16 is emulated and slower."""
+    run it at several times float32's rate (GPU, TPU), float32 on CPU, where bfloat16 is emulated and slower.
+    The platform is that of ``mesh``'s devices (the default backend's without one): compiled for a TPU from a CPU
+    (``bobjax.aot``), the classifier computes as it will on the TPU."""
     if name not in DTYPES:
         raise ConfigError(f"config.classify.dtype is {name!r}; expected one of {DTYPES}")
     if name == "auto":
-        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+        name = "float32" if platform == "cpu" else "bfloat16"
     return jnp.dtype(name)
 
 
@@ -110,14 +116,36 @@ def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax
 
     replicate = lambda tree: jax.tree.map(lambda _: parallel.replicated(mesh), tree)  # noqa: E731
     batch = parallel.batch_sharding(mesh)
-    update = jax.jit(update, in_shardings=(replicate(state_template), replicate(frozen_template), batch, batch, batch),
+    update = jax.jit(parallel.under_mesh(mesh, update),
+                     in_shardings=(replicate(state_template), replicate(frozen_template), batch, batch, batch),
                      out_shardings=(replicate(state_template), parallel.replicated(mesh)), donate_argnums=0)
+    return TrainStep(prepare_fn, update)
 
-    def train_step(state, frozen, batch):
-        images, targets = prepare_fn(state["step"], batch)
-        return update(state, frozen, images, targets, batch["label"])
 
-    return train_step
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """``(state, frozen, batch) -> (state, metrics)``: two jitted programs, ``prepare`` (augmentation, mixing) and
+    ``update`` (forward, backward, AdamW), each compiled on its own (``bobjax.aot`` compiles both for a target)."""
+
+    prepare: Callable
+    update: Callable
+
+    def __call__(self, state, frozen, batch):
+        images, targets = self.prepare(state["step"], batch)
+        return self.update(state, frozen, images, targets, batch["label"])
+
+
+def batch_shapes(cfg, num_classes: int, *, realmix: bool = False) -> tuple[dict, tuple]:
+    """(the global uint8 batch ``prepare`` takes, the ``(images, targets, labels)`` ``update`` takes), as
+    ``jax.ShapeDtypeStruct``s: what :class:`bobjax.classify.input.TrainInput` yields, every host's rows together."""
+    n, size = cfg.batch_size, cfg.image_size
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct((n, *shape), dtype)  # noqa: E731
+    fields = {"image": spec((size, size, 3), jnp.uint8), "label": spec((), jnp.int32),
+              "source_label": spec((), jnp.int32), "source_weight": spec((), jnp.float32)}
+    if realmix:
+        fields |= {"partner": fields["image"], "partner_label": fields["label"], "mixed": spec((), jnp.bool_),
+                   "partner_source_label": fields["label"], "partner_source_weight": fields["source_weight"]}
+    return fields, (spec((size, size, 3), jnp.float32), spec((num_classes,), jnp.float32), fields["label"])
 
 
 def make_eval_step(graphdef, mesh, *, mean, std, dtype=jnp.float32):
@@ -128,4 +156,4 @@ def make_eval_step(graphdef, mesh, *, mean, std, dtype=jnp.float32):
         x = normalize(images.astype(jnp.float32) / 255.0, mean, std).astype(dtype)
         return jnp.argmax(model(x), axis=-1)
 
-    return jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
+    return jax.jit(parallel.under_mesh(mesh, eval_step), out_shardings=parallel.replicated(mesh))

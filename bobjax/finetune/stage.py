@@ -24,8 +24,7 @@ from bobjax.finetune.adapters import add_adapters, lora_configs
 from bobjax.finetune.input import finetune_batches, prompt_fields, training_prompts
 from bobjax.finetune.preview import Previews
 from bobjax.models import lora
-from bobjax.models.sd.schedulers import NoiseSchedule
-from bobjax.training import loop, optim
+from bobjax.training import loop
 
 
 def run(config, workdir: str) -> None:
@@ -82,14 +81,18 @@ class LoraTrainer:
         self.config, self.num_steps, self.mesh = config, num_steps, mesh
         self.lora_configs = lora_configs(c)
         unet, text_encoder = add_adapters(sd, self.lora_configs, config.seed)
-        self.graphs, trainable, frozen = lora_step.split_models(unet, text_encoder, sd.vae)
-        optimizer, lr = optim.make_optimizer(c, num_steps)
-        step_fn = lora_step.make_train_step(self.graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer,
-                                            lr, seed=config.seed, lora_dropout=c.lora_dropout)
+        self.graphs, trainable, frozen, optimizer, self.train_step = lora_step.build_step(
+            c, unet, text_encoder, sd.vae, sd.scheduler_config, num_steps, mesh, seed=config.seed)
         self.frozen = jax.device_put(frozen, lora_step.frozen_sharding(frozen, mesh))
         # On the host: the step donates its input state, so each LoRA's copy is placed afresh from this one.
         self.initial_state = jax.device_get(lora_step.init_state(trainable, optimizer))
-        self.train_step = lora_step.jit_train_step(step_fn, self.initial_state, self.frozen, mesh)
+        device = mesh.devices.flat[0]
+        if device.memory_stats():  # An accelerator: compile now and stop here if the step cannot fit it.
+            from bobjax.aot.report import SETTINGS, check_device
+
+            batch = lora_step.batch_shapes(c, int(sd.tokenize([""]).shape[1]))
+            self.train_step = self.train_step.lower(self.initial_state, self.frozen, batch).compile()
+            check_device(self.train_step, "the fine-tuning step", SETTINGS["finetune"], device)
         self.previews = Previews(config, sd, self.graphs, self.lora_configs, mesh)
 
     def train(self, load_image, input_ids: np.ndarray, folder) -> None:

@@ -27,6 +27,8 @@ from jax.sharding import Mesh
 
 from bobjax import parallel
 from bobjax.models import lora
+from bobjax.models.sd.schedulers import NoiseSchedule
+from bobjax.training import optim
 from bobjax.training.denoising import denoising_loss, noised_inputs
 
 
@@ -133,9 +135,33 @@ def jit_train_step(step_fn, state: TrainState, frozen: Frozen, mesh: Mesh):
     state_sharding = jax.tree.map(lambda _: replicated, state)
     batch_sharding = parallel.batch_sharding(mesh)
     return jax.jit(
-        step_fn,
+        parallel.under_mesh(mesh, step_fn),
         in_shardings=(state_sharding, frozen_sharding(frozen, mesh), batch_sharding),
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )
 
+
+
+def build_step(finetune_config, unet: nnx.Module, text_encoder: nnx.Module, vae: nnx.Module, scheduler_config: dict,
+               num_steps: int, mesh: Mesh, *, seed: int):
+    """The fine-tuning stage's step for models with adapters: ``(graphs, trainable, frozen, optimizer, jitted step)``.
+
+    The one place the stage (:class:`bobjax.finetune.stage.LoraTrainer`) and ``bobjax.aot`` (which passes abstract
+    models, to compile the step for a target without its weights) build the step, so both compile the same program.
+    """
+    c = finetune_config
+    graphs, trainable, frozen = split_models(unet, text_encoder, vae)
+    optimizer, learning_rate = optim.make_optimizer(c, num_steps)
+    step_fn = make_train_step(graphs, NoiseSchedule.from_config(scheduler_config), optimizer, learning_rate, seed=seed,
+                              lora_dropout=c.lora_dropout)
+    state_template = jax.eval_shape(lambda t: init_state(t, optimizer), trainable)
+    return graphs, trainable, frozen, optimizer, jit_train_step(step_fn, state_template, frozen, mesh)
+
+
+def batch_shapes(finetune_config, text_length: int) -> dict:
+    """The global batch one step takes, as ``jax.ShapeDtypeStruct``s (what :func:`bobjax.finetune.input
+    .finetune_batches` yields, every host's rows together)."""
+    c = finetune_config
+    return {"pixels": jax.ShapeDtypeStruct((c.batch_size, c.resolution, c.resolution, 3), jnp.float32),
+            "input_ids": jax.ShapeDtypeStruct((c.batch_size, text_length), jnp.int32)}

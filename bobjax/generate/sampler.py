@@ -16,6 +16,7 @@ Two variants of the peers that BOB is compared with:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -43,7 +44,10 @@ class TextToImage:
         negative_prompt: str = "",
         strength: float | None = None,
         mix_weight: float = 1.0,
+        place_weights: bool = True,
     ):
+        """``place_weights=False`` leaves the weights where they are: ``bobjax.aot`` builds the sampler on abstract
+        models and compiles :meth:`lower`'s program for a target without placing any weights."""
         self.sd, self.mesh = sd, mesh
         self.guided_by_images = strength is not None
         self.sampler = make_sampler(scheduler, sd.scheduler_config, steps, 1.0 if strength is None else strength)
@@ -58,16 +62,35 @@ class TextToImage:
         self.negative_ids = sd.tokenize([negative_prompt])
         self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
         self._replicated, self._batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-        self.refresh_weights()
+        if place_weights:
+            self.refresh_weights()
         # Every per-image input (a dict) is split over the devices: one sharding serves the whole dict.
-        self._generate = jax.jit(self._pure_generate, in_shardings=(self._replicated, self._batch, self._replicated),
-                                 out_shardings=self._batch)
+        self._generate = jax.jit(parallel.under_mesh(mesh, self._pure_generate),
+                                 in_shardings=(self._replicated, self._batch, self._replicated), out_shardings=self._batch)
 
     def refresh_weights(self) -> None:
         """Reads the pipeline's weights again (after another LoRA was folded in); the graph is the same, so
         nothing recompiles."""
         state = nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder))
         self._state = jax.device_put(state, self._replicated)
+
+    def lower(self, batch_size: int):
+        """The jitted call for ``batch_size`` prompts, lowered on abstract inputs (``jax.stages.Lowered``): the
+        weights, the per-image inputs :meth:`generate_float` builds (padded to the device count) and the negative
+        prompt's ids."""
+        padded = -(-batch_size // self.mesh.size) * self.mesh.size
+        text_length = self.negative_ids.shape[1]
+        spec = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct((padded, *shape), dtype)  # noqa: E731
+        batch = {"ids": spec((text_length,), jnp.int32), "noise": spec(self.latent_shape)}
+        if self.guided_by_images:
+            size = self.latent_shape[0] * 2 ** (len(self.sd.vae_config["block_out_channels"]) - 1)
+            batch |= {"images": spec((size, size, 3)), "posterior_noise": spec(self.latent_shape)}
+        if self.mix_weight < 1.0:
+            batch["mix_ids"] = spec((text_length,), jnp.int32)
+        state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                             nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder)))
+        negative = jax.ShapeDtypeStruct(self.negative_ids.shape, jnp.int32)
+        return self._generate.lower(state, batch, negative)
 
     def initial_noise(self, seeds: Sequence[int], stream: int = 0) -> jax.Array:
         """One standard-normal latent per seed, independent of batch composition; ``stream`` 1 is the VAE
@@ -84,19 +107,10 @@ class TextToImage:
         if "mix_ids" in batch:
             context = (self.mix_weight * context.astype(jnp.float32)
                        + (1 - self.mix_weight) * text_encoder(batch["mix_ids"]).astype(jnp.float32)).astype(compute_dtype)
-        guided = self.guidance_scale > 1.0
-        if guided:
+        if self.guidance_scale > 1.0:
             negative = jnp.broadcast_to(text_encoder(negative_ids), context.shape)
             context = jnp.concatenate([negative, context])
-
-        def denoise(x, t):
-            x = x.astype(compute_dtype)
-            if not guided:
-                return unet(x, jnp.broadcast_to(t, (x.shape[0],)), context).astype(jnp.float32)
-            out = unet(jnp.concatenate([x, x]), jnp.broadcast_to(t, (2 * x.shape[0],)), context).astype(jnp.float32)
-            uncond, cond = jnp.split(out, 2)
-            return uncond + self.guidance_scale * (cond - uncond)
-
+        denoise = functools.partial(self._denoise, unet, context)
         if "images" in batch:
             mean, logvar = vae.encode_moments(batch["images"].astype(compute_dtype))
             x0 = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * batch["posterior_noise"]
@@ -106,6 +120,33 @@ class TextToImage:
         x = sample_loop(self.sampler, denoise, start)
         images = vae.decode((x / vae.scaling_factor).astype(compute_dtype)).astype(jnp.float32)
         return jnp.clip(images / 2 + 0.5, 0.0, 1.0)
+
+    def _denoise(self, unet, context, x, t):
+        """One evaluation of the guided model: the sampler loop's body (``context``: negative then positive rows
+        when guided)."""
+        x = x.astype(context.dtype)
+        if self.guidance_scale <= 1.0:
+            return unet(x, jnp.broadcast_to(t, (x.shape[0],)), context).astype(jnp.float32)
+        out = unet(jnp.concatenate([x, x]), jnp.broadcast_to(t, (2 * x.shape[0],)), context).astype(jnp.float32)
+        uncond, cond = jnp.split(out, 2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+    def lower_denoise(self, batch_size: int):
+        """One step of the loop alone, lowered as :meth:`lower` lowers the call: XLA's cost analysis counts a loop's
+        body once, so ``bobjax.aot`` adds this program's cost ``num_steps - 1`` more times."""
+        padded = -(-batch_size // self.mesh.size) * self.mesh.size
+        graphdef = nnx.graphdef(self.sd.unet)
+        state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(self.sd.unet))
+        rows = 2 * padded if self.guidance_scale > 1.0 else padded
+        width = self.sd.unet_config["cross_attention_dim"]
+        context = jax.ShapeDtypeStruct((rows, self.negative_ids.shape[1], width), self.sd.unet.dtype)
+        x = jax.ShapeDtypeStruct((padded, *self.latent_shape), jnp.float32)
+        t = jax.ShapeDtypeStruct((), self.sampler.timesteps.dtype)
+        step = jax.jit(parallel.under_mesh(
+            self.mesh, lambda state, context, x, t: self._denoise(nnx.merge(graphdef, state), context, x, t)),
+                       in_shardings=(self._replicated, self._batch, self._batch, self._replicated),
+                       out_shardings=self._batch)
+        return step.lower(state, context, x, t)
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int] | None = None, latents=None,
                  **inputs) -> np.ndarray:

@@ -15,9 +15,11 @@ in another.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -99,14 +101,23 @@ def _train_oracle(config):
                                  seed=config.seed)
 
 
-@nnx.jit
-def _image_embeds(model, images):
-    return model.image_embeds(images)
+@functools.partial(jax.jit, static_argnums=0)
+def image_embeds(graphdef, state, images):
+    """The CLIP encoder's one compiled program per batch shape: float32 images [B, S, S, 3] -> unit embeddings;
+    ``bobjax.aot`` compiles it on abstract weights for a target."""
+    return nnx.merge(graphdef, state).image_embeds(images)
 
 
-@nnx.jit
-def _text_embeds(model, ids):
-    return model.text_embeds(ids)
+@functools.partial(jax.jit, static_argnums=0)
+def _text_embeds(graphdef, state, ids):
+    return nnx.merge(graphdef, state).text_embeds(ids)
+
+
+def clip_model(config: dict, prompt_ids: np.ndarray, image_size: int):
+    """The encoder's CLIP model (random weights; built inside ``nnx.eval_shape`` by ``bobjax.aot``)."""
+    from bobjax.models import clip
+
+    return clip.CLIPClassifier(config, prompt_ids, image_size, rngs=nnx.Rngs(0))
 
 
 def resolve_clip(name: str):
@@ -131,8 +142,9 @@ def _clip_encoder(name: str, class_names: Sequence[str], descriptor: str, batch_
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
     tokenizer = load_clip_tokenizer(folder)
     prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=c) for c in class_names]
-    model = clip.CLIPClassifier(config, clip.tokenize_prompts(tokenizer, prompts, max_length), size, rngs=nnx.Rngs(0))
+    model = clip_model(config, clip.tokenize_prompts(tokenizer, prompts, max_length), size)
     clip.load_clip_weights(model, weights.read_state_dict(files), source=resolved.name)
+    graphdef, state = nnx.split(model)
     mean, std = np.asarray(clip.CLIP_MEAN, np.float32), np.asarray(clip.CLIP_STD, np.float32)
     scale = float(np.exp(np.asarray(model.logit_scale[...])))
 
@@ -142,12 +154,12 @@ def _clip_encoder(name: str, class_names: Sequence[str], descriptor: str, batch_
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
-            out.append(np.asarray(_text_embeds(model, jnp.asarray(padded)))[:len(chunk)])
+            out.append(np.asarray(_text_embeds(graphdef, state, jnp.asarray(padded)))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, config["projection_dim"]), np.float32)
 
     class_text = texts(prompts)
     return Encoder(
         f"CLIP {name} (unit image embeddings, {config['projection_dim']}-d)", size, batch_size,
-        features=lambda images: np.asarray(_image_embeds(model, jnp.asarray((images / 255.0 - mean) / std,
-                                                                            jnp.float32))),
+        features=lambda images: np.asarray(image_embeds(graphdef, state, jnp.asarray((images / 255.0 - mean) / std,
+                                                                                    jnp.float32))),
         class_logits=lambda features: scale * features @ class_text.T, text_features=texts, class_text=class_text)

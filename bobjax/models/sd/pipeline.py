@@ -88,30 +88,34 @@ def load_stable_diffusion(
         if not os.path.isdir(os.path.join(folder, component)):
             needed = ", ".join(COMPONENTS)
             raise FileNotFoundError(f"{folder} has no '{component}' folder: a diffusers SD folder needs {needed}")
-    kw = dict(dtype=dtype, param_dtype=param_dtype, attention=attention)
-    configs = {component: _read_json(folder, component, "config.json") for component in _WEIGHTED}
-    unet = _load_module(
-        folder, "unet", variant, lambda rngs: UNet2DConditionModel(configs["unet"], remat=remat, rngs=rngs, **kw),
-        weights.load_state_dict,
-    )  # fmt: skip
-    vae = _load_module(
-        folder, "vae", variant, lambda rngs: AutoencoderKL(configs["vae"], rngs=rngs, **kw), load_vae_weights
-    )
-    text_encoder = _load_module(
-        folder, "text_encoder", variant, lambda rngs: CLIPTextModel(configs["text_encoder"], rngs=rngs, **kw),
-        load_clip_text_weights,
-    )  # fmt: skip
+    configs = read_configs(folder)
+    build = module_builders(configs, dtype=dtype, param_dtype=param_dtype, attention=attention, remat=remat)
+    loaders = {"unet": weights.load_state_dict, "vae": load_vae_weights, "text_encoder": load_clip_text_weights}
+    modules = {c: _load_module(folder, c, variant, build[c], loaders[c]) for c in _WEIGHTED}
     return StableDiffusion(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
+        **modules,
         tokenizer=CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer")),
-        scheduler_config=_read_json(folder, "scheduler", "scheduler_config.json"),
+        scheduler_config=configs["scheduler"],
         unet_config=configs["unet"],
         vae_config=configs["vae"],
         text_encoder_config=configs["text_encoder"],
         path=folder,
     )
+
+
+def read_configs(folder: str) -> dict[str, dict[str, Any]]:
+    """The config.json of each weighted component and the scheduler's config: all that a model's shapes need."""
+    configs = {component: _read_json(folder, component, "config.json") for component in _WEIGHTED}
+    return {**configs, "scheduler": _read_json(folder, "scheduler", "scheduler_config.json")}
+
+
+def module_builders(configs, *, dtype, param_dtype, attention: str, remat: bool) -> dict[str, Callable]:
+    """``rngs -> module`` for the UNet, VAE and text encoder, as the loader builds them (``bobjax.aot`` builds the
+    same ones abstractly, from the configs alone)."""
+    kw = dict(dtype=dtype, param_dtype=param_dtype, attention=attention)
+    return {"unet": lambda rngs: UNet2DConditionModel(configs["unet"], remat=remat, rngs=rngs, **kw),
+            "vae": lambda rngs: AutoencoderKL(configs["vae"], rngs=rngs, **kw),
+            "text_encoder": lambda rngs: CLIPTextModel(configs["text_encoder"], rngs=rngs, **kw)}
 
 
 def _load_module(folder: str, component: str, variant: str | None, build: Callable, load: Callable) -> nnx.Module:
