@@ -45,12 +45,24 @@ def _host_peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
 
+def _status_gb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    return kib * 1024 / 1e9
+
+
 def _repeat(fn, steps: int) -> dict:
     """The host peak when ready, seconds of the first call and the median of the ``steps - 1`` after it (all of
-    them when there is one)."""
+    them when there is one), and how far the calls raise the resident memory above what it was when ready
+    (``step_growth_gb``: the peak is reset first, through /proc/self/clear_refs; what ``python -m bobjax.aot
+    --target=cpu`` predicts as temporaries + outputs not aliased to inputs)."""
     ready_peak = _host_peak_gb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: resets VmHWM to the current resident size.
+    ready = _status_gb("VmRSS")
     times = [_timed(fn) for _ in range(steps)]
-    return {"ready_peak_gb": ready_peak, "first_s": times[0], "step_s": statistics.median(times[1:] or times)}
+    return {"ready_peak_gb": ready_peak, "first_s": times[0], "step_s": statistics.median(times[1:] or times),
+            "step_growth_gb": _status_gb("VmHWM") - ready}
 
 
 def setup(args) -> dict:
@@ -184,10 +196,11 @@ def main() -> None:
     device = next((r["device"] for _, _, r in rows if "device" in r), "?")
     print(f"real size [{args.config}, {args.dtype}, attention {args.attention}] on {device}; {args.steps} calls each")
     print(f"{'stage':9s} {'wall s':>7s} {'ready s':>8s} {'first s':>8s} {'median s':>9s} {'host peak GB':>13s} "
-          f"{'(when ready)':>13s} {'device peak GB':>15s}  work")
+          f"{'(when ready)':>13s} {'step growth GB':>15s} {'device peak GB':>15s}  work")
     for stage, wall, r in rows:
-        cells = [f"{r[k]:{w}.1f}" if k in r else " " * (w - 1) + "-" for k, w in
-                 (("ready_s", 8), ("first_s", 8), ("step_s", 9), ("host_peak_gb", 13), ("ready_peak_gb", 13))]
+        cells = [f"{r[k]:{w}.{2 if k == 'step_growth_gb' else 1}f}" if k in r else " " * (w - 1) + "-" for k, w in
+                 (("ready_s", 8), ("first_s", 8), ("step_s", 9), ("host_peak_gb", 13), ("ready_peak_gb", 13),
+                  ("step_growth_gb", 15))]
         device_peak = f"{r['device_peak_gb']:15.2f}" if r.get("device_peak_gb") is not None else " " * 14 + "-"
         print(f"{stage:9s} {wall:7.1f} {' '.join(cells)} {device_peak}  {r['work']}")
 

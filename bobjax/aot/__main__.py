@@ -1,0 +1,135 @@
+"""Compiles every JAX stage's step of a config for a target it does not need to have, and prints what each needs.
+
+    python -m bobjax.aot --config=configs/cub.py --target=v5e:2x4
+    JAX_PLATFORMS=cpu python -m bobjax.aot --config=configs/cub.py --target=h100 --stages=finetune,generate
+    python -m bobjax.aot --config=configs/cub.py --target=cpu     # this machine's devices, to compare with a run
+
+Targets are ``bobjax.targets`` names (Cloud TPU slices, NVIDIA cards and nodes) or ``cpu``. The models are built on
+abstract values from the checkpoint's config files only (a few KB fetched; ``config.model.sd`` may be a local
+folder holding them), over a mesh of the target's devices (``config.mesh``), traced under that mesh so that kernels
+are chosen for the target, and compiled; real-size programs take minutes each on a CPU, so JAX's persistent
+compilation cache (``--cache_dir``) keeps them for the next run. Prints a line for each program that does not fit
+its device, naming the setting to change, then the table; ``--json`` writes the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A bobjax config file (configs/*.py[:args]).")
+_TARGET = flags.DEFINE_string("target", "cpu", "bobjax.targets name (v5e:2x4, h100, 8xh100, ...) or cpu.")
+_STAGES = flags.DEFINE_list("stages", "finetune,generate,classify,quality", "Stages to compile.")
+_JSON = flags.DEFINE_string("json", "", "Write the rows here as JSON.")
+_ROWS_FROM = flags.DEFINE_list("rows_from", [], "--json files of earlier runs for the same target whose rows join "
+                                "this table (one stage per process keeps a real-size run's memory down).")
+_CACHE = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/bobjax/aot"),
+                             "JAX's persistent compilation cache ('' for none).")
+
+
+def target_and_mesh(name: str, config, stage: str):
+    """(target or None for ``cpu``, the stage's mesh): generation runs on one host's devices, the quality
+    encoder on one device, as their stages do."""
+    import jax
+
+    from bobjax import parallel
+
+    if name == "cpu":
+        target, devices = None, jax.devices()
+    else:
+        from bobjax import targets
+
+        target = targets.get(name)
+        devices = list(target.devices)
+    if stage == "generate":
+        devices = [d for d in devices if d.process_index == devices[0].process_index]
+    if stage == "quality":
+        devices = devices[:1]
+    mesh_config = config.mesh if stage not in ("quality",) else {"data": 1, "fsdp": 1}
+    return target, parallel.make_mesh(mesh_config, devices)
+
+
+def compile_stage(stage: str, config, target_name: str, log=print, only=None) -> tuple[object, list]:
+    """(target, report.Figures of each program of ``stage``, or of those named in ``only``), compiled one by one."""
+    import jax
+
+    from bobjax.aot import kernels, report, stages
+
+    target, mesh = target_and_mesh(target_name, config, stage)
+    results = []
+    for program in getattr(stages, stage)(config, mesh):
+        if only is not None and program.name not in only:
+            continue
+        log(f"[aot] {target_name} {stage} {program.name}: compiling ({program.work})", flush=True)
+        start = time.perf_counter()
+        with jax.set_mesh(mesh), kernels.recording() as calls:
+            compiled = program.lower().compile()
+            body, extra = None, 0
+            if program.loop is not None:
+                lower_body, extra = program.loop
+                log(f"[aot] {target_name} {stage} {program.name}: compiling its loop body", flush=True)
+                body = lower_body().compile()
+        seconds = time.perf_counter() - start
+        configured = config.model.attention if stage in ("finetune", "generate") else "auto"
+        attention = {"summary": kernels.summary(calls, configured),
+                     "calls": [{"call": call, "kernel": kernel, "traced": n} for (call, kernel), n in calls.items()]}
+        results.append(report.figures(program, compiled, seconds, body, extra, attention))
+        log(f"[aot] {target_name} {stage} {program.name}: {results[-1].total / report.GiB:.2f} GiB per device, "
+            f"compiled in {seconds:.0f} s", flush=True)
+    return target, results
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    import jax
+
+    from bobjax.aot import cell, report, stages
+
+    if _CACHE.value:
+        jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    config = _CONFIG.value
+    unknown = [s for s in _STAGES.value if s not in stages.STAGES]
+    if unknown:
+        raise app.UsageError(f"--stages: unknown {unknown}; expected some of {stages.STAGES}")
+    rows, problems, target = [], [], None
+    for path in _ROWS_FROM.value:
+        with open(path) as f:
+            earlier = json.load(f)
+        if earlier["target"] != _TARGET.value:
+            raise app.UsageError(f"--rows_from {path} is for target {earlier['target']}, not {_TARGET.value}")
+        rows += earlier["rows"]
+        problems += earlier["does_not_fit"]
+    for stage in _STAGES.value:
+        target, figures = compile_stage(stage, config, _TARGET.value)
+        for f in figures:
+            problem = report.fit_problem(f, target, report.SETTINGS[stage])
+            if problem:
+                problems.append(problem)
+                print(f"DOES NOT FIT: {problem}", flush=True)
+            rows.append(report.row(f, target))
+    title = f"bobjax.aot {_TARGET.value} ({len(target.devices) if target else jax.device_count()} devices): " \
+            f"{' '.join(sys.argv[1:])}"
+    for problem in problems:
+        print(f"DOES NOT FIT: {problem}")
+    print(report.table(rows, title))
+    bound = cell.cell_bound(config, rows)
+    if bound is not None:
+        stages_h = ", ".join(f"{stage} {s / 3600:.1f} h" for stage, s in bound["by_stage"].items())
+        missing = f"; not compiled, so not counted: {', '.join(bound['missing'])}" if bound["missing"] else ""
+        print(f"comparison ({bound['runs']} runs): roofline bound {bound['seconds'] / 3600:.1f} h on {_TARGET.value} "
+              f"({stages_h}; caption not included){missing}")
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump({"target": _TARGET.value, "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d"),
+                       "rows": rows, "does_not_fit": problems, "comparison_bound": bound}, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,159 @@
+"""A compiled program's figures for a target: memory per device, FLOPs and bytes per call, the roofline bound, and
+whether it fits the chip; the table ``python -m bobjax.aot`` prints.
+
+Memory is the compiler's ``memory_analysis()`` (per device): arguments + outputs - aliased (donated buffers reused
+for outputs) + temporaries + generated code. FLOPs and bytes accessed are ``cost_analysis()`` per device (for an
+NVIDIA target compiled without a GPU, XLA's HLO cost analysis of the optimised module, which does not see cuDNN's
+attention kernels). XLA counts a loop's body once, so the sampler's figures add its loop body's ``steps - 1`` more
+times (``bobjax.aot.stages``). The roofline bound of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth)
+with the chip's published figures (``bobjax.targets.CHIPS``): a lower bound on its time, which real kernels reach
+only in part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import logging
+
+from bobjax.errors import ConfigError
+
+GiB = 2**30
+# The share of a device's memory a JAX process may allocate: XLA's GPU client preallocates 75 % by default
+# (XLA_PYTHON_CLIENT_MEM_FRACTION); on TPU the runtime hands the program all of HBM.
+JAX_SHARE = {"gpu": 0.75, "tpu": 1.0, "cpu": 1.0}
+HEADROOM = 0.10  # A real config must leave this share of the chip's memory free (issue 28).
+# What to change when a stage's program does not fit.
+SETTINGS = {
+    "finetune": "config.mesh.fsdp (shard the frozen weights over the slice), config.finetune.batch_size or "
+                "config.finetune.remat",
+    "generate": "config.generate.batch_size",
+    "classify": "config.classify.batch_size",
+    "quality": "config.quality.batch_size",
+}
+
+
+@dataclasses.dataclass
+class Figures:
+    stage: str
+    program: str
+    work: str
+    arguments: int
+    outputs: int
+    aliased: int
+    temporaries: int
+    code: int
+    flops: float
+    bytes_accessed: float
+    calls: int | None
+    compile_s: float
+    attention: dict  # {"summary": "pallas 16, xla 32", "calls": [...]} (bobjax.aot.kernels)
+
+    @property
+    def total(self) -> int:
+        return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
+
+
+def _cost(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    if not cost:
+        # A GPU program compiled without a GPU answers None: XLA's HLO cost analysis of its optimised module, run by
+        # the CPU client, counts the same HLO (cuDNN's fused attention is a custom call it does not see).
+        import jax
+        from jax._src.lib import xla_client
+
+        modules = compiled.runtime_executable().hlo_modules()
+        cost = xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, modules[0])
+    return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
+
+
+def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int = 0, attention=None) -> Figures:
+    """``program`` (``stages.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the cost."""
+    memory = compiled.memory_analysis()
+    cost = _cost(compiled)
+    if loop_body is not None:
+        body = _cost(loop_body)
+        cost = {k: cost[k] + loop_extra * body[k] for k in cost}
+    return Figures(program.stage, program.name, program.work, memory.argument_size_in_bytes,
+                   memory.output_size_in_bytes, memory.alias_size_in_bytes, memory.temp_size_in_bytes,
+                   memory.generated_code_size_in_bytes, cost["flops"], cost["bytes"], program.calls, compile_s,
+                   attention or {"summary": "-", "calls": []})
+
+
+def bound_s(f: Figures, chip) -> float | None:
+    """The roofline bound of one call, seconds (None without chip figures)."""
+    if chip is None:
+        return None
+    return max(f.flops / chip.peak_bf16_flops, f.bytes_accessed / chip.hbm_bytes_per_s)
+
+
+def usable_bytes(target) -> float | None:
+    """What a JAX program may allocate on one device of ``target``."""
+    if target is None:
+        return None
+    return target.hbm_bytes_per_device * JAX_SHARE[target.platform]
+
+
+def fit_problem(f: Figures, target, setting: str) -> str | None:
+    """One line when ``f`` leaves less than :data:`HEADROOM` of the device's memory (or more than JAX may use),
+    naming ``setting`` to change; None when it fits. Cheap: a compiled step's figures are all it reads, so a stage
+    can call it on the step it compiled before its first step."""
+    usable = usable_bytes(target)
+    if usable is None:
+        return None
+    hbm = target.hbm_bytes_per_device
+    limit = min(usable, (1 - HEADROOM) * hbm)
+    if f.total <= limit:
+        return None
+    return (f"{f.stage} {f.program} needs {f.total / GiB:.2f} GiB per device on {target.name}, more than the "
+            f"{limit / GiB:.2f} GiB it may use ({hbm / GiB:.1f} GiB chip, {JAX_SHARE[target.platform]:.0%} for JAX, "
+            f"{HEADROOM:.0%} headroom): change {setting}")
+
+
+def row(f: Figures, target) -> dict:
+    chip = target.chip if target is not None else None
+    bound = bound_s(f, chip)
+    hbm = target.hbm_bytes_per_device if target is not None else None
+    return {**dataclasses.asdict(f), "total": f.total, "bound_s": bound,
+            "stage_bound_s": bound * f.calls if bound is not None and f.calls is not None else None,
+            "device_bytes": hbm, "jax_usable_bytes": usable_bytes(target),
+            "headroom": 1 - f.total / hbm if hbm else None}
+
+
+def table(rows: list[dict], title: str) -> str:
+    """The printed table, one line per program."""
+    head = (f"{'stage':9s} {'program':18s} {'args':>6s} {'out':>6s} {'alias':>6s} {'temp':>6s} {'code':>5s} "
+            f"{'total':>6s} {'of HBM':>7s} {'TFLOP':>8s} {'GB acc':>7s} {'bound s':>8s} {'calls':>8s} "
+            f"{'stage h':>8s} {'compile s':>9s}  attention; work")
+    lines = [title, "GiB per device; FLOP and bytes per device per call; bound = max(FLOP/peak, bytes/bandwidth)",
+             head]
+    for r in rows:
+        gib = lambda k: f"{r[k] / GiB:6.2f}"  # noqa: E731
+        share = f"{r['total'] / r['device_bytes']:7.0%}" if r["device_bytes"] else "      -"
+        bound = f"{r['bound_s']:8.3f}" if r["bound_s"] is not None else "       -"
+        calls = f"{r['calls']:8d}" if r["calls"] is not None else "       -"
+        stage = f"{r['stage_bound_s'] / 3600:8.2f}" if r["stage_bound_s"] is not None else "       -"
+        lines.append(f"{r['stage']:9s} {r['program']:18s} {gib('arguments')} {gib('outputs')} {gib('aliased')} "
+                     f"{gib('temporaries')} {r['code'] / GiB:5.2f} {gib('total')} {share} {r['flops'] / 1e12:8.3f} "
+                     f"{r['bytes_accessed'] / 1e9:7.1f} {bound} {calls} {stage} {r['compile_s']:9.0f}  "
+                     f"{r['attention']['summary']}; {r['work']}")
+    return "\n".join(lines)
+
+
+def check_device(compiled, what: str, setting: str, device) -> None:
+    """Stops a stage whose compiled step cannot fit ``device`` (one line naming ``setting``), before its first step;
+    warns when it leaves less than :data:`HEADROOM`. Free for a stage that compiles its step ahead of its loop;
+    silent where the device does not report its memory (CPU)."""
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    if not limit:
+        return
+    memory = compiled.memory_analysis()
+    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+             + memory.temp_size_in_bytes + memory.generated_code_size_in_bytes)
+    line = (f"{what} needs {total / GiB:.2f} GiB per device (compiler's figure) of the {limit / GiB:.2f} GiB JAX may "
+            f"use on {device.device_kind}")
+    if total > limit:
+        raise ConfigError(f"{line}: it cannot fit; change {setting}")
+    if total > (1 - HEADROOM) * limit:
+        logging.warning("%s: less than %.0f%% left; consider %s", line, 100 * HEADROOM, setting)

@@ -1,0 +1,140 @@
+"""Each JAX stage's compiled programs, built as the stage builds them and lowered on abstract values.
+
+A stage here calls the stage's own builders (``finetune.step.build_step``, ``generate.sampler.TextToImage``,
+``classify.step.make_prepare``/``make_train_step``/``make_eval_step``, ``quality.encoders.image_embeds``) with the
+config's sizes and the mesh of the target's devices, and returns how to lower each program (``jax.stages.Lowered``) with
+how often a run calls each (``bobjax.aot.counts``). Compiling them is the caller's (it takes minutes at real size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bobjax import parallel
+from bobjax.aot import abstract, counts
+
+STAGES = ("finetune", "generate", "classify", "quality")
+
+
+@dataclasses.dataclass
+class Program:
+    stage: str
+    name: str
+    lower: object  # () -> jax.stages.Lowered; called under the target's mesh (jax.set_mesh), so kernels suit it
+    calls: int | None  # per run of the config; None where the dataset's sizes are unknown
+    work: str  # what one call does, for the table
+    loop: tuple | None = None  # (lower the loop body, times more it runs): XLA's cost analysis counts a body once
+
+
+def _class_names(config, data) -> tuple[list[str], str]:
+    classes = data.classes if data else 200
+    return [f"class {i}" for i in range(classes)], config.data.descriptor
+
+
+def finetune(config, mesh) -> list[Program]:
+    """The LoRA step (``finetune.stage.LoraTrainer``): adapters on the UNet and text encoder, remat as configured."""
+    from bobjax.finetune import step as lora_step
+    from bobjax.finetune.adapters import lora_configs
+
+    c, data = config.finetune, counts.dataset(config)
+    steps = counts.lora_steps(config, data) if data else None
+    sd = abstract.AbstractSD(abstract.sd_configs(config.model.sd), dtype=jnp.dtype(config.model.dtype),
+                             attention=config.model.attention, remat=c.remat, adapters=lora_configs(c),
+                             seed=config.seed)
+    _, trainable, frozen, optimizer, train_step = lora_step.build_step(
+        c, sd.unet, sd.text_encoder, sd.vae, sd.scheduler_config, max(steps or 1, 1), mesh, seed=config.seed)
+    state = jax.eval_shape(lambda t: lora_step.init_state(t, optimizer), trainable)
+    batch = lora_step.batch_shapes(c, sd.tokenize([""]).shape[1])
+    return [Program("finetune", "LoRA step", lambda: train_step.lower(state, frozen, batch), steps,
+                    f"{c.resolution}px batch {c.batch_size}, remat={c.remat}, rank {c.lora_rank}")]
+
+
+def generate(config, mesh) -> list[Program]:
+    """One sampler call (``generate.stage.load_generator``): text encoder, the guided loop, VAE decode."""
+    from bobjax.generate.sampler import TextToImage
+
+    g, data = config.generate, counts.dataset(config)
+    sd = abstract.AbstractSD(abstract.sd_configs(config.model.sd), dtype=jnp.dtype(config.model.dtype),
+                             attention=config.model.attention, remat=False)
+    sampler = TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
+                          resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt,
+                          strength=g.strength if g.real_guidance else None, mix_weight=g.mvc_weight,
+                          place_weights=False)
+    calls = counts.generation_calls(config, data)[1] if data else None
+    steps = sampler.sampler.num_steps
+    return [Program("generate", "sampler call", lambda: sampler.lower(g.batch_size), calls,
+                    f"{steps} {g.scheduler} steps (guidance {g.guidance_scale}) + decode, {g.resolution}px "
+                    f"batch {g.batch_size}", loop=(lambda: sampler.lower_denoise(g.batch_size), steps - 1))]
+
+
+def classify(config, mesh) -> list[Program]:
+    """The classifier's prepare, update and evaluation programs (``classify.stage.run``), for BOB's lambda batch
+    layout (or the config's own)."""
+    from bobjax.classify import augment, optim
+    from bobjax.classify import step as step_lib
+
+    cfg, data = config.classify, counts.dataset(config)
+    names, descriptor = _class_names(config, data)
+    dtype = step_lib.compute_dtype(cfg.dtype, mesh)
+    model, eval_graph, trainable, mean, std, dropout = abstract.classifier(cfg, names, descriptor, dtype)
+    graph, params, stats, frozen = nnx.split(model, trainable, nnx.BatchStat, ...)
+    steps, evals = counts.classifier_steps(config, data) if data else (None, None)
+    learning_rate = optim.schedule(cfg, max(1, (steps or 1) // max(cfg.epochs, 1)), max(steps or 1, 1))
+    tx = optim.optimizer(cfg, params, learning_rate)
+    state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "stats": stats,
+             "opt_state": jax.eval_shape(tx.init, params)}
+    lambda_layout = cfg.mixing in ("lambda",)
+    parts = np.split(np.arange(cfg.batch_size), 2) if lambda_layout else [np.arange(cfg.batch_size)]
+    weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if lambda_layout else None)
+    prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=augment.spec_from_config(cfg), parts=parts,
+                                    num_classes=len(names), mix_prob=cfg.mix_prob)
+    train_step = step_lib.make_train_step(graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
+                                          state_template=state, frozen_template=frozen, seed=config.seed,
+                                          lora_dropout=dropout, dtype=dtype)
+    eval_step = step_lib.make_eval_step(eval_graph, mesh, mean=mean, std=std, dtype=dtype)
+    batch, (images, targets, labels) = step_lib.batch_shapes(cfg, len(names), realmix=cfg.mixing == "realmix")
+    shard = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.batch_sharding(mesh))  # noqa: E731
+    replicate = lambda tree: jax.tree.map(  # noqa: E731
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), tree)
+    work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"
+    return [
+        Program("classify", "prepare", lambda: prepare.lower(state["step"], batch), steps,
+                "augmentation, MixUp/CutMix"),
+        Program("classify", "train step", lambda: train_step.update.lower(state, frozen, images, targets, labels),
+                steps, work),
+        Program("classify", "eval step", lambda: eval_step.lower(
+            replicate(params), replicate(stats), replicate(frozen), shard(batch["image"])), evals, work),
+    ]
+
+
+def quality(config, mesh) -> list[Program]:
+    """The quality metrics' and filters' CLIP image encoder (``quality.encoders``), on one device as the report and
+    filter stages run it. The toy world's oracle is not a real-size program and is skipped."""
+    from bobjax.config_lib import CLASS_PROMPT
+    from bobjax.models import clip
+    from bobjax.quality import encoders
+
+    name = encoders.encoder_name(config)
+    if name == encoders.ORACLE:
+        return []
+    data = counts.dataset(config)
+    names, descriptor = _class_names(config, data)
+    clip_config = clip.read_config(name) if os.path.isdir(name) else clip.CLIP_B16  # the default's: ViT-B/16
+    size = {**clip.VISION_B16, **clip_config["vision_config"]}["image_size"]
+    length = {**clip.TEXT_B16, **clip_config["text_config"]}["max_position_embeddings"]
+    ids = clip.tokenize_prompts(abstract.clip_tokenizer(), [CLASS_PROMPT.format(descriptor=descriptor, class_name=n)
+                                                            for n in names], length)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: encoders.clip_model(clip_config, ids, size)))
+    device = parallel.replicated(mesh) if mesh.size == 1 else jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+    batch = config.quality.batch_size
+    images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=device)
+    calls = -(-counts.encoded_images(config, data) // batch) if data else None
+    return [Program("quality", "CLIP image encoder", lambda: encoders.image_embeds.lower(graphdef, state, images),
+                    calls, f"CLIP {name} {size}px batch {batch}, one device")]

@@ -1,0 +1,174 @@
+"""``bobjax.aot``: the stages' steps compiled for TPU slices and NVIDIA cards from this CPU, on abstract weights, and
+the memory column's response to what should move it.
+
+Tiny models in the real architectures (tests/tiny_sd.py, tests/tiny_clip.py, ``resnet_tiny``) on CUB's config; the
+TPU and NVIDIA compiles run in a subprocess (tests/target_compile.py) so libtpu's start-up stays out of this one.
+"""
+
+import json
+
+import pytest
+
+from target_compile import cuda_plugin_missing, run
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from tiny_clip import make_tiny_clip
+    from tiny_sd import make_tiny_sd
+
+    folder = tmp_path_factory.mktemp("aot")
+    return make_tiny_sd(folder / "sd2", "sd2", minimal=True), make_tiny_clip(str(folder / "clip"))
+
+
+def tiny_config(sd: str, clip: str, backbone: str = "clip_vit_b16"):
+    """CUB's config with tiny models and sizes; everything else (mesh, dtypes, remat, 200 classes) as shipped."""
+    from bobjax import config_lib
+
+    config = config_lib.load_config_file("configs/cub.py")
+    config.model.sd = sd
+    config.finetune.resolution = config.generate.resolution = 16
+    config.finetune.lora_rank = 2
+    config.generate.steps = 2
+    config.classify.backbone, config.classify.checkpoint = backbone, clip if backbone == "clip_vit_b16" else "random"
+    config.classify.image_size, config.classify.batch_size = 32, 16
+    config.quality.encoder = clip
+    return config
+
+
+def _compile_code(sd: str, clip: str, target: str, stages: list[tuple[str, str]], batch: int = 8) -> str:
+    """Code for the subprocess: compile ``(stage, backbone)`` pairs for ``target`` (of the classifier, the train step
+    only: its augmentation program has no model in it), print their rows as JSON."""
+    return f"""
+import dataclasses, json, sys
+from test_aot import tiny_config
+from bobjax.aot.__main__ import compile_stage
+rows = []
+for stage, backbone in {stages!r}:
+    config = tiny_config({sd!r}, {clip!r}, backbone)
+    config.finetune.batch_size = config.generate.batch_size = config.classify.batch_size = {batch}
+    target, figures = compile_stage(stage, config, {target!r}, log=lambda *a, **k: print(*a, file=sys.stderr),
+                                    only=None if stage != "classify" else ("train step",))
+    rows += [dataclasses.asdict(f) | {{"total": f.total, "hosts": target.num_hosts,
+                                      "kind": target.devices[0].device_kind}} for f in figures]
+print(json.dumps(rows))
+"""
+
+
+def _by_program(rows) -> dict:
+    return {(r["stage"], r["program"]): r for r in rows}
+
+
+def _check_compiled(rows, kind: str) -> None:
+    for r in rows:
+        assert r["kind"] == kind
+        assert r["total"] > 0 and r["flops"] > 0, r
+        assert r["temporaries"] >= 0 and r["arguments"] > 0, r
+
+
+def test_v5e_compiles_the_tiny_sd_and_clip_steps(tiny_models):
+    sd, clip = tiny_models
+    rows = run(_compile_code(sd, clip, "v5e:2x2", [("finetune", ""), ("generate", ""),
+                                                   ("classify", "clip_vit_b16")]), timeout=900)
+    programs = _by_program(rows)
+    assert set(programs) == {("finetune", "LoRA step"), ("generate", "sampler call"), ("classify", "train step")}
+    _check_compiled(rows, "TPU v5 lite")
+    # The sampler's loop body is counted steps - 1 more times (XLA counts a loop body once): 3 PNDM steps here.
+    assert programs[("generate", "sampler call")]["flops"] > programs[("finetune", "LoRA step")]["flops"] / 10
+    # CLIP's towers traced their attention calls for the TPU.
+    assert programs[("classify", "train step")]["attention"]["calls"]
+
+
+def test_multi_host_v4_compiles_the_tiny_resnet_and_lora_steps(tiny_models):
+    sd, clip = tiny_models
+    rows = run(_compile_code(sd, clip, "v4:2x2x2", [("finetune", ""), ("classify", "resnet_tiny")], batch=16),
+               timeout=900)
+    assert {r["hosts"] for r in rows} == {2}
+    _check_compiled(rows, "TPU v4")
+    assert _by_program(rows)[("classify", "train step")]["attention"]["summary"] == "none"  # a ResNet
+
+
+@pytest.mark.skipif(cuda_plugin_missing() is not None, reason=str(cuda_plugin_missing()))
+def test_h100_compiles_the_tiny_lora_step(tiny_models):
+    sd, clip = tiny_models
+    rows = run(_compile_code(sd, clip, "h100", [("finetune", "")]), cuda=True, timeout=900)
+    _check_compiled(rows, "NVIDIA H100 80GB HBM3")
+
+
+def _cpu_figures(config, stage="finetune"):
+    from bobjax.aot.__main__ import compile_stage
+
+    return compile_stage(stage, config, "cpu", log=lambda *a, **k: None)[1][0]
+
+
+def test_doubling_the_batch_raises_the_temporaries(tiny_models):
+    config = tiny_config(*tiny_models)
+    config.generate.batch_size = 8  # One image per device of the test's eight.
+    small = _cpu_figures(config, "generate")
+    config.generate.batch_size = 16
+    large = _cpu_figures(config, "generate")
+    assert large.temporaries > 1.5 * small.temporaries, (small, large)
+    assert large.flops > 1.8 * small.flops
+    assert large.arguments - small.arguments < 0.1 * small.arguments  # The weights do not grow.
+
+
+def test_fsdp_over_the_slice_divides_the_frozen_weights(tiny_models):
+    """8 devices: the frozen UNet, VAE and text encoder replicated (fsdp=1) or split 8 ways (fsdp=8)."""
+    from bobjax.aot import abstract
+
+    config = tiny_config(*tiny_models)
+    config.finetune.text_encoder_lora = False
+    config.finetune.batch_size = 8
+    replicated = _cpu_figures(config)
+    config.mesh.data, config.mesh.fsdp = 1, 8
+    sharded = _cpu_figures(config)
+    sd = abstract.AbstractSD(abstract.sd_configs(config.model.sd), dtype="bfloat16", attention="xla", remat=True)
+    from flax import nnx
+
+    frozen = sum(x.size * x.dtype.itemsize for m in (sd.unet, sd.vae, sd.text_encoder)
+                 for x in jax_leaves(nnx.state(m)))
+    saved = replicated.arguments - sharded.arguments
+    # Every frozen byte but the few parameters too small to split (biases of 4 channels, ...) leaves 7 of 8 devices.
+    assert 0.8 * frozen * 7 / 8 < saved <= frozen * 7 / 8, (frozen, replicated.arguments, sharded.arguments)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+def test_a_step_that_cannot_fit_says_which_setting_to_change():
+    from bobjax import targets
+    from bobjax.aot import report
+
+    target = targets.Target("tiny", "h100", targets.CHIPS["h100"], 1, ("gpu",))
+    fits = report.Figures("finetune", "LoRA step", "", arguments=20 * 2**30, outputs=0, aliased=0,
+                          temporaries=30 * 2**30, code=0, flops=1.0, bytes_accessed=1.0, calls=1, compile_s=0.0,
+                          attention={})
+    assert report.fit_problem(fits, target, "config.finetune.batch_size") is None  # 50 GiB of 74.5 * 0.75
+    fits.temporaries = 40 * 2**30
+    problem = report.fit_problem(fits, target, "config.finetune.batch_size")
+    assert "60.00 GiB" in problem and "config.finetune.batch_size" in problem and "\n" not in problem
+    json.dumps(report.row(fits, target))
+
+
+def test_a_stage_stops_before_its_first_step_when_its_step_cannot_fit_the_device():
+    """What the fine-tuning stage calls on an accelerator after compiling its step (report.check_device)."""
+    import types
+
+    from bobjax.aot import report
+    from bobjax.errors import ConfigError
+
+    memory = types.SimpleNamespace(argument_size_in_bytes=6 * 2**30, output_size_in_bytes=2**30,
+                                   alias_size_in_bytes=2**30, temp_size_in_bytes=9 * 2**30,
+                                   generated_code_size_in_bytes=0)
+    compiled = types.SimpleNamespace(memory_analysis=lambda: memory)
+    device = lambda limit: types.SimpleNamespace(device_kind="TPU v5 lite",  # noqa: E731
+                                                 memory_stats=lambda: {"bytes_limit": limit * 2**30})
+    report.check_device(compiled, "the fine-tuning step", "config.finetune.batch_size", device(20))  # 15 of 20
+    with pytest.raises(ConfigError, match=r"needs 15.00 GiB .* 14.00 GiB .*change config.finetune.batch_size"):
+        report.check_device(compiled, "the fine-tuning step", "config.finetune.batch_size", device(14))
+    report.check_device(compiled, "the fine-tuning step", "x", types.SimpleNamespace(memory_stats=lambda: None))
