@@ -130,3 +130,16 @@ def test_the_fixed_noise_grid_draws_eight_classes_spread_over_the_list(tmp_path)
     for row in range(generate.FIXED_NOISE_ROWS):
         assert [int(grid[row * 4, col * 4, 0]) for col in range(8)] == [label * 10 + row for label in labels]
         assert {drawn[i].seed for i in range(row, len(drawn), generate.FIXED_NOISE_ROWS)} == {planned[row].seed}
+
+
+def test_classes_without_a_value_are_neither_best_nor_worst_nor_counted():
+    values = [float(v) for v in range(20)]
+    values[0] = values[19] = None  # No test image of these classes.
+    table = classes.PerClass("Per-class accuracy (%)", [f"c{k}" for k in range(20)], {"bob": values},
+                             lambda v: "-" if v is None else f"{v:.1f}", percent=True)
+    summary, ends = table.inline()
+    assert summary.rows == [["bob", "9.5", "9.5", "c1 (1.0)", "c18 (18.0)", "9", "9"] + ["0"] * 8]  # 1-9, 10-18.
+    assert [row[:2] for row in ends.rows] == [["c18", "1"], ["c17", "2"], ["c16", "3"], ["c15", "4"], ["c14", "5"],
+                                              ["c5", "14"], ["c4", "15"], ["c3", "16"], ["c2", "17"], ["c1", "18"]]
+    full = table.full()
+    assert full.rows[0] == ["c0", "19", "-"] and full.rows[19] == ["c19", "20", "-"] and len(full.rows) == 20

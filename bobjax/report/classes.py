@@ -52,9 +52,10 @@ class PerClass:
     def inline(self) -> list[Section]:
         """What the report's index shows: the whole table for a few classes, else the summary, the ranked ends and a
         link to the full table."""
-        if not self.many:
-            return [dataclasses.replace(self.full(), header=["class"] + list(self.columns),
-                                        rows=[[r[0]] + r[-len(self.columns):] for r in self.full().rows])]
+        if not self.many:  # The whole table, without the rank column.
+            full, width = self.full(), len(self.columns)
+            return [dataclasses.replace(full, header=["class"] + list(self.columns),
+                                        rows=[[row[0]] + row[-width:] for row in full.rows])]
         link = (f"every class ({len(self.class_names)})", f"{PAGE}.html#{anchor(self.title)}")
         if self.higher_better is None:
             shown = self.full()
@@ -62,10 +63,10 @@ class PerClass:
                                         text=f"{self.text} The first {INLINE_CLASSES} of {len(self.class_names)} "
                                              "classes.".strip())]
         first = self.ranking
-        order = self._order()
-        ends = list(order[:SHOWN]) + list(order[-SHOWN:])
-        ranked = [[self.class_names[c], str(r + 1) if r < SHOWN else str(len(order) - len(ends) + r + 1)] +
-                  [self.format(values[c]) for values in self.columns.values()] for r, c in enumerate(ends)]
+        known = [c for c in self._order() if self.columns[first][c] is not None]  # A class without a value: no end.
+        ends = list(enumerate(known))[:SHOWN] + list(enumerate(known))[max(SHOWN, len(known) - SHOWN):]
+        ranked = [[self.class_names[c], str(r + 1)] + [self.format(values[c]) for values in self.columns.values()]
+                  for r, c in ends]
         better = "higher" if self.higher_better else "lower"
         summary = Section(
             self.title,
