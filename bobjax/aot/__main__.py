@@ -114,6 +114,7 @@ def main(argv) -> None:
                 problems.append(problem)
                 print(f"DOES NOT FIT: {problem}", flush=True)
             rows.append(report.row(f, target))
+        _write_json(rows, problems, None)  # After each stage: a long run killed later keeps what it compiled.
     title = f"bobjax.aot {_TARGET.value} ({len(target.devices) if target else jax.device_count()} devices): " \
             f"{' '.join(sys.argv[1:])}"
     for problem in problems:
@@ -125,6 +126,10 @@ def main(argv) -> None:
         missing = f"; not compiled, so not counted: {', '.join(bound['missing'])}" if bound["missing"] else ""
         print(f"comparison ({bound['runs']} runs): roofline bound {bound['seconds'] / 3600:.1f} h on {_TARGET.value} "
               f"({stages_h}; caption not included){missing}")
+    _write_json(rows, problems, bound)
+
+
+def _write_json(rows: list, problems: list, bound) -> None:
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump({"target": _TARGET.value, "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d"),
