@@ -86,7 +86,7 @@ class LoraTrainer:
         self.frozen = jax.device_put(frozen, lora_step.frozen_sharding(frozen, mesh))
         # On the host: the step donates its input state, so each LoRA's copy is placed afresh from this one.
         self.initial_state = jax.device_get(lora_step.init_state(trainable, optimizer))
-        device = mesh.devices.flat[0]
+        device = jax.local_devices()[0]  # memory_stats answers only for this process's devices.
         if device.memory_stats():  # An accelerator: compile now and stop here if the step cannot fit it.
             from bobjax.aot.report import SETTINGS, check_device
 
