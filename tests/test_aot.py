@@ -44,7 +44,7 @@ def _compile_code(sd: str, clip: str, target: str, stages: list[tuple[str, str]]
     return f"""
 import dataclasses, json, sys
 from test_aot import tiny_config
-from bobjax.aot.__main__ import compile_stage
+from bobjax.aot.compile import compile_stage
 rows = []
 for stage, backbone in {stages!r}:
     config = tiny_config({sd!r}, {clip!r}, backbone)
@@ -98,7 +98,7 @@ def test_h100_compiles_the_tiny_lora_step(tiny_models):
 
 
 def _cpu_figures(config, stage="finetune"):
-    from bobjax.aot.__main__ import compile_stage
+    from bobjax.aot.compile import compile_stage
 
     return compile_stage(stage, config, "cpu", log=lambda *a, **k: None)[1][0]
 

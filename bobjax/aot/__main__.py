@@ -32,64 +32,13 @@ _CACHE = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/bobjax/ao
                              "JAX's persistent compilation cache ('' for none).")
 
 
-def target_and_mesh(name: str, config, stage: str):
-    """(target or None for ``cpu``, the stage's mesh): generation runs on one host's devices, the quality
-    encoder on one device, as their stages do."""
-    import jax
-
-    from bobjax import parallel
-
-    if name == "cpu":
-        target, devices = None, jax.devices()
-    else:
-        from bobjax import targets
-
-        target = targets.get(name)
-        devices = list(target.devices)
-    if stage == "generate":
-        devices = [d for d in devices if d.process_index == devices[0].process_index]
-    if stage == "quality":
-        devices = devices[:1]
-    mesh_config = config.mesh if stage not in ("quality",) else {"data": 1, "fsdp": 1}
-    return target, parallel.make_mesh(mesh_config, devices)
-
-
-def compile_stage(stage: str, config, target_name: str, log=print, only=None) -> tuple[object, list]:
-    """(target, report.Figures of each program of ``stage``, or of those named in ``only``), compiled one by one."""
-    import jax
-
-    from bobjax.aot import kernels, report, stages
-
-    target, mesh = target_and_mesh(target_name, config, stage)
-    results = []
-    for program in getattr(stages, stage)(config, mesh):
-        if only is not None and program.name not in only:
-            continue
-        log(f"[aot] {target_name} {stage} {program.name}: compiling ({program.work})", flush=True)
-        start = time.perf_counter()
-        with jax.set_mesh(mesh), kernels.recording() as calls:
-            compiled = program.lower().compile()
-            body, extra = None, 0
-            if program.loop is not None:
-                lower_body, extra = program.loop
-                log(f"[aot] {target_name} {stage} {program.name}: compiling its loop body", flush=True)
-                body = lower_body().compile()
-        seconds = time.perf_counter() - start
-        configured = config.model.attention if stage in ("finetune", "generate") else "auto"
-        attention = {"summary": kernels.summary(calls, configured),
-                     "calls": [{"call": call, "kernel": kernel, "traced": n} for (call, kernel), n in calls.items()]}
-        results.append(report.figures(program, compiled, seconds, body, extra, attention))
-        log(f"[aot] {target_name} {stage} {program.name}: {results[-1].total / report.GiB:.2f} GiB per device, "
-            f"compiled in {seconds:.0f} s", flush=True)
-    return target, results
-
-
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     import jax
 
     from bobjax.aot import cell, report, stages
+    from bobjax.aot.compile import compile_stage
 
     if _CACHE.value:
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
