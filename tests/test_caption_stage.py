@@ -85,12 +85,12 @@ def test_bad_caption_config_is_named(tmp_path, overrides, message):
         stage.run(demo_config(**overrides), str(tmp_path), make_captioner=FakeVLM)
 
 
-def image_folder(root, corrupt=None):
+def image_folder(root, corrupt=()):
     for name in ("a/1.png", "a/2.png", "b/1.png", "b/2.png"):
         os.makedirs(root / os.path.dirname(name), exist_ok=True)
         Image.new("RGB", (16, 12), (len(name) * 20, 40, 90)).save(root / name)
-    if corrupt:
-        (root / corrupt).write_bytes(b"not an image")
+    for name in corrupt:
+        (root / name).write_bytes(b"not an image")
     return {"data.source": "folder", "data.name": "folder", "data.data_dir": str(root), "data.shots": 0}
 
 
@@ -101,8 +101,9 @@ def test_oracle_needs_ground_truth_words(tmp_path):
 
 
 def test_corrupt_image_stops_the_stage_naming_it(tmp_path):
-    config = demo_config(**image_folder(tmp_path / "data", corrupt="b/1.png"), **{"caption.method": "vlm"})
-    with pytest.raises(DataError, match=r"cannot read image .*b/1\.png"):
+    # Both of class b's images: the flat folder holds one of them out as its test split, which captioning skips.
+    config = demo_config(**image_folder(tmp_path / "data", corrupt=("b/1.png", "b/2.png")), **{"caption.method": "vlm"})
+    with pytest.raises(DataError, match=r"cannot read image .*b/[12]\.png"):
         stage.run(config, str(tmp_path / "work"), make_captioner=FakeVLM)
     assert not (tmp_path / "work" / "captions").exists()
 
