@@ -52,6 +52,21 @@ def one_device(monkeypatch):
     monkeypatch.setattr(parallel, "make_mesh", functools.partial(parallel.make_mesh, devices=jax.devices()[:1]))
 
 
+@pytest.fixture
+def fake_accelerator(monkeypatch):
+    """``fake_accelerator(gib)``: the stages' fit check (``bobjax.aot.report.device_to_check``) sees a device with
+    ``gib`` GiB for JAX, as on a GPU or TPU, so they compile their steps ahead and check them as there."""
+    import types
+
+    from bobjax.aot import report
+
+    def with_memory(gib: float) -> None:
+        device = types.SimpleNamespace(device_kind="TPU v5 lite", memory_stats=lambda: {"bytes_limit": int(gib * 2**30)})
+        monkeypatch.setattr(report, "device_to_check", lambda: device)
+
+    return with_memory
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
 

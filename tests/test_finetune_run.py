@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bobjax import artifacts, config_lib, parallel
+from bobjax.errors import ConfigError
 from bobjax.finetune import stage as finetune
 from bobjax.models import lora
 from bobjax.models.sd import load_stable_diffusion
@@ -91,6 +92,17 @@ def test_eight_devices_and_fsdp_match_one_device(single, sd, tmp_path):
 
 class _Killed(Exception):
     pass
+
+
+def test_on_an_accelerator_the_step_compiled_ahead_trains_the_same_lora(single, sd, tmp_path, fake_accelerator):
+    """Where the device reports its memory, the trainer compiles its step before the first one, checks it fits and
+    runs that program; a device too small for it stops the stage there, naming the settings to change."""
+    fake_accelerator(64)
+    _assert_same(single, _run(sd, tmp_path / "fits", ONE_DEVICE), 0.0)
+    fake_accelerator(1e-5)  # 10 KiB
+    with pytest.raises(ConfigError, match=r"the fine-tuning step needs .* GiB per device .*change config.mesh.fsdp"):
+        _run(sd, tmp_path / "too_small", ONE_DEVICE)
+    assert not os.path.exists(tmp_path / "too_small")
 
 
 def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, sd, tmp_path, monkeypatch):

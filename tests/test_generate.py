@@ -13,6 +13,7 @@ from tiny_sd import make_tiny_sd
 
 from bobjax import artifacts, parallel
 from bobjax.data.tfds_writer import read_dataset
+from bobjax.errors import ConfigError
 from bobjax.generate import stage as generate
 from bobjax.generate.sampler import TextToImage
 from bobjax.models.sd import load_stable_diffusion
@@ -109,10 +110,17 @@ def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_pa
     assert fixed_noise.shape[:2] == (rows * 32, classes * 32)
 
 
-def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeypatch):
+def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeypatch, fake_accelerator):
+    """Also: run "a" is on a (fake) accelerator, so it runs the generation call it compiled ahead for its fit check,
+    and "b" the jitted one; their images are the same."""
     monkeypatch.setattr(generate, "SHARD_SIZE", 4)
     config = stage_config(tiny_sd_path)
-    generate.run(config, str(tmp_path / "a"))
+    with monkeypatch.context() as patch:
+        calls, run_compiled = [], jax.stages.Compiled.__call__
+        patch.setattr(jax.stages.Compiled, "__call__", lambda self, *a: calls.append(1) or run_compiled(self, *a))
+        fake_accelerator(64)
+        generate.run(config, str(tmp_path / "a"))
+    assert len(calls) >= 5  # 9 images in shards of 4, 4 and 1, in batches of 2: 5 calls, then the fixed-noise grid
     os.makedirs(tmp_path / "b")
     generate.run(config, str(tmp_path / "b"))
     first = read_dataset(artifacts.stage_dir(str(tmp_path / "a"), "generate"))
@@ -124,6 +132,13 @@ def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeyp
     second = read_dataset(folder)
     for i in range(len(first)):
         np.testing.assert_array_equal(first[i]["image"], second[i]["image"])
+
+
+def test_a_generation_call_that_cannot_fit_stops_the_stage_before_its_first_image(tiny_sd_path, tmp_path,
+                                                                                   fake_accelerator):
+    fake_accelerator(1e-5)  # 10 KiB
+    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*change config.generate.batch_size"):
+        generate.run(stage_config(tiny_sd_path), str(tmp_path))
 
 
 def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05) -> None:

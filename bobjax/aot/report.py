@@ -157,3 +157,24 @@ def check_device(compiled, what: str, setting: str, device) -> None:
         raise ConfigError(f"{line}: it cannot fit; change {setting}")
     if total > (1 - HEADROOM) * limit:
         logging.warning("%s: less than %.0f%% left; consider %s", line, 100 * HEADROOM, setting)
+
+
+def device_to_check():
+    """This process's first device if it reports its memory (an accelerator), else ``None`` (a CPU)."""
+    import jax
+
+    device = jax.local_devices()[0]  # memory_stats answers only for this process's devices.
+    return device if device.memory_stats() else None
+
+
+def compiled_if_it_fits(compile_fn, what: str, stage: str):
+    """On an accelerator (this process's device reports its memory): ``compile_fn()`` (a ``jax.stages.Compiled``),
+    after :func:`check_device` with the stage's :data:`SETTINGS`, so a stage that cannot fit stops before its first
+    step and the caller runs the program it already compiled. ``None`` on a CPU, where the caller keeps its jitted
+    function."""
+    device = device_to_check()
+    if device is None:
+        return None
+    compiled = compile_fn()
+    check_device(compiled, what, SETTINGS[stage], device)
+    return compiled

@@ -11,6 +11,8 @@ accuracy, one grid of augmented training images) go to ``WORKDIR/classify/tensor
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ from absl import logging
 from flax import nnx
 
 from bobjax import artifacts, parallel
+from bobjax.aot.report import compiled_if_it_fits
 from bobjax.classify import augment, backbones, metrics, optim
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
@@ -121,10 +124,16 @@ def run(config, workdir: str) -> dict:
             weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if phase.kind == "lambda" else None)
             prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=spec, parts=parts, num_classes=num_classes,
                                             mix_prob=cfg.mix_prob)
-            train_steps[phase.kind] = prepare, step_lib.make_train_step(
+            train_step = step_lib.make_train_step(
                 train_graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
                 state_template=state, frozen_template=frozen, seed=config.seed, lora_dropout=classifier.lora_dropout,
                 dtype=dtype)
+            _, update_inputs = step_lib.batch_shapes(cfg, num_classes, realmix=cfg.mixing == "realmix")
+            compiled = compiled_if_it_fits(lambda: train_step.update.lower(state, frozen, *update_inputs).compile(),
+                                           "the classifier's train step", "classify")
+            if compiled is not None:
+                train_step = dataclasses.replace(train_step, update=compiled)
+            train_steps[phase.kind] = prepare, train_step
         return train_steps[phase.kind]
 
     # Loop: epochs of steps, validation and a checkpoint after each epoch.

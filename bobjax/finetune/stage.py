@@ -18,6 +18,7 @@ from absl import logging
 from etils import epath
 
 from bobjax import artifacts, assets, parallel
+from bobjax.aot.report import compiled_if_it_fits
 from bobjax.data import fewshot
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
@@ -86,13 +87,10 @@ class LoraTrainer:
         self.frozen = jax.device_put(frozen, lora_step.frozen_sharding(frozen, mesh))
         # On the host: the step donates its input state, so each LoRA's copy is placed afresh from this one.
         self.initial_state = jax.device_get(lora_step.init_state(trainable, optimizer))
-        device = jax.local_devices()[0]  # memory_stats answers only for this process's devices.
-        if device.memory_stats():  # An accelerator: compile now and stop here if the step cannot fit it.
-            from bobjax.aot.report import SETTINGS, check_device
-
-            batch = lora_step.batch_shapes(c, int(sd.tokenize([""]).shape[1]))
-            self.train_step = self.train_step.lower(self.initial_state, self.frozen, batch).compile()
-            check_device(self.train_step, "the fine-tuning step", SETTINGS["finetune"], device)
+        batch = lora_step.batch_shapes(c, int(sd.tokenize([""]).shape[1]))
+        compiled = compiled_if_it_fits(lambda: self.train_step.lower(self.initial_state, self.frozen, batch).compile(),
+                                       "the fine-tuning step", "finetune")
+        self.train_step = self.train_step if compiled is None else compiled
         self.previews = Previews(config, sd, self.graphs, self.lora_configs, mesh)
 
     def train(self, load_image, input_ids: np.ndarray, folder) -> None:

@@ -67,6 +67,7 @@ class TextToImage:
         # Every per-image input (a dict) is split over the devices: one sharding serves the whole dict.
         self._generate = jax.jit(parallel.under_mesh(mesh, self._pure_generate),
                                  in_shardings=(self._replicated, self._batch, self._replicated), out_shardings=self._batch)
+        self._compiled = {}  # padded batch size -> the call compiled ahead by :meth:`compile`
 
     def refresh_weights(self) -> None:
         """Reads the pipeline's weights again (after another LoRA was folded in); the graph is the same, so
@@ -91,6 +92,13 @@ class TextToImage:
                              nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder)))
         negative = jax.ShapeDtypeStruct(self.negative_ids.shape, jnp.int32)
         return self._generate.lower(state, batch, negative)
+
+    def compile(self, batch_size: int):
+        """Compiles the call for ``batch_size`` prompts now (``jax.stages.Compiled``, for its memory figures); later
+        calls padded to the same size run it rather than compiling again."""
+        compiled = self.lower(batch_size).compile()
+        self._compiled[-(-batch_size // self.mesh.size) * self.mesh.size] = compiled
+        return compiled
 
     def initial_noise(self, seeds: Sequence[int], stream: int = 0) -> jax.Array:
         """One standard-normal latent per seed, independent of batch composition; ``stream`` 1 is the VAE
@@ -182,6 +190,6 @@ class TextToImage:
             batch = {k: jnp.concatenate([v, jnp.repeat(v[-1:], padded - n, axis=0)]) for k, v in batch.items()}
         # Placed explicitly: on more than one host, jit refuses host (numpy) inputs for a sharded argument, even
         # on a mesh of this host's devices (generation runs per host, each on its own shards of the plan).
-        images = self._generate(self._state, jax.device_put(batch, self._batch),
+        images = self._compiled.get(padded, self._generate)(self._state, jax.device_put(batch, self._batch),
                                 jax.device_put(self.negative_ids, self._replicated))
         return np.asarray(jax.device_get(images))[:n]

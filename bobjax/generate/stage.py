@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bobjax import artifacts, assets, parallel
+from bobjax.aot.report import compiled_if_it_fits
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
@@ -115,6 +116,7 @@ def make_generate_fn(config, workdir: str, mesh, train_source):
     if renderer != "diffusion":
         raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
     generator = load_generator(config, workdir, mesh)
+    compiled_if_it_fits(lambda: generator.compile(g.batch_size), "a generation call", "generate")
     inputs = SamplerInputs(train_source, g.resolution, real_guided=bool(g.real_guidance), mixed=g.mvc_weight != 1.0)
     if config.finetune.per_class and g.plan != "zero_shot":
         from bobjax.generate.per_class import PerClassLoras
