@@ -61,7 +61,8 @@ def fake_accelerator(monkeypatch):
     from bobjax.aot import report
 
     def with_memory(gib: float) -> None:
-        device = types.SimpleNamespace(device_kind="TPU v5 lite", memory_stats=lambda: {"bytes_limit": int(gib * 2**30)})
+        limit = int(gib * 2**30)
+        device = types.SimpleNamespace(device_kind="TPU v5 lite", memory_stats=lambda: {"bytes_limit": limit})
         monkeypatch.setattr(report, "device_to_check", lambda: device)
 
     return with_memory

@@ -47,6 +47,6 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, one_device, mo
 
 def test_a_train_step_that_cannot_fit_stops_the_stage_before_its_first_step(tmp_path, one_device, fake_accelerator):
     fake_accelerator(1e-5)  # 10 KiB
-    with pytest.raises(ConfigError, match=r"the classifier's train step needs .* GiB per device .*config.classify.batch"):
+    with pytest.raises(ConfigError, match=r"the classifier's train step needs .* GiB per device .*classify.batch"):
         classify.run(small_config(), str(tmp_path))
     assert checkpoints(str(tmp_path)).restore({"state": None}) is None  # No step was taken.

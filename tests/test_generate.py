@@ -137,7 +137,7 @@ def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeyp
 def test_a_generation_call_that_cannot_fit_stops_the_stage_before_its_first_image(tiny_sd_path, tmp_path,
                                                                                    fake_accelerator):
     fake_accelerator(1e-5)  # 10 KiB
-    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*change config.generate.batch_size"):
+    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*config.generate.batch_size"):
         generate.run(stage_config(tiny_sd_path), str(tmp_path))
 
 
