@@ -100,6 +100,15 @@ def names() -> str:
     return "v5e:2x4, v5e:4x4, v6e:2x4, v4:2x2x1, v5p:2x2x1, h100, 8xh100, 2x8xh100, a100-40gb, 8xa100-40gb"
 
 
+def compile_flags(name: str) -> str:
+    """The XLA flags that compiling for ``name`` without its hardware needs (for ``XLA_FLAGS``, set before JAX's
+    backends start). Without a GPU XLA cannot autotune, and its Triton GEMM emitter then fails on some matmuls
+    ("Couldn't find output tile sizes"; the classifier's and SD's backward passes on an A100 or H100), so cuBLAS
+    takes every GEMM: what a GPU's autotuner falls back to, with the same buffers around it."""
+    gpu = _GPU_NAME.match(name)
+    return "--xla_gpu_enable_triton_gemm=false" if gpu and gpu.group(3) in _GPU_SPECS else ""
+
+
 @functools.cache
 def get(name: str) -> Target:
     """The target called ``name`` (see the module docstring), with its devices."""

@@ -71,3 +71,12 @@ def test_a_bad_target_name_says_what_the_names_look_like(name, message):
 def test_every_chip_has_its_published_figures():
     for name, chip in targets.CHIPS.items():
         assert chip.hbm_bytes > 1e10 and chip.peak_bf16_flops > 1e14 and chip.hbm_bytes_per_s > 5e11, name
+
+
+def test_only_nvidia_targets_need_the_deviceless_gemm_flag():
+    """Without a GPU XLA's Triton GEMM emitter fails on the classifier's backward ("Couldn't find output tile
+    sizes"); `python -m bobjax.aot` turns it off for NVIDIA targets only."""
+    for name in ("h100", "8xh100", "2x8xh100", "a100-40gb"):
+        assert targets.compile_flags(name) == "--xla_gpu_enable_triton_gemm=false", name
+    for name in ("v5e:2x4", "v4:2x2x1", "cpu"):
+        assert targets.compile_flags(name) == "", name

@@ -7,8 +7,9 @@
 Targets are ``bobjax.targets`` names (Cloud TPU slices, NVIDIA cards and nodes) or ``cpu``. The models are built on
 abstract values from the checkpoint's config files only (a few KB fetched; ``config.model.sd`` may be a local
 folder holding them), over a mesh of the target's devices (``config.mesh``), traced under that mesh so that kernels
-are chosen for the target, and compiled; real-size programs take minutes each on a CPU, so JAX's persistent
-compilation cache (``--cache_dir``) keeps them for the next run. Prints a line for each program that does not fit
+are chosen for the target, and compiled: minutes each at real size on a CPU (a TPU target's LoRA step or
+sampler call: 20-60 minutes on 2 cores), so run one stage per process and join the rows (``--rows_from``). For an
+NVIDIA target it sets the XLA flags that compiling without a GPU needs (``bobjax.targets.compile_flags``). Prints a line for each program that does not fit
 its device, naming the setting to change, then the table; ``--json`` writes the rows.
 """
 
@@ -29,18 +30,24 @@ _JSON = flags.DEFINE_string("json", "", "Write the rows here as JSON.")
 _ROWS_FROM = flags.DEFINE_list("rows_from", [], "--json files of earlier runs for the same target whose rows join "
                                 "this table (one stage per process keeps a real-size run's memory down).")
 _CACHE = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/bobjax/aot"),
-                             "JAX's persistent compilation cache ('' for none).")
+                             "JAX's persistent compilation cache for --target=cpu ('' for none); a TPU or NVIDIA "
+                             "target's programs, compiled without the device, cannot be loaded back from it.")
 
 
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from bobjax import targets
+
+    needed = targets.compile_flags(_TARGET.value)
+    if needed and needed not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {needed}".strip()
     import jax
 
     from bobjax.aot import cell, report, stages
     from bobjax.aot.compile import compile_stage
 
-    if _CACHE.value:
+    if _CACHE.value and _TARGET.value == "cpu":  # A program compiled without its device cannot be loaded back.
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = _CONFIG.value
