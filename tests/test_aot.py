@@ -140,6 +140,24 @@ def jax_leaves(tree):
     return jax.tree.leaves(tree)
 
 
+def test_arithmetic_flops_count_every_matmul_and_convolution():
+    """The FLOPs column: what the program computes, which a compiled NVIDIA module hides in library calls."""
+    import jax
+    import jax.numpy as jnp
+
+    from bobjax.aot import report
+
+    def program(x, w, image, kernel):
+        conv = jax.lax.conv_general_dilated(image, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return x @ w, conv
+
+    spec = jax.ShapeDtypeStruct
+    lowered = jax.jit(program).lower(spec((64, 512), jnp.bfloat16), spec((512, 256), jnp.bfloat16),
+                                     spec((2, 16, 16, 8), jnp.float32), spec((3, 3, 8, 16), jnp.float32))
+    expected = 2 * 64 * 512 * 256 + 2 * (2 * 16 * 16 * 16) * (3 * 3 * 8)
+    assert report.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
+
+
 def test_a_step_that_cannot_fit_says_which_setting_to_change():
     from bobjax import targets
     from bobjax.aot import report

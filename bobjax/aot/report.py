@@ -2,10 +2,11 @@
 whether it fits the chip; the table ``python -m bobjax.aot`` prints.
 
 Memory is the compiler's ``memory_analysis()`` (per device): arguments + outputs - aliased (donated buffers reused
-for outputs) + temporaries + generated code. FLOPs and bytes accessed are ``cost_analysis()`` per device (for an
-NVIDIA target compiled without a GPU, XLA's HLO cost analysis of the optimised module, which does not see cuDNN's
-attention kernels). XLA counts a loop's body once, so the sampler's figures add its loop body's ``steps - 1`` more
-times (``bobjax.aot.stages``). The roofline bound of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth)
+for outputs) + temporaries + generated code. Bytes accessed are the compiled program's ``cost_analysis()`` per device
+(for an NVIDIA target compiled without a GPU, XLA's HLO cost analysis of the optimised module, which does not see
+the cuBLAS, cuDNN and attention custom calls, so it undercounts there). FLOPs are the program's arithmetic as
+written (:func:`arithmetic_flops`, divided by the devices), the same on every target. XLA counts a loop's body once,
+so the sampler's figures add its loop body's ``steps - 1`` more times (``bobjax.aot.stages``). The roofline bound of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth)
 with the chip's published figures (``bobjax.targets.CHIPS``): a lower bound on its time, which real kernels reach
 only in part.
 """
@@ -54,6 +55,18 @@ class Figures:
         return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
 
 
+def arithmetic_flops(lowered) -> float:
+    """FLOPs of a lowered program as written, all devices together: XLA's HLO cost analysis, on the CPU client, of the
+    module before XLA partitions it or swaps in library calls. Every matmul and convolution counts, which a compiled
+    NVIDIA module hides from the analysis (cuBLAS and cuDNN custom calls; so do Pallas and cuDNN attention kernels,
+    hence :mod:`bobjax.aot.compile` lowers the SD stages again with ``xla`` attention for this count)."""
+    import jax
+    from jax._src.lib import xla_client
+
+    module = lowered.compiler_ir("hlo").as_hlo_module()
+    return float(xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module).get("flops", 0.0))
+
+
 def _cost(compiled) -> dict:
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
@@ -68,8 +81,10 @@ def _cost(compiled) -> dict:
     return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
 
 
-def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int = 0, attention=None) -> Figures:
-    """``program`` (``stages.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the cost."""
+def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int = 0, attention=None,
+            flops: float | None = None) -> Figures:
+    """``program`` (``stages.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the cost.
+    ``flops`` per device (:func:`arithmetic_flops`) replaces the compiled module's count where given."""
     memory = compiled.memory_analysis()
     cost = _cost(compiled)
     if loop_body is not None:
@@ -77,8 +92,8 @@ def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int
         cost = {k: cost[k] + loop_extra * body[k] for k in cost}
     return Figures(program.stage, program.name, program.work, memory.argument_size_in_bytes,
                    memory.output_size_in_bytes, memory.alias_size_in_bytes, memory.temp_size_in_bytes,
-                   memory.generated_code_size_in_bytes, cost["flops"], cost["bytes"], program.calls, compile_s,
-                   attention or {"summary": "-", "calls": []})
+                   memory.generated_code_size_in_bytes, cost["flops"] if flops is None else flops, cost["bytes"],
+                   program.calls, compile_s, attention or {"summary": "-", "calls": []})
 
 
 def bound_s(f: Figures, chip) -> float | None:
