@@ -71,6 +71,8 @@ def main(argv) -> None:
                 print(f"DOES NOT FIT: {problem}", flush=True)
             rows.append(report.row(f, target))
         _write_json(rows, problems, None)  # After each stage: a long run killed later keeps what it compiled.
+    if target is None and _TARGET.value != "cpu":  # Only joined rows, nothing compiled here.
+        target = targets.get(_TARGET.value)
     title = f"bobjax.aot {_TARGET.value} ({len(target.devices) if target else jax.device_count()} devices): " \
             f"{' '.join(sys.argv[1:])}"
     for problem in problems:
