@@ -8,9 +8,10 @@ Targets are ``bobjax.targets`` names (Cloud TPU slices, NVIDIA cards and nodes) 
 abstract values from the checkpoint's config files only (a few KB fetched; ``config.model.sd`` may be a local
 folder holding them), over a mesh of the target's devices (``config.mesh``), traced under that mesh so that kernels
 are chosen for the target, and compiled: minutes each at real size on a CPU (a TPU target's LoRA step or
-sampler call: 20-60 minutes on 2 cores), so run one stage per process and join the rows (``--rows_from``). For an
-NVIDIA target it sets the XLA flags that compiling without a GPU needs (``bobjax.targets.compile_flags``). Prints a line for each program that does not fit
-its device, naming the setting to change, then the table; ``--json`` writes the rows.
+sampler call: 15-60 minutes on 2 cores), so run one stage per process and join the rows (``--rows_from``). For an
+NVIDIA target it sets the XLA flags that compiling without a GPU needs (``bobjax.targets.compile_flags``). Prints a
+line for each program that does not fit its device, naming the setting to change, then the table; ``--json`` writes
+the rows.
 """
 
 from __future__ import annotations

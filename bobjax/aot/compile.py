@@ -56,18 +56,20 @@ def compile_stage(stage: str, config, target_name: str, log=print, only=None) ->
         log(f"[aot] {target_name} {stage} {program.name}: compiling ({program.work})", flush=True)
         start = time.perf_counter()
         with jax.set_mesh(mesh), kernels.recording() as calls:
-            compiled = program.lower().compile()
+            lowered = [program.lower()]
+            compiled = lowered[0].compile()
             body, extra = None, 0
             if program.loop is not None:
                 lower_body, extra = program.loop
                 log(f"[aot] {target_name} {stage} {program.name}: compiling its loop body", flush=True)
-                body = lower_body().compile()
+                lowered.append(lower_body())
+                body = lowered[1].compile()
         seconds = time.perf_counter() - start
-        with jax.set_mesh(mesh):
-            twin = counted[program.name]
-            flops = report.arithmetic_flops(twin.lower())
-            if twin.loop is not None:
-                flops += twin.loop[1] * report.arithmetic_flops(twin.loop[0]())
+        twin = counted[program.name]
+        if twin is not program:  # Lowered again with xla attention, outside the recording of the kernels used.
+            with jax.set_mesh(mesh):
+                lowered = [twin.lower()] + ([twin.loop[0]()] if twin.loop is not None else [])
+        flops = report.arithmetic_flops(lowered[0]) + extra * sum(map(report.arithmetic_flops, lowered[1:]))
         configured = config.model.attention if stage in _SD_STAGES else "auto"
         attention = {"summary": kernels.summary(calls, configured),
                      "calls": [{"call": call, "kernel": kernel, "traced": n} for (call, kernel), n in calls.items()]}

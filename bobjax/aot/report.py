@@ -60,24 +60,25 @@ def arithmetic_flops(lowered) -> float:
     module before XLA partitions it or swaps in library calls. Every matmul and convolution counts, which a compiled
     NVIDIA module hides from the analysis (cuBLAS and cuDNN custom calls; so do Pallas and cuDNN attention kernels,
     hence :mod:`bobjax.aot.compile` lowers the SD stages again with ``xla`` attention for this count)."""
+    return float(_cpu_cost_analysis(lowered.compiler_ir("hlo").as_hlo_module()).get("flops", 0.0))
+
+
+def _cpu_cost_analysis(module) -> dict:
+    """XLA's HLO cost analysis of ``module``, run by the CPU client: it answers for a module of any target (jaxlib's
+    own entry point; no public API takes a module)."""
     import jax
     from jax._src.lib import xla_client
 
-    module = lowered.compiler_ir("hlo").as_hlo_module()
-    return float(xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module).get("flops", 0.0))
+    return xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
 
 
 def _cost(compiled) -> dict:
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
     if not cost:
-        # A GPU program compiled without a GPU answers None: XLA's HLO cost analysis of its optimised module, run by
-        # the CPU client, counts the same HLO (cuDNN's fused attention is a custom call it does not see).
-        import jax
-        from jax._src.lib import xla_client
-
-        modules = compiled.runtime_executable().hlo_modules()
-        cost = xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, modules[0])
+        # A GPU program compiled without a GPU answers None: the CPU client's analysis of its optimised module
+        # counts the same HLO (cuDNN's fused attention is a custom call it does not see).
+        cost = _cpu_cost_analysis(compiled.runtime_executable().hlo_modules()[0])
     return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
 
 

@@ -79,7 +79,7 @@ class TextToImage:
         """The jitted call for ``batch_size`` prompts, lowered on abstract inputs (``jax.stages.Lowered``): the
         weights, the per-image inputs :meth:`generate_float` builds (padded to the device count) and the negative
         prompt's ids."""
-        padded = -(-batch_size // self.mesh.size) * self.mesh.size
+        padded = self._padded(batch_size)
         text_length = self.negative_ids.shape[1]
         spec = lambda shape, dtype=jnp.float32: jax.ShapeDtypeStruct((padded, *shape), dtype)  # noqa: E731
         batch = {"ids": spec((text_length,), jnp.int32), "noise": spec(self.latent_shape)}
@@ -93,11 +93,15 @@ class TextToImage:
         negative = jax.ShapeDtypeStruct(self.negative_ids.shape, jnp.int32)
         return self._generate.lower(state, batch, negative)
 
+    def _padded(self, batch_size: int) -> int:
+        """The rows a call of ``batch_size`` prompts runs: a multiple of the device count."""
+        return -(-batch_size // self.mesh.size) * self.mesh.size
+
     def compile(self, batch_size: int):
         """Compiles the call for ``batch_size`` prompts now (``jax.stages.Compiled``, for its memory figures); later
         calls padded to the same size run it rather than compiling again."""
         compiled = self.lower(batch_size).compile()
-        self._compiled[-(-batch_size // self.mesh.size) * self.mesh.size] = compiled
+        self._compiled[self._padded(batch_size)] = compiled
         return compiled
 
     def initial_noise(self, seeds: Sequence[int], stream: int = 0) -> jax.Array:
@@ -142,7 +146,7 @@ class TextToImage:
     def lower_denoise(self, batch_size: int):
         """One step of the loop alone, lowered as :meth:`lower` lowers the call: XLA's cost analysis counts a loop's
         body once, so ``bobjax.aot`` adds this program's cost ``num_steps - 1`` more times."""
-        padded = -(-batch_size // self.mesh.size) * self.mesh.size
+        padded = self._padded(batch_size)
         graphdef = nnx.graphdef(self.sd.unet)
         state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state(self.sd.unet))
         rows = 2 * padded if self.guidance_scale > 1.0 else padded
@@ -185,11 +189,11 @@ class TextToImage:
             if mix_prompts is None or len(mix_prompts) != n:
                 raise ValueError("mixing caption embeddings (mix_weight < 1) needs one mix prompt per prompt")
             batch["mix_ids"] = self.sd.tokenize(mix_prompts)
-        padded = -(-n // self.mesh.size) * self.mesh.size
+        padded = self._padded(n)
         if padded != n:
             batch = {k: jnp.concatenate([v, jnp.repeat(v[-1:], padded - n, axis=0)]) for k, v in batch.items()}
         # Placed explicitly: on more than one host, jit refuses host (numpy) inputs for a sharded argument, even
         # on a mesh of this host's devices (generation runs per host, each on its own shards of the plan).
         images = self._compiled.get(padded, self._generate)(self._state, jax.device_put(batch, self._batch),
-                                jax.device_put(self.negative_ids, self._replicated))
+                                                            jax.device_put(self.negative_ids, self._replicated))
         return np.asarray(jax.device_get(images))[:n]
