@@ -84,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if not model:
-            sys.path.insert(0, os.path.join(ROOT, "tests"))
+            sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
             from tiny_vlm import build_tiny_vlm
 
             model = build_tiny_vlm(tmp)

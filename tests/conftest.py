@@ -1,5 +1,14 @@
 """Test-wide setup: the CPU only, 8 forced host devices (so sharding tests run on a CPU), cheaper compilation,
-the opt-in slow marker, and offline Hugging Face caches (``fake_hub``: tiny models under the real ids; ``empty_hub``).
+the opt-in markers, and offline Hugging Face caches (``fake_hub``: tiny models under the real ids; ``empty_hub``).
+
+Shared helpers (tiny models, fake hub and bucket, multi-host launcher...) live in ``tests/helpers/`` and are imported
+by bare name (``from tiny_sd import ...``): this file puts that folder first on ``sys.path`` before any test module
+is imported, in every xdist worker too, so a test file works wherever it sits under ``tests/`` and a subprocess
+script finds them the same way (``PYTHONPATH`` with that folder, see ``target_compile.py``).
+
+Markers: ``slow`` = the few long end-to-end runs (the CUB-shaped pipeline, the multi-host runs...), skipped unless
+``--runslow``; CI runs them after the default suite. ``fullsize`` = checks on full-size architectures (SD UNets,
+CLIP ViT-B/16, ResNet-50...), skipped unless ``--runfullsize``; too heavy for CI, run by hand after model changes.
 
 Compiling, not running, dominates tests on tiny models: LLVM's cheap optimisation level halves XLA:CPU compile
 times, and a per-session persistent compilation cache lets a test that builds the same program again (a
@@ -9,14 +18,17 @@ session, so no stale entry outlives a code change.
 
 import os
 import shutil
+import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
 
 # Must happen before jax is imported anywhere in the test session.
 _FLAGS = " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _FLAGS).strip()
 # CPU only, also where libtpu is installed (the test extra brings it): JAX would otherwise start the TPU plugin in
 # every test process and print its failed search for a TPU. Tests that compile for a TPU or GPU target do so in
-# their own subprocess (tests/target_compile.py).
+# their own subprocess (tests/helpers/target_compile.py).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -27,17 +39,26 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 import pytest  # noqa: E402
 
 
+_OPT_IN = {  # marker -> (command-line flag, why it is off by default)
+    "slow": ("--runslow", "long end-to-end run; CI runs it after the default suite (--runslow -m slow)"),
+    "fullsize": ("--runfullsize", "full-size architecture check; run with --runfullsize"),
+}
+
+
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", help="run the slow full-size architecture checks")
+    parser.addoption("--runslow", action="store_true", help="also run the long end-to-end runs (marker: slow)")
+    parser.addoption("--runfullsize", action="store_true",
+                     help="also run the checks on full-size architectures (marker: fullsize)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow full-size check; run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    for marker, (flag, reason) in _OPT_IN.items():
+        if config.getoption(flag):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture
@@ -81,7 +102,8 @@ def _session_hub(tmp_path_factory):
 
 @pytest.fixture
 def fake_hub(_session_hub, monkeypatch):
-    """The session's offline Hugging Face cache (tests/fake_hub.py); ``fake_hub.add(repo_id)`` builds a repo once."""
+    """The session's offline Hugging Face cache (tests/helpers/fake_hub.py); ``fake_hub.add(repo_id)`` builds a repo
+    once."""
     return _session_hub.use(monkeypatch)
 
 

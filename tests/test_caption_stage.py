@@ -236,7 +236,7 @@ def test_other_hosts_wait_for_host_0s_bank_without_starting_jax(tmp_path):
         port = s.getsockname()[1]
     env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
     hosts = [subprocess.Popen([sys.executable, "-c", HOST.format(port=port, process=p, workdir=str(tmp_path),
-                                                                  tests=os.path.join(ROOT, "tests"))],
+                                                                  tests=os.path.join(ROOT, "tests", "helpers"))],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for p in (0, 1)]
     outputs = [host.communicate(timeout=300) for host in hosts]
     for host, (_, err) in zip(hosts, outputs):

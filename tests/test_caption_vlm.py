@@ -129,7 +129,7 @@ def test_the_vlm_answers_in_a_child_process_before_jax_starts(tiny_vlm, tmp_path
     the captions are done, and the VLM (torch) must give its memory back by ending, in a process of its own."""
     env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
     overrides = {**tiny_overrides(tiny_vlm), "stages": "caption"}
-    script = FRESH_RUN.format(tests=os.path.join(ROOT, "tests"), overrides=overrides, workdir=str(tmp_path))
+    script = FRESH_RUN.format(tests=os.path.join(ROOT, "tests", "helpers"), overrides=overrides, workdir=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {"jax_backend_started": False, "torch_imported": False}

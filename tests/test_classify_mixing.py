@@ -1,99 +1,92 @@
-"""The classify stage on a synthetic dataset as the generate stage writes it: lambda batches are half real,
-half synthetic in the layout the loss weights assume; BTL runs its alpha phase, then its real-only phase."""
+"""Real/synthetic mixing: the proportions of SGIA's alpha stream, BOB's lambda streams, and BTL's phases."""
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from bobjax import classify
-from bobjax.classify import input as input_lib
 from bobjax.classify import mixing
-from bobjax.classify import stage as classify_stage
-from bobjax.data import make_splits
 from bobjax.errors import ConfigError
-from classify_run import small_config
-from synthetic_data import write_synthetic
 
-PER_CLASS = 4
-
-
-def _write_synthetic(workdir: str, class_names) -> None:
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(len(class_names)), PER_CLASS)
-    write_synthetic(workdir, class_names, rng.integers(0, 256, size=(len(labels), 40, 48, 3), dtype=np.uint8), labels)
+REAL = np.repeat(np.arange(4), 5)  # 4 classes x 5 shots.
+SYN = np.repeat(np.arange(4), 100)  # 100 synthetic images per class.
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    config = small_config()
-    _write_synthetic(str(tmp_path), make_splits(config.data, config.seed).class_names)
-    return str(tmp_path)
+def take(stream, n):
+    return [stream[i] for i in range(n)]
 
 
-def test_lambda_batches_are_half_real_half_synthetic(workdir):
-    config = small_config(**{"classify.mixing": "lambda"})
-    splits = make_splits(config.data, config.seed)
-    synthetic = classify_stage._synthetic(config, workdir)
-    data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32)
-    (phase,) = data.phases
-    # An epoch: real images repeated floor(4 / 3) = 1 time (18) plus 24 synthetic, in batches of 8.
-    assert phase.steps_per_epoch == 6
-    real_rows, synthetic_rows = data.parts(phase)
-    real_refs, syn_refs = mixing.lambda_streams(splits.train.labels(), synthetic.labels(), config.seed)
-    for step in range(3):
-        batch = phase.batch(step)
-        assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
-        assert not batch["synthetic"][real_rows].any() and batch["synthetic"][synthetic_rows].all()
-        want_real = [splits.train.labels()[real_refs[step * 4 + j][1]] for j in range(4)]
-        want_syn = [synthetic.labels()[syn_refs[step * 4 + j][1]] for j in range(4)]
-        assert batch["label"][real_rows].tolist() == want_real
-        assert batch["label"][synthetic_rows].tolist() == want_syn
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
+def test_alpha_stream_synthetic_fraction_is_binomial(alpha):
+    n = 4000
+    refs = take(mixing.alpha_stream(REAL, SYN, alpha, seed=0), n)
+    synthetic = sum(kind == mixing.SYNTHETIC for kind, _ in refs)
+    low, high = stats.binom.interval(0.999, n, alpha)
+    assert low <= synthetic <= high, f"{synthetic} synthetic of {n} outside the 99.9% interval [{low}, {high}]"
 
 
-@pytest.mark.parametrize("kind", ["lambda", "alpha"])
-def test_hosts_read_consecutive_slices_of_the_one_host_batch(workdir, monkeypatch, kind):
-    """Two hosts' batches, host 0's rows then host 1's, are one host's batch row by row (augmentation and MixUp draw
-    by row, so a different layout would train differently on a different number of hosts)."""
-    config = small_config(**{"classify.mixing": kind})
-    splits = make_splits(config.data, config.seed)
-    synthetic = classify_stage._synthetic(config, workdir)
-
-    def batches(index, count):
-        monkeypatch.setattr(input_lib.jax, "process_index", lambda: index)
-        monkeypatch.setattr(input_lib.jax, "process_count", lambda: count)
-        (phase,) = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32).phases
-        return [phase.batch(step) for step in range(3)]
-
-    one, hosts = batches(0, 1), [batches(p, 2) for p in range(2)]
-    for step in range(3):
-        for key in ("image", "label", "synthetic"):
-            np.testing.assert_array_equal(np.concatenate([h[step][key] for h in hosts]), one[step][key])
+def test_alpha_stream_swaps_within_the_class():
+    refs = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=1), 2000)
+    seen_real_classes = {int(REAL[i]) for kind, i in refs if kind == mixing.REAL}
+    assert seen_real_classes == {0, 1, 2, 3}
+    # Slot order follows the repeated real stream; a swapped slot keeps its real image's class.
+    base = take(mixing.alpha_stream(REAL, SYN, 0.0, seed=1), 2000)
+    for (kind, index), (_, real_index) in zip(refs, base):
+        if kind == mixing.SYNTHETIC:
+            assert SYN[index] == REAL[real_index]
 
 
-def test_btl_trains_both_phases(workdir, one_device):
-    config = small_config(**{"classify.mixing": "btl", "classify.epochs": 1, "classify.real_only_epochs": 1})
-    result = classify.run(config, workdir)
-    assert result["steps"] == 3 + 3 and result["epochs"] == 2  # alpha phase over 18 slots, then 18 real images
-    assert len(result["validation_history"]) == 2
+def test_lambda_streams_balance_real_and_synthetic_per_class():
+    repeated = mixing.repeated_real_indices(REAL, SYN)
+    assert np.bincount(REAL[repeated]).tolist() == [100] * 4  # 5 shots x floor(100 / 5)
+    real, synthetic = mixing.lambda_streams(REAL, SYN, seed=0)
+    first_epoch = [i for _, i in take(synthetic, len(SYN))]
+    assert sorted(first_epoch) == list(range(len(SYN)))
+    assert all(kind == mixing.REAL for kind, _ in take(real, 50))
 
 
-def test_fixed_steps_per_epoch_matches_budgets_across_mixings(workdir):
-    """With ``steps_per_epoch`` set, real-only and real + synthetic runs take the same number of steps, and the
-    real-only stream cycles through its few images rather than stopping after one pass."""
-    splits = make_splits(small_config().data, 0)
-    synthetic = classify_stage._synthetic(small_config(**{"classify.mixing": "lambda"}), workdir)
-    for mixing_kind in ("real_only", "lambda", "alpha"):
-        config = small_config(**{"classify.mixing": mixing_kind, "classify.steps_per_epoch": 7})
-        data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32)
-        (phase,) = data.phases
-        assert phase.steps_per_epoch == 7 and data.total_steps == 7 * config.classify.epochs, mixing_kind
-    config = small_config(**{"classify.mixing": "real_only", "classify.steps_per_epoch": 7})
-    data = input_lib.TrainInput(config.classify, splits.train, None, config.seed, 32)
-    labels = np.concatenate([data.phases[0].batch(step)["label"] for step in range(7)])
-    counts = np.bincount(labels, minlength=len(splits.class_names))
-    assert counts.min() >= (len(labels) // len(splits.train)) * np.bincount(splits.train.labels()).min()
+def test_repeated_real_indices_at_uneven_counts_and_cub_size():
+    """Each real image floor(n_syn_c / n_real_c) times, at least once, in order; linear time: CUB's full train split
+    (5,994 images) against 20,000 synthetic took 0.2 s when each image recounted its class."""
+    real = np.array([2, 0, 2, 1, 2, 5])  # Class 5 has no synthetic image, class 3 no real one.
+    synthetic = np.array([0] * 7 + [2] * 8 + [3] * 4 + [1])
+    assert mixing.repeated_real_indices(real, synthetic).tolist() == [0, 0, 1] + [1] * 6 + [2, 2, 3, 4, 4, 5]
+    assert mixing.repeated_real_indices(np.zeros(0, np.int64), synthetic).tolist() == []
+    cub_real = np.random.default_rng(0).integers(0, 200, 5994)
+    import time
+
+    start = time.perf_counter()
+    repeated = mixing.repeated_real_indices(cub_real, np.repeat(np.arange(200), 100))
+    assert time.perf_counter() - start < 0.05
+    counts = np.bincount(cub_real, minlength=200)
+    np.testing.assert_array_equal(np.bincount(repeated, minlength=5994), np.maximum(1, 100 // counts[cub_real]))
 
 
-def test_negative_steps_per_epoch_is_named(workdir):
-    config = small_config(**{"classify.mixing": "real_only", "classify.steps_per_epoch": -1})
-    with pytest.raises(ConfigError, match="config.classify.steps_per_epoch"):
-        input_lib.TrainInput(config.classify, make_splits(config.data, 0).train, None, config.seed, 32)
+def test_btl_second_phase_sees_no_synthetic_image():
+    assert mixing.phases("btl", 10, 3) == [("alpha", 10), ("real_only", 3)]
+    refs = take(mixing.real_stream(REAL, seed=0), 500)
+    assert {kind for kind, _ in refs} == {mixing.REAL}
+
+
+def test_streams_are_deterministic_by_seed():
+    a = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=3), 100)
+    b = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=3), 100)
+    c = take(mixing.alpha_stream(REAL, SYN, 0.5, seed=4), 100)
+    assert a == b and a != c
+
+
+def test_materialize_reads_both_sources():
+    real = [{"image": np.zeros((2, 2, 3), np.uint8), "label": int(l)} for l in REAL]
+    syn = [{"image": np.ones((2, 2, 3), np.uint8), "label": int(l)} for l in SYN]
+    records = mixing.materialize(mixing.alpha_stream(REAL, SYN, 0.5, seed=0), real, syn)
+    for i in range(50):
+        r = records[i]
+        assert bool(r["image"].max()) == r["synthetic"]
+
+
+def test_bad_mixing_is_named():
+    with pytest.raises(ConfigError, match="'mixup'"):
+        mixing.phases("mixup", 1, 1)
+    with pytest.raises(ConfigError, match="alpha"):
+        mixing.alpha_stream(REAL, SYN, 1.5, seed=0)
+    with pytest.raises(ConfigError, match=r"classes \[3\]"):
+        mixing.alpha_stream(REAL, SYN[SYN < 3], 0.5, seed=0)

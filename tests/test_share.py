@@ -6,14 +6,14 @@ import os
 
 from demo_run import demo_config
 from etils import epath
-import test_cloud_storage
+import test_artifacts_cloud
 from fake_gcs import local
 from test_main import RecordingStage
 
 from bobjax import artifacts, compare, config_lib, main, share
 
 BACKBONES = "classify.backbone=resnet_tiny|resnet18"
-fake_gcs = test_cloud_storage.fake_gcs  # gs:// served from a local folder (a fixture).
+fake_gcs = test_artifacts_cloud.fake_gcs  # gs:// served from a local folder (a fixture).
 
 
 def _recorded(monkeypatch, root, wrap):

@@ -1,5 +1,5 @@
 """A run whose workdir is on Cloud Storage (``--workdir=gs://fake-bucket/run``), against the fake of
-tests/fake_gcs.py: every artifact lands in the bucket and none in the local folder, a run killed at its first
+tests/helpers/fake_gcs.py: every artifact lands in the bucket and none in the local folder, a run killed at its first
 checkpoint resumes from the checkpoint in the bucket, and an unsupported scheme stops the command before any stage.
 
 What the fake does not cover: the real Cloud Storage clients. epath's ``gs://`` goes through TensorFlow's GCS file
@@ -47,7 +47,8 @@ class _Killed(Exception):
 
 @pytest.fixture
 def fake_gcs(tmp_path, monkeypatch):
-    """``gs://`` served from ``tmp_path/gcs`` (see tests/fake_gcs.py); the test runs in an empty ``tmp_path/cwd``."""
+    """``gs://`` served from ``tmp_path/gcs`` (see tests/helpers/fake_gcs.py); the test runs in an empty
+    ``tmp_path/cwd``."""
     root = str(tmp_path / "gcs")
     os.makedirs(os.path.join(root, "fake-bucket"))
     monkeypatch.setattr(FakeGcsFileSystem, "root", root)

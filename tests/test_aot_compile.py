@@ -1,8 +1,9 @@
 """``bobjax.aot``: the stages' steps compiled for TPU slices and NVIDIA cards from this CPU, on abstract weights, and
 the memory column's response to what should move it.
 
-Tiny models in the real architectures (tests/tiny_sd.py, tests/tiny_clip.py, ``resnet_tiny``) on CUB's config; the
-TPU and NVIDIA compiles run in a subprocess (tests/target_compile.py) so libtpu's start-up stays out of this one.
+Tiny models in the real architectures (tests/helpers/tiny_sd.py, tests/helpers/tiny_clip.py, ``resnet_tiny``) on
+CUB's config; the TPU and NVIDIA compiles run in a subprocess (tests/helpers/target_compile.py) so libtpu's start-up
+stays out of this one.
 """
 
 import json
@@ -43,7 +44,7 @@ def _compile_code(sd: str, clip: str, target: str, stages: list[tuple[str, str]]
     only: its augmentation program has no model in it), print their rows as JSON."""
     return f"""
 import dataclasses, json, sys
-from test_aot import tiny_config
+from test_aot_compile import tiny_config
 from bobjax.aot.compile import compile_stage
 rows = []
 for stage, backbone in {stages!r}:

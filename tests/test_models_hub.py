@@ -140,10 +140,11 @@ def test_empty_checkpoint_is_refused_not_taken_for_random():
 
 
 @pytest.mark.parametrize("backbone", [
-    "resnet50", pytest.param("vit_b16", marks=pytest.mark.slow), pytest.param("mae_vit_b16", marks=pytest.mark.slow),
+    "resnet50", pytest.param("vit_b16", marks=pytest.mark.fullsize),
+    pytest.param("mae_vit_b16", marks=pytest.mark.fullsize),
 ])  # fmt: skip
 def test_default_checkpoint_comes_from_the_hub_and_loads(fake_hub, backbone):
-    """Full-size models (bobjax's presets are the real architectures): ViT-B takes ~20 s, hence slow."""
+    """Full-size models (bobjax's presets are the real architectures): ViT-B takes ~20 s, hence fullsize."""
     repo_id = backbones.DEFAULT_CHECKPOINTS[backbone]
     fake_hub.add(repo_id)
     cfg = classify_config(backbone, "default")

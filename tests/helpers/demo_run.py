@@ -6,7 +6,7 @@ import sys
 
 from bobjax import config_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def xla_flags(devices: int = 1) -> str:

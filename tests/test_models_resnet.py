@@ -28,7 +28,7 @@ def test_matches_timm_in_eval_mode(name):
     _compare(name, 64)
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_resnet50_matches_timm():
     _compare("resnet50", 224, num_classes=1000)
 

@@ -3,7 +3,7 @@
 TPU (CI: libtpu comes with the test extra): the tiny SD UNet's gradient for a v5e-8 holds the Pallas kernel's
 Mosaic custom calls, and at 512 px (64x64 latents) one attention's forward and backward needs far less temporary
 memory than with ``xla``, by the compiler's own ``memory_analysis``. NVIDIA (opt-in, needs JAX's CUDA plugin:
-see tests/target_compile.py): the tiny SD's bf16 LoRA step compiles for an H100 with ``auto`` and holds cuDNN's
+see tests/helpers/target_compile.py): the tiny SD's bf16 LoRA step compiles for an H100 with ``auto`` and holds cuDNN's
 flash attention forward and backward; with ``cudnn`` forced the UNet's forward compiles (77-key cross-attention
 included) and its gradient stops there with a named error; SD 2.1's and SD 1.5's attentions compile for H100 and
 A100 forward and backward.

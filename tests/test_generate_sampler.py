@@ -6,7 +6,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from test_generate import DIFFUSERS_SCHEDULERS, PROMPTS, mesh_of, resolution
+from test_generate_stage import DIFFUSERS_SCHEDULERS, PROMPTS, mesh_of, resolution
 from tiny_sd import make_tiny_sd
 
 from bobjax.generate.sampler import TextToImage

@@ -6,8 +6,8 @@ import collections
 
 import numpy as np
 import pytest
-from test_generate import mesh_of, stage_config
-from test_plan import make
+from test_generate_stage import mesh_of, stage_config
+from test_generate_plan import make
 from tiny_sd import make_tiny_sd
 
 from bobjax import artifacts
@@ -131,7 +131,7 @@ def test_peer_presets_set_their_modes_and_compare_accepts_them():
 def test_fixed_noise_grid_keeps_each_templates_start_image_and_mixes_its_own_prompt():
     from bobjax import config_lib
     from bobjax.generate.plan import fixed_noise_plan
-    from test_plan import CLASSES
+    from test_generate_plan import CLASSES
 
     planned = guided(counts=(3, 3, 3), real_guidance="other_class", strength=0.5, mvc_weight=0.5)
     grid = fixed_noise_plan(planned, CLASSES, "bird", config_lib.BOB_PROMPT, rows=2)

@@ -1,5 +1,5 @@
 """Every TFDS dataset the configs name, with its own builder's features, label names and id feature, read as a
-prepared ArrayRecord dataset (tests/tfds_builders.py) by the stages that read data, each under the dataset's own
+prepared ArrayRecord dataset (tests/helpers/tfds_builders.py) by the stages that read data, each under the dataset's own
 config with its real-guided preset (DataDream's LoRA, sampling started from real train images), 1 shot of every
 class of the builder. All five go through what each stage reads (seconds each); CUB, the builder with the most
 features, goes through every stage with tiny models (``bobjax.main.run``): compiling those takes ~30 s a dataset

@@ -1,5 +1,6 @@
 """The paper's command as a user runs it, ``python -m bobjax.main --config=configs/cub.py``, offline: every stage from
-the hub ids the config names (served by tests/fake_hub.py), and, with an empty cache, one line before any work."""
+the hub ids the config names (served by tests/helpers/fake_hub.py), and, with an empty cache, one line before any
+work."""
 
 import hashlib
 import json

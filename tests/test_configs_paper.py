@@ -64,8 +64,9 @@ def test_a_cell_bobjax_cannot_run_is_a_named_error(arg, message):
 
 @pytest.mark.parametrize("dataset, backbone", itertools.product(DATASETS, RUNNABLE))
 def test_every_cell_names_only_weights_users_can_download(fake_hub, dataset, backbone):
-    """As tests/test_paper_command.py's check of the dataset configs: the fake hub holds exactly the ids that exist on
-    the hub today, and every stage of every run of the cell (each method, seed and sweep point) resolves there."""
+    """As tests/test_main_paper_command.py's check of the dataset configs: the fake hub holds exactly the ids that
+    exist on the hub today, and every stage of every run of the cell (each method, seed and sweep point) resolves
+    there."""
     fake_hub.add(VLM_ID, SD_ID, CLIP_ID, TIMM_IDS[0])
     config = load(f"dataset={dataset},backbone={backbone}")
     runs = compare.runs(config, "grid")

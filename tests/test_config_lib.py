@@ -12,7 +12,8 @@ from bobjax import config_lib
 from bobjax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Pipeline configs (bobjax.main); toyworld_prior.py configures `python -m bobjax.toyworld.prior` (tests/test_prior.py).
+# Pipeline configs (bobjax.main); toyworld_prior.py configures `python -m bobjax.toyworld.prior`
+# (tests/test_toyworld_prior.py).
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("toyworld_prior.py"))
 
 

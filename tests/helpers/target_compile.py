@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUDA_PLUGIN = os.environ.get("BOBJAX_CUDA_PLUGIN", "/work/cuda-plugin")
 
 
@@ -31,7 +31,8 @@ def cuda_plugin_missing() -> str | None:
 def run(code: str, *, cuda: bool = False, timeout: int = 600) -> dict:
     """Runs ``code`` with the CPU as JAX's only backend (plus the CUDA plugin's topologies when ``cuda``); returns
     the JSON object it printed last."""
-    paths = [os.path.join(REPO, "tests"), REPO] + ([CUDA_PLUGIN] if cuda else [])
+    tests = os.path.join(REPO, "tests")
+    paths = [os.path.join(tests, "helpers"), tests, REPO] + ([CUDA_PLUGIN] if cuda else [])
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(paths))
     if cuda:
         env["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
