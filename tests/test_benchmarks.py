@@ -41,7 +41,17 @@ def test_run_all_refuses_unknown_workloads():
 def test_real_size_prints_its_table():
     stdout = _run("real_size.py", "--config=tiny", "--steps=1", "--backbone=resnet18", "--classify_size=32",
                   "--classes=4", "--classify_batch=2")
-    assert "peak" in stdout
+    lines = stdout.splitlines()
+    assert lines[0].startswith("real size [tiny, fp32, attention auto] on cpu; 1 calls each"), lines[0]
+    assert lines[1].split()[:3] == ["stage", "wall", "s"] and "host peak GB" in lines[1]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert list(rows) == ["setup", "finetune", "generate", "classify"], lines
+    for stage, cells in rows.items():
+        # stage, wall s, ready s, first s, median s, host peak GB, (when ready), step growth GB, device peak GB
+        wall, host_peak, device_peak = float(cells[1]), float(cells[5]), cells[8]
+        assert wall > 0 and host_peak > 0.1 and device_peak == "-", cells  # a CPU reports no device peak
+        if stage != "setup":  # each stage ran its step: a first call and a timed one
+            assert float(cells[3]) > 0 and float(cells[4]) > 0, cells
 
 
 def test_cpu_kernels_and_the_step_profiles_print_their_tables():
