@@ -12,8 +12,8 @@ CLIP ViT-B/16, ResNet-50...), skipped unless ``--runfullsize``; too heavy for CI
 
 Compiling, not running, dominates tests on tiny models: LLVM's cheap optimisation level halves XLA:CPU compile
 times, and a per-session persistent compilation cache lets a test that builds the same program again (a
-resumed run, a rebuilt sampler, a second adapter set) load it instead of recompiling. One cache folder per
-session, so no stale entry outlives a code change.
+resumed run, a rebuilt sampler, a second adapter set, the other xdist worker) load it instead of recompiling.
+One cache folder per session, so no stale entry outlives a code change.
 """
 
 import os
@@ -32,7 +32,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _FLAGS).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix="bobjax-test-xla-cache-")
+# One cache folder per session, shared by its xdist workers: the controller imports this file first and sets the
+# variable, the workers inherit it, so a tiny program one worker compiled is loaded by the other.
+_OWNS_CACHE = "BOBJAX_TEST_XLA_CACHE" not in os.environ
+if _OWNS_CACHE:
+    os.environ["BOBJAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="bobjax-test-xla-cache-")
+_COMPILATION_CACHE = os.environ["BOBJAX_TEST_XLA_CACHE"]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
@@ -90,7 +95,8 @@ def fake_accelerator(monkeypatch):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
+    if _OWNS_CACHE:  # the controller, after its workers are done
+        shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,7 @@ def test_each_builders_dataset_through_what_each_stage_reads(name, tiny_sd_path,
     assert (out / "images" / "real.png").exists() and (out / "classes.html").exists() == (num_classes > 12)
 
 
+@pytest.mark.slow  # 200 classes through every stage (~30 s of compiling alone); CI runs it after the suite
 def test_cub_through_every_stage_that_reads_data_with_tiny_models(tiny_sd_path, tmp_path, decoded, one_device):
     """CUB (the builder with the most features: boxes, masks, unnamed labels with a label-name feature) through
     ``bobjax.main.run``: fine-tuning, real-guided generation, the classifier and the report, every one of the 200

@@ -4,6 +4,7 @@ toy-world prior through the report, and rerunning the same command redoes nothin
 import json
 import math
 
+import pytest
 from demo_run import cli
 
 REDUCED = ("--config.compare.seeds=1", "--config.finetune.epochs=2", "--config.generate.images_per_class=4",
@@ -12,6 +13,7 @@ REDUCED = ("--config.compare.seeds=1", "--config.finetune.epochs=2", "--config.g
            "--config.report.oracle_steps=5", "--config.report.oracle_per_class=4")
 
 
+@pytest.mark.slow  # every stage of every method through the CLI: the longest test; CI runs it after the suite
 def test_reduced_demo_end_to_end_then_nothing_to_redo(tmp_path):
     command = ("--config=configs/demo.py", f"--workdir={tmp_path}", *REDUCED)
     first = cli(*command, timeout=900)

@@ -19,6 +19,9 @@ from bobjax import artifacts
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.models import lora
 
+# Three runs of the pipeline in 1 to 2 processes each: CI runs them after the suite.
+pytestmark = pytest.mark.slow
+
 TINY = ("--config=configs/demo.py", "--config.compare.methods=", "--config.data.toyworld.num_classes=3",
         "--config.data.shots=4", "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2",
         "--config.finetune.epochs=2", "--config.finetune.batch_size=4", "--config.finetune.checkpoint_every=1",

@@ -45,6 +45,7 @@ def command(data_dir, workdir):
     return ("--config=configs/cub.py", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *REDUCED)
 
 
+@pytest.mark.slow  # the CUB command through every stage in a fresh process; CI runs it after the suite
 def test_cub_end_to_end_from_the_hub_cache(fake_hub, tmp_path):
     fake_hub.add(VLM_ID, SD_ID, CLIP_ID)
     workdir = tmp_path / "run"
