@@ -60,6 +60,16 @@ def test_every_link_and_path_exists(page):
     assert broken(page) == []
 
 
+def test_the_map_of_the_tests_names_every_test_file():
+    """docs/development.md's table of which module each test file covers: a new or renamed test file shows there."""
+    text = open(os.path.join(ROOT, "docs", "development.md")).read()
+    table = text.split("| code | tests (in `tests/`) |", 1)[1].split("\n\n", 1)[0]
+    mapped = set(re.findall(r"`(test_\w+\.py)`", table))
+    present = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))}
+    assert sorted(present - mapped) == [], "test files missing from docs/development.md's map of the tests"
+    assert sorted(mapped - present) == [], "docs/development.md's map of the tests names files that do not exist"
+
+
 def test_every_guide_is_listed_in_the_readme():
     readme = links(open(os.path.join(ROOT, "README.md")).read())
     assert [p for p in PAGES[1:] if p not in readme] == []
