@@ -42,7 +42,7 @@ def test_real_size_prints_its_table():
     stdout = _run("real_size.py", "--config=tiny", "--steps=1", "--backbone=resnet18", "--classify_size=32",
                   "--classes=4", "--classify_batch=2")
     lines = stdout.splitlines()
-    assert lines[0].startswith("real size [tiny, fp32, attention auto] on cpu; 1 calls each"), lines[0]
+    assert lines[0] == "real size [tiny, fp32, attention auto] on cpu x1; 1 calls each", lines[0]
     assert lines[1].split()[:3] == ["stage", "wall", "s"] and "host peak GB" in lines[1]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert list(rows) == ["setup", "finetune", "generate", "classify"], lines
