@@ -44,9 +44,9 @@ def _task_env(layout: str, tasks_per_node: int, node: int, local: int) -> dict[s
 def start_without_connecting(monkeypatch):
     """``start(env)`` runs ``parallel.initialize()`` in ``env`` as a fresh process would (no backend yet) and
     returns what JAX had chosen when it would have connected: coordinator, process id and visible CUDA devices."""
-    for name in [n for n in os.environ if n.startswith(("SLURM", "JAX_COORDINATOR", "JAX_NUM_PROC",
-                                                                      "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE",
-                                                                      "TPU_WORKER", "CUDA_VISIBLE"))]:
+    cluster_variables = ("SLURM", "JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE",
+                         "TPU_WORKER", "CUDA_VISIBLE")
+    for name in [n for n in os.environ if n.startswith(cluster_variables)]:
         monkeypatch.delenv(name)
     monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     for attribute in ("coordinator_address", "process_id", "num_processes"):
@@ -54,7 +54,8 @@ def start_without_connecting(monkeypatch):
     chosen = {}
 
     def stop(*args, **kwargs):
-        chosen.update(address=distributed.global_state.coordinator_address, process_id=distributed.global_state.process_id,
+        state = distributed.global_state
+        chosen.update(address=state.coordinator_address, process_id=state.process_id,
                       visible=xla_bridge.CUDA_VISIBLE_DEVICES.value)
         raise _Connecting
 
