@@ -18,8 +18,8 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bobjax import (artifacts, caption, classify, compare, config_lib, finetune, generate, parallel, pretrained, report,
-                    share)
+from bobjax import (accelerator, artifacts, caption, classify, compare, config_lib, finetune, generate, parallel,
+                    pretrained, report, share)
 from bobjax import filter as filter_stage  # Not as "filter": that would shadow the builtin in this module.
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
@@ -134,6 +134,7 @@ def main(argv) -> None:
     config = _CONFIG.value
     try:
         parallel.initialize()
+        accelerator.check(config)
         if parallel.is_main_process():
             print(config)
         run(config, artifacts.storage_path(_WORKDIR.value, "--workdir"), _REDO.value)

@@ -28,6 +28,7 @@ from jax._src import cloud_tpu_init, distributed, xla_bridge
 from jax._src import mesh as mesh_lib
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bobjax import cluster
 from bobjax.errors import ConfigError
 
 AXES = ("data", "fsdp")
@@ -48,32 +49,25 @@ def _in_cluster() -> bool:
         [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
-
-
 def initialize() -> None:
     """Joins the cluster when there is one; a no-op on a single machine. Call before touching devices.
 
     JAX finds SLURM jobs and Cloud TPU pods by itself, but of the explicit form it reads only
     ``JAX_COORDINATOR_ADDRESS``: the process count and this process's index come from ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID`` here (as the ``torchrun``-style launchers of plain GPU clusters set them)."""
+    ``JAX_PROCESS_ID`` here (as the ``torchrun``-style launchers of plain GPU clusters set them). Under SLURM each
+    process drives every GPU of its task (:func:`bobjax.cluster.slurm_local_device_ids`), not JAX's one GPU per
+    process."""
     if not _in_cluster() or jax.distributed.is_initialized():
         return
-    num_processes, process_id = _env_int("JAX_NUM_PROCESSES"), _env_int("JAX_PROCESS_ID")
+    num_processes, process_id = cluster.env_int("JAX_NUM_PROCESSES"), cluster.env_int("JAX_PROCESS_ID")
     explicit = "JAX_COORDINATOR_ADDRESS" in os.environ and "SLURM_JOB_ID" not in os.environ \
         and "TPU_WORKER_HOSTNAMES" not in os.environ
     if explicit and (num_processes is None or process_id is None):
         raise ConfigError("JAX_COORDINATOR_ADDRESS is set, so bobjax joins a cluster, but JAX_NUM_PROCESSES and "
                           "JAX_PROCESS_ID (the number of processes and this one's index, 0 on the coordinator) "
                           f"are not both set (JAX_NUM_PROCESSES={num_processes}, JAX_PROCESS_ID={process_id})")
-    jax.distributed.initialize(num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(num_processes=num_processes, process_id=process_id,
+                               local_device_ids=cluster.slurm_local_device_ids())
     state = distributed.global_state
     logging.info("joined the cluster at %s as process %d of %d", state.coordinator_address, state.process_id,
                  state.num_processes)

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import pytest
-from multihost import log, run
+from multihost import TINY, log, run
 
 from bobjax import artifacts
 from bobjax.data.tfds_writer import read_dataset
@@ -22,11 +22,6 @@ from bobjax.models import lora
 # Three runs of the pipeline in 1 to 2 processes each: CI runs them after the suite.
 pytestmark = pytest.mark.slow
 
-TINY = ("--config=configs/demo.py", "--config.compare.methods=", "--config.data.toyworld.num_classes=3",
-        "--config.data.shots=4", "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2",
-        "--config.finetune.epochs=2", "--config.finetune.batch_size=4", "--config.finetune.checkpoint_every=1",
-        "--config.generate.images_per_class=2", "--config.generate.steps=2", "--config.generate.batch_size=2",
-        "--config.classify.epochs=2", "--config.classify.steps_per_epoch=2", "--config.classify.batch_size=8")
 STAGES = "--config.stages=caption,finetune,generate,classify"
 
 

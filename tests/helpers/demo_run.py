@@ -15,9 +15,10 @@ def xla_flags(devices: int = 1) -> str:
     return " ".join(flags + ([f"--xla_force_host_platform_device_count={devices}"] if devices > 1 else []))
 
 
-def cli(*args, timeout=120):
-    """``python -m bobjax.main ARGS`` on one host device, with the session's cheap compilation flags (conftest)."""
-    env = dict(os.environ, XLA_FLAGS=xla_flags(), PYTHONPATH=ROOT)
+def cli(*args, timeout=120, env=None):
+    """``python -m bobjax.main ARGS`` on one host device, with the session's cheap compilation flags (conftest) and
+    the variables of ``env``."""
+    env = dict(os.environ, XLA_FLAGS=xla_flags(), PYTHONPATH=ROOT, **(env or {}))
     return subprocess.run([sys.executable, "-m", "bobjax.main", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
 

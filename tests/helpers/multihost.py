@@ -16,6 +16,13 @@ import sys
 
 from demo_run import ROOT, xla_flags
 
+# A BOB pipeline small enough to run in 2 processes on a CPU: every stage, 3 classes, a few steps each.
+TINY = ("--config=configs/demo.py", "--config.compare.methods=", "--config.data.toyworld.num_classes=3",
+        "--config.data.shots=4", "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2",
+        "--config.finetune.epochs=2", "--config.finetune.batch_size=4", "--config.finetune.checkpoint_every=1",
+        "--config.generate.images_per_class=2", "--config.generate.steps=2", "--config.generate.batch_size=2",
+        "--config.classify.epochs=2", "--config.classify.steps_per_epoch=2", "--config.classify.batch_size=8")
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
 
 
