@@ -118,7 +118,8 @@ def test_launch_follow_status_stop_and_relaunch(tpu):
         launch = [f"launch/{p.name}" for p in (repo / "launch").iterdir()]
         assert copied == sorted(["job.py", "launch", *launch, "old.py", "pkg", "version.txt"])
     # Worker 0 (python3 3.10) got its 3.11 from uv; worker 1 (3.11) from python3, without uv.
-    assert (home(fake_tpu, 0) / "uv-calls").read_text() == f"venv --seed --python 3.11 {home(fake_tpu, 0)}/bobjax-venv\n"
+    uv_calls = (home(fake_tpu, 0) / "uv-calls").read_text()
+    assert uv_calls == f"venv --seed --python 3.11 {home(fake_tpu, 0)}/bobjax-venv\n"
     assert not (home(fake_tpu, 1) / "uv-calls").exists()
     for i in (0, 1):
         assert "version = 3.11.7" in (home(fake_tpu, i) / "bobjax-venv" / "pyvenv.cfg").read_text()
