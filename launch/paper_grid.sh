@@ -9,7 +9,8 @@
 #   python -m bobjax.report ROOT/*                                then: the paper's table with ours beside it
 #
 # Rerunning the same command resumes every cell: complete stages and finished sweep points are skipped. Flags go to
-# every cell, e.g. --config.data.data_dir=/shared/tfds.
+# every cell, e.g. --config.data.data_dir=/shared/tfds. A cell that cannot start (its dataset not prepared: see
+# docs/data.md) or fails does not stop the others; the end names each such cell with its error and exits 1.
 #SBATCH --job-name=bobjax-paper
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
@@ -37,7 +38,24 @@ if [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then
   . "${BOBJAX_VENV:?set BOBJAX_VENV to a venv with bobjax[cuda,torch] installed}/bin/activate"
   run=(srun "${run[@]}")
 fi
+# A cell that fails (an unprepared dataset stops its cell in seconds, naming the command that prepares it) does not
+# stop the others; the summary names each cell that did not finish, with its last `bobjax: error:` line.
+errors=$(mktemp -d)
+trap 'rm -rf "$errors"' EXIT
+failed=()
+exec 3>&1
 for cell in "${cells[@]}"; do
   dataset=${cell%:*} backbone=${cell#*:}
-  "${run[@]}" "--config=configs/paper.py:dataset=$dataset,backbone=$backbone" --workdir="$root/$dataset-$backbone" "$@"
+  status=0
+  "${run[@]}" "--config=configs/paper.py:dataset=$dataset,backbone=$backbone" --workdir="$root/$dataset-$backbone" \
+    "$@" 2>&1 1>&3 3>&- | tee /dev/stderr | { grep '^bobjax: error:' || true; } > "$errors/cell" \
+    || status=${PIPESTATUS[0]}
+  if (( status )); then
+    failed+=("$dataset-$backbone (exit $status): $(tail -n 1 "$errors/cell")")
+  fi
 done
+if (( ${#failed[@]} )); then
+  echo "$0: ${#failed[@]} of ${#cells[@]} cells did not finish:" >&2
+  printf '  %s\n' "${failed[@]}" >&2
+  exit 1
+fi

@@ -112,6 +112,13 @@ def test_unloadable_model_is_named():
         VLMCaptioner("/nonexistent/qwen", 0)
 
 
+def test_missing_torch_names_the_install_and_the_tpu_launcher_switch(monkeypatch):
+    """A '.[tpu]' install has no torch: captioning there says what to install instead of an ImportError."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError.
+    with pytest.raises(ConfigError, match=r"not installed .*'.\[torch\]'.*tpu_vm.sh TPU ZONE --caption-here"):
+        VLMCaptioner("/nonexistent/qwen", 8)
+
+
 FRESH_RUN = """
 import json, sys
 sys.path.insert(0, {tests!r})

@@ -52,7 +52,7 @@ def test_corrupt_image_names_the_file(tmp_path):
 def test_missing_folder_and_tfds_dir_are_named(tmp_path):
     with pytest.raises(DataError, match="nowhere"):
         sources.folder_source(str(tmp_path / "nowhere"), "pet")
-    with pytest.raises(DataError, match=r"tfds build caltech_birds2011"):
+    with pytest.raises(DataError, match=r"python -m bobjax.data.prepare caltech_birds2011"):
         sources.tfds_source("caltech_birds2011", str(tmp_path / "nowhere"), "bird")
     with pytest.raises(DataError, match="not prepared"):
         sources.tfds_source("caltech_birds2011", str(tmp_path), "bird")

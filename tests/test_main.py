@@ -54,7 +54,7 @@ def test_missing_data_dir_is_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     line = [l for l in result.stderr.splitlines() if l.startswith("bobjax: error:")]
-    assert len(line) == 1 and f"{tmp_path}/nodata" in line[0] and "tfds build caltech_birds2011" in line[0]
+    assert len(line) == 1 and f"{tmp_path}/nodata" in line[0] and "python -m bobjax.data.prepare caltech_birds2011" in line[0]
 
 
 def test_stages_run_in_order_and_complete_ones_are_skipped(tmp_path, recorded):

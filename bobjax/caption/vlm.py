@@ -49,7 +49,14 @@ class VLMCaptioner:
     """``captioner(images, prompts) -> answers``: one greedy answer per (image, prompt) pair, in one batch."""
 
     def __init__(self, model: str, max_new_tokens: int, device: str | None = None):
-        import torch
+        try:
+            import torch
+        except ImportError as e:  # The JAX-only installs ('.[tpu]', '.[cuda]') leave torch out.
+            raise ConfigError(
+                f"config.caption.method='vlm' runs the caption VLM in PyTorch, which is not installed ({e}): "
+                f"pip install '.[torch]' (on a Cloud TPU VM: launch/tpu_vm.sh TPU ZONE --caption-here ..., for "
+                f"torch's CPU build), or caption elsewhere first, or give captions as TSV (config.caption.method='tsv')"
+            ) from e
         from transformers import AutoModelForImageTextToText
 
         if max_new_tokens < 1:

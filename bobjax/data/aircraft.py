@@ -1,9 +1,9 @@
 """FGVC-Aircraft as a TFDS builder (TFDS ships none): reads the official archive from the manual folder.
 
 Put ``fgvc-aircraft-2013b.tar.gz`` (or its extracted ``fgvc-aircraft-2013b/`` folder) in
-``DATA_DIR/downloads/manual/`` and run ``tfds build bobjax.data.aircraft --data_dir=DATA_DIR
---file_format=array_record``, or just run a bobjax config with ``data.name='fgvc_aircraft'``. The 100 variants
-are the classes; the official train / val / test lists are the splits.
+``DATA_DIR/downloads/manual/`` and run ``python -m bobjax.data.prepare fgvc_aircraft --data_dir=DATA_DIR``
+(docs/data.md; with the ``tfds`` command, where apache-beam lets it start, add ``--imports=bobjax.data.aircraft``).
+The 100 variants are the classes; the official train / val / test lists are the splits.
 """
 
 from __future__ import annotations

@@ -253,6 +253,12 @@ def _class_names(name: str, label, splits: dict[str, TfdsSplit]) -> list[str]:
                     f"{missing[:10]} is in any split, so their names are unknown")
 
 
+def prepare_command(name: str, data_dir: str) -> str:
+    """The command that prepares TFDS dataset ``name`` in ``data_dir`` as bobjax reads it (bobjax/data/prepare.py,
+    docs/data.md)."""
+    return f"python -m bobjax.data.prepare {name} --data_dir={data_dir}"
+
+
 @functools.lru_cache(maxsize=8)
 def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "image", label_key: str = "label") -> Source:
     """A prepared TFDS dataset. Kept per process (a failure is not), so every stage of a run, and every run of a
@@ -266,8 +272,8 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
     if root is None or not root.is_dir():
         raise DataError(
             f"TFDS data_dir {data_dir!r} does not exist; prepare the dataset with "
-            f"`tfds build {name} --data_dir=DIR --file_format=array_record` (manual downloads go in "
-            f"DIR/downloads/manual) and pass --config.data.data_dir=DIR"
+            f"`{prepare_command(name, 'DIR')}` (manual downloads go in DIR/downloads/manual; "
+            f"docs/data.md) and pass --config.data.data_dir=DIR"
         )
     try:
         builder = tfds.builder(name, data_dir=root, file_format="array_record")
@@ -275,9 +281,9 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
         raise DataError(f"TFDS has no dataset {name!r}: {e}") from e
     if not builder.is_prepared():
         raise DataError(
-            f"TFDS dataset {name!r} is not prepared in {data_dir}; run `tfds build {name} --data_dir={data_dir} "
-            f"--file_format=array_record` (for manual-download datasets put the archives in "
-            f"{root / 'downloads' / 'manual'} first)"
+            f"TFDS dataset {name!r} is not prepared in {data_dir}; run `{prepare_command(name, data_dir)}` "
+            f"(for manual-download datasets put the archives in {root / 'downloads' / 'manual'} first: "
+            f"docs/data.md)"
         )
     info = builder.info
     class_names: list[str] = []  # Filled below, once the splits can be read; every split shares the list.

@@ -88,15 +88,13 @@ def prepare(name: str, data_dir: str, per_class: dict[str, int]) -> int:
     return num_classes
 
 
-def prepare_aircraft(data_dir: str, per_class: dict[str, int]) -> int:
-    """FGVC-Aircraft through bobjax's own builder, from an archive in the official layout
-    (``fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, images_variant_{train,val,test}.txt}``)."""
-    import tensorflow_datasets as tfds
+def write_aircraft_archive(manual_dir: str, per_class: dict[str, int]) -> None:
+    """``fgvc-aircraft-2013b.tar.gz`` in ``manual_dir``, in the official archive's layout
+    (``fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, images_variant_{train,val,test}.txt}``), with
+    ``per_class[split]`` images of each of :data:`AIRCRAFT_VARIANTS` per split."""
+    import shutil
 
-    from bobjax.data import aircraft
-
-    manual = os.path.join(data_dir, "downloads", "manual")
-    root = os.path.join(manual, "build", "fgvc-aircraft-2013b", "data")
+    root = os.path.join(manual_dir, "build", "fgvc-aircraft-2013b", "data")
     os.makedirs(os.path.join(root, "images"))
     with open(os.path.join(root, "variants.txt"), "w") as f:
         f.write("\n".join(AIRCRAFT_VARIANTS) + "\n")
@@ -111,11 +109,21 @@ def prepare_aircraft(data_dir: str, per_class: dict[str, int]) -> int:
                 image_id += 1
         with open(os.path.join(root, f"images_variant_{official}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
-    with tarfile.open(os.path.join(manual, "fgvc-aircraft-2013b.tar.gz"), "w:gz") as tar:
+    with tarfile.open(os.path.join(manual_dir, "fgvc-aircraft-2013b.tar.gz"), "w:gz") as tar:
         tar.add(os.path.dirname(root), arcname="fgvc-aircraft-2013b")
-    import shutil
+    shutil.rmtree(os.path.join(manual_dir, "build"))
 
-    shutil.rmtree(os.path.join(manual, "build"))
+
+def prepare_aircraft(data_dir: str, per_class: dict[str, int]) -> int:
+    """FGVC-Aircraft through bobjax's own builder, from an archive in the official layout
+    (:func:`write_aircraft_archive`)."""
+    import tensorflow_datasets as tfds
+
+    from bobjax.data import aircraft
+
+    manual = os.path.join(data_dir, "downloads", "manual")
+    os.makedirs(manual)
+    write_aircraft_archive(manual, per_class)
     builder = aircraft.FgvcAircraft(data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
     return len(AIRCRAFT_VARIANTS)
