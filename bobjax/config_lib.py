@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 from bobjax.errors import ConfigError
+from bobjax.prompt_templates import BOB_PROMPT, CLASS_PROMPT  # noqa: F401 (configs name them as config_lib.*)
 
 STAGES = ("caption", "finetune", "generate", "filter", "classify", "report")
 # The generation and mixing modes of BOB's peers (README "Peers' modes"), each on the baseline it extends.
@@ -20,9 +21,6 @@ PEER_METHODS = ("real_guided", "diff_mix", "mvc", "diffcore")
 METHODS = ("bob", "bob_within_class", "bob_listed_contexts", "preservation_only", "marginalization_only", "datadream",
            "real_only", "zero_shot", *PEER_METHODS)
 
-# The prompts of BOB_SPEC, step 2 (training) and 3 (generation); {descriptor} is the dataset's object kind.
-BOB_PROMPT = "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
-CLASS_PROMPT = "a {descriptor} photo of a {class_name}"
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

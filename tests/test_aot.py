@@ -158,35 +158,3 @@ def test_arithmetic_flops_count_every_matmul_and_convolution():
     assert report.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
 
 
-def test_a_step_that_cannot_fit_says_which_setting_to_change():
-    from bobjax import targets
-    from bobjax.aot import report
-
-    target = targets.Target("tiny", "h100", targets.CHIPS["h100"], 1, ("gpu",))
-    fits = report.Figures("finetune", "LoRA step", "", arguments=20 * 2**30, outputs=0, aliased=0,
-                          temporaries=30 * 2**30, code=0, flops=1.0, bytes_accessed=1.0, calls=1, compile_s=0.0,
-                          attention={})
-    assert report.fit_problem(fits, target, "config.finetune.batch_size") is None  # 50 GiB of 74.5 * 0.75
-    fits.temporaries = 40 * 2**30
-    problem = report.fit_problem(fits, target, "config.finetune.batch_size")
-    assert "60.00 GiB" in problem and "config.finetune.batch_size" in problem and "\n" not in problem
-    json.dumps(report.row(fits, target))
-
-
-def test_a_stage_stops_before_its_first_step_when_its_step_cannot_fit_the_device():
-    """What the fine-tuning stage calls on an accelerator after compiling its step (report.check_device)."""
-    import types
-
-    from bobjax.aot import report
-    from bobjax.errors import ConfigError
-
-    memory = types.SimpleNamespace(argument_size_in_bytes=6 * 2**30, output_size_in_bytes=2**30,
-                                   alias_size_in_bytes=2**30, temp_size_in_bytes=9 * 2**30,
-                                   generated_code_size_in_bytes=0)
-    compiled = types.SimpleNamespace(memory_analysis=lambda: memory)
-    device = lambda limit: types.SimpleNamespace(device_kind="TPU v5 lite",  # noqa: E731
-                                                 memory_stats=lambda: {"bytes_limit": limit * 2**30})
-    report.check_device(compiled, "the fine-tuning step", "config.finetune.batch_size", device(20))  # 15 of 20
-    with pytest.raises(ConfigError, match=r"needs 15.00 GiB .* 14.00 GiB .*change config.finetune.batch_size"):
-        report.check_device(compiled, "the fine-tuning step", "config.finetune.batch_size", device(14))
-    report.check_device(compiled, "the fine-tuning step", "x", types.SimpleNamespace(memory_stats=lambda: None))

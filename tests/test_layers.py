@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "bobjax"
 
 # Bottom to top. Within a layer a part may import only the parts listed before it.
 LAYERS = (
-    ("errors", "assets", "grid"),
+    ("errors", "assets", "grid", "prompt_templates"),
     ("artifacts", "parallel", "targets", "config_lib"),
     ("models", "toyworld", "data"),
     ("training", "fit", "quality", "toyworld.prior"),

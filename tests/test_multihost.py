@@ -17,7 +17,7 @@ from multihost import log, run
 
 from bobjax import artifacts
 from bobjax.data.tfds_writer import read_dataset
-from bobjax.models import lora
+from bobjax.models import lora_file
 
 TINY = ("--config=configs/demo.py", "--config.compare.methods=", "--config.data.toyworld.num_classes=3",
         "--config.data.shots=4", "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2",
@@ -28,7 +28,7 @@ STAGES = "--config.stages=caption,finetune,generate,classify"
 
 
 def _lora(workdir):
-    return lora.read_diffusers_lora(str(workdir / "finetune" / artifacts.LORA_FILE))
+    return lora_file.read_diffusers_lora(str(workdir / "finetune" / artifacts.LORA_FILE))
 
 
 def _train_losses(workdir) -> list[float]:

@@ -45,6 +45,7 @@ def main(argv) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {needed}".strip()
     import jax
 
+    from bobjax import fit
     from bobjax.aot import cell, report, stages
     from bobjax.aot.compile import compile_stage
 
@@ -66,10 +67,12 @@ def main(argv) -> None:
     for stage in _STAGES.value:
         target, figures = compile_stage(stage, config, _TARGET.value)
         for f in figures:
-            problem = report.fit_problem(f, target, report.SETTINGS[stage])
-            if problem:
-                problems.append(problem)
-                print(f"DOES NOT FIT: {problem}", flush=True)
+            verdict, line = report.fit_verdict(f, target, fit.SETTINGS[stage])
+            if verdict == "does not fit":
+                problems.append(line)
+                print(f"DOES NOT FIT: {line}", flush=True)
+            elif line:
+                print(f"TIGHT: {line}", flush=True)
             rows.append(report.row(f, target))
         _write_json(rows, problems, None)  # After each stage: a long run killed later keeps what it compiled.
     if target is None and _TARGET.value != "cpu":  # Only joined rows, nothing compiled here.

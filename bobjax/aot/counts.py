@@ -18,7 +18,7 @@ import numpy as np
 from bobjax.classify import mixing
 from bobjax.data.fewshot import long_tail_counts
 from bobjax.generate.plan import images_per_class
-from bobjax.generate.stage import SHARD_SIZE
+from bobjax.generate.outputs import SHARD_SIZE
 
 
 @dataclasses.dataclass(frozen=True)

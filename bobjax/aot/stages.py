@@ -1,9 +1,10 @@
 """Each JAX stage's compiled programs, built as the stage builds them and lowered on abstract values.
 
-A stage here calls the stage's own builders (``finetune.step.build_step``, ``generate.sampler.TextToImage``,
-``classify.step.make_prepare``/``make_train_step``/``make_eval_step``, ``quality.encoders.image_embeds``) with the
-config's sizes and the mesh of the target's devices, and returns how to lower each program (``jax.stages.Lowered``) with
-how often a run calls each (``bobjax.aot.counts``). Compiling them is the caller's (it takes minutes at real size).
+A stage here calls the stage's own builders (``finetune.step.build_step``, the generate stage's sampler
+``models.sd.text_to_image.TextToImage``, ``classify.step.make_prepare``/``make_train_step``/``make_eval_step``,
+``quality.encoders.image_embeds``) with the config's sizes and the mesh of the target's devices, and returns how to
+lower each program (``jax.stages.Lowered``) with how often a run calls each (``bobjax.aot.counts``). Compiling them is
+the caller's (it takes minutes at real size).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def finetune(config, mesh) -> list[Program]:
 
 def generate(config, mesh) -> list[Program]:
     """One sampler call (``generate.stage.load_generator``): text encoder, the guided loop, VAE decode."""
-    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd.text_to_image import TextToImage
 
     g, data = config.generate, counts.dataset(config)
     sd = abstract.AbstractSD(abstract.sd_configs(config.model.sd), dtype=jnp.dtype(config.model.dtype),
@@ -116,8 +117,8 @@ def classify(config, mesh) -> list[Program]:
 def quality(config, mesh) -> list[Program]:
     """The quality metrics' and filters' CLIP image encoder (``quality.encoders``), on one device as the report and
     filter stages run it. The toy world's oracle is not a real-size program and is skipped."""
-    from bobjax.config_lib import CLASS_PROMPT
     from bobjax.models import clip
+    from bobjax.prompt_templates import class_prompts
     from bobjax.quality import encoders
 
     name = encoders.encoder_name(config)
@@ -128,8 +129,7 @@ def quality(config, mesh) -> list[Program]:
     clip_config = clip.read_config(name) if os.path.isdir(name) else clip.CLIP_B16  # the default's: ViT-B/16
     size = {**clip.VISION_B16, **clip_config["vision_config"]}["image_size"]
     length = {**clip.TEXT_B16, **clip_config["text_config"]}["max_position_embeddings"]
-    ids = clip.tokenize_prompts(abstract.clip_tokenizer(), [CLASS_PROMPT.format(descriptor=descriptor, class_name=n)
-                                                            for n in names], length)
+    ids = clip.tokenize_prompts(abstract.clip_tokenizer(), class_prompts(descriptor, names), length)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: encoders.clip_model(clip_config, ids, size)))
     device = parallel.replicated(mesh) if mesh.size == 1 else jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)

@@ -20,8 +20,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 
-from bobjax import artifacts, parallel
-from bobjax.aot.report import compiled_if_it_fits
+from bobjax import artifacts, fit, parallel
 from bobjax.classify import augment, backbones, metrics, optim
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
@@ -129,10 +128,10 @@ def run(config, workdir: str) -> dict:
                 state_template=state, frozen_template=frozen, seed=config.seed, lora_dropout=classifier.lora_dropout,
                 dtype=dtype)
             _, update_inputs = step_lib.batch_shapes(cfg, num_classes, realmix=cfg.mixing == "realmix")
-            compiled = compiled_if_it_fits(lambda: train_step.update.lower(state, frozen, *update_inputs).compile(),
-                                           "the classifier's train step", "classify")
-            if compiled is not None:
-                train_step = dataclasses.replace(train_step, update=compiled)
+            update = fit.program_to_run(train_step.update,
+                                        lambda: train_step.update.lower(state, frozen, *update_inputs),
+                                        "the classifier's train step", "classify")
+            train_step = dataclasses.replace(train_step, update=update)
             train_steps[phase.kind] = prepare, train_step
         return train_steps[phase.kind]
 

@@ -22,7 +22,7 @@ from PIL import Image
 from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
-from bobjax.generate.stage import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID
+from bobjax.generate.outputs import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID
 from bobjax.grid import spread
 from bobjax.report import ablation, classes, paper, quality, render, sections
 from bobjax.report.results import Results, collect
