@@ -145,7 +145,7 @@ def test_arithmetic_flops_count_every_matmul_and_convolution():
     import jax
     import jax.numpy as jnp
 
-    from bobjax.aot import report
+    from bobjax.aot import compiled_figures
 
     def program(x, w, image, kernel):
         conv = jax.lax.conv_general_dilated(image, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -155,6 +155,6 @@ def test_arithmetic_flops_count_every_matmul_and_convolution():
     lowered = jax.jit(program).lower(spec((64, 512), jnp.bfloat16), spec((512, 256), jnp.bfloat16),
                                      spec((2, 16, 16, 8), jnp.float32), spec((3, 3, 8, 16), jnp.float32))
     expected = 2 * 64 * 512 * 256 + 2 * (2 * 16 * 16 * 16) * (3 * 3 * 8)
-    assert report.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
+    assert compiled_figures.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
 
 

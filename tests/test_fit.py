@@ -47,23 +47,24 @@ def test_a_stage_stops_before_its_first_step_when_its_step_cannot_fit_the_device
 
 def test_the_compile_tool_gives_a_target_the_verdict_a_stage_gives_its_device():
     from bobjax import fit, targets
-    from bobjax.aot import report
+    from bobjax.aot import compiled_figures
 
-    target = targets.Target("tiny", "h100", targets.CHIPS["h100"], 1, ("gpu",))
-    figures = report.Figures("finetune", "LoRA step", "", arguments=20 * GIB, outputs=0, aliased=0,
+    target = targets.Target("tiny", targets.CHIPS["h100"], 1, ("gpu",))
+    figures = compiled_figures.Figures("finetune", "LoRA step", "", arguments=20 * GIB, outputs=0, aliased=0,
                              temporaries=30 * GIB, code=0, flops=1.0, bytes_accessed=1.0, calls=1, compile_s=0.0,
                              attention={})
     usable = targets.CHIPS["h100"].hbm_bytes * 0.75  # XLA's GPU client preallocates 75 %.
-    assert report.usable_bytes(target) == pytest.approx(usable)
-    assert report.fit_verdict(figures, target, "config.finetune.batch_size") == ("fits", None)  # 50 GiB of 55.9
+    assert compiled_figures.usable_bytes(target) == pytest.approx(usable)
+    # 50 GiB of 55.9 GiB usable:
+    assert compiled_figures.fit_verdict(figures, target, "config.finetune.batch_size") == ("fits", None)
     figures.temporaries = 40 * GIB
-    verdict, line = report.fit_verdict(figures, target, "config.finetune.batch_size")
+    verdict, line = compiled_figures.fit_verdict(figures, target, "config.finetune.batch_size")
     assert verdict == "does not fit"
     assert "60.00 GiB" in line and "config.finetune.batch_size" in line and "\n" not in line
     device = types.SimpleNamespace(device_kind="NVIDIA H100", memory_stats=lambda: {"bytes_limit": usable})
     with pytest.raises(Exception, match="cannot fit"):
         fit.check_device(_compiled(20, 0, 0, 40), "LoRA step", "config.finetune.batch_size", device)
-    json.dumps(report.row(figures, target))
+    json.dumps(compiled_figures.row(figures, target))
 
 
 def test_on_a_cpu_a_stage_runs_its_jitted_step(monkeypatch):

@@ -6,8 +6,8 @@ for outputs) + temporaries + generated code. Bytes accessed are the compiled pro
 (for an NVIDIA target compiled without a GPU, XLA's HLO cost analysis of the optimised module, which does not see
 the cuBLAS, cuDNN and attention custom calls, so it undercounts there). FLOPs are the program's arithmetic as
 written (:func:`arithmetic_flops`, divided by the devices), the same on every target. XLA counts a loop's body once,
-so the sampler's figures add its loop body's ``steps - 1`` more times (``bobjax.aot.stages``). The roofline bound
-of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth) with the chip's published figures
+so the sampler's figures add its loop body's ``steps - 1`` more times (``bobjax.aot.stage_programs``). The roofline
+bound of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth) with the chip's published figures
 (``bobjax.targets.CHIPS``): a lower bound on its time, which real kernels reach only in part. Whether it fits is
 :mod:`bobjax.fit`'s verdict, the one each stage reaches on its device.
 """
@@ -71,7 +71,8 @@ def _cost(compiled) -> dict:
 
 def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int = 0, attention=None,
             flops: float | None = None) -> Figures:
-    """``program`` (``stages.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the cost.
+    """``program`` (``stage_programs.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the
+    cost.
     ``flops`` per device (:func:`arithmetic_flops`) replaces the compiled module's count where given."""
     memory = compiled.memory_analysis()
     cost = _cost(compiled)
