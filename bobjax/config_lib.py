@@ -1,7 +1,7 @@
 """The shared pieces of configs: the full default tree, model presets and method presets.
 
 A dataset config (``configs/cub.py``) starts from :func:`base_config`, names its data, and applies presets,
-so it stays a dozen lines. Defaults are BOB's (``shared/BOB_SPEC.md``). Any field can be overridden from the
+so it stays a dozen lines. Defaults are BOB's (docs/paper.md lists them). Any field can be overridden from the
 command line (``--config.finetune.lora_rank=8``); the config is locked, so a misspelt key is an error.
 
 ``get_config(arg)`` in a config file takes an optional ``key=value,key=value`` string
@@ -213,7 +213,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """BOB and the baselines of BOB_SPEC, as changes to a config."""
+    """BOB and the paper's baselines (docs/paper.md), as changes to a config."""
     if method in PEER_METHODS:
         return apply_peer_method(config, method)
     if method not in METHODS:

@@ -1,4 +1,4 @@
-"""The classifier's image augmentation (BOB_SPEC step 4), batched and jitted on the device.
+"""The classifier's image augmentation (BOB's downstream classifier, docs/paper.md), batched and jitted on the device.
 
 Each example gets its own key, so a batch's augmentation is a pure function of (key, images): a resumed or
 re-sharded run sees the same pixels. dm-pix supplies the colour, blur and solarize operations; written here is
