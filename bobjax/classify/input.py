@@ -110,6 +110,13 @@ class Phase:
         return self.epochs * self.steps_per_epoch
 
 
+def batch_parts(kind: str, batch_size: int) -> list[np.ndarray]:
+    """Global row indices of each part of a batch of a phase of ``kind`` (two for ``lambda``: real, synthetic)."""
+    if kind != "lambda":
+        return [np.arange(batch_size)]
+    return np.split(np.arange(batch_size), 2)
+
+
 class TrainInput:
     """Every phase of the configured mixing scheme, and the batch layout the loss needs."""
 
@@ -159,10 +166,8 @@ class TrainInput:
         raise IndexError(f"step {step} is past the last phase")
 
     def parts(self, phase: Phase) -> list[np.ndarray]:
-        """Global row indices of each part of a batch of ``phase`` (two for ``lambda``: real, synthetic)."""
-        if phase.kind != "lambda":
-            return [np.arange(self.batch_size)]
-        return np.split(np.arange(self.batch_size), 2)
+        """Global row indices of each part of a batch of ``phase`` (:func:`batch_parts`)."""
+        return batch_parts(phase.kind, self.batch_size)
 
     def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         """This host's batches from global ``start_step`` to the end, read ahead by a thread pool."""
