@@ -86,7 +86,7 @@ def classify(config, mesh) -> list[Program]:
     model, eval_graph, trainable, mean, std, dropout = abstract.classifier(cfg, names, descriptor, dtype)
     graph, params, stats, frozen = nnx.split(model, trainable, nnx.BatchStat, ...)
     steps, evals = counts.classifier_steps(config, data) if data else (None, None)
-    tx = programs.optimizer(cfg, params, max(1, (steps or 1) // max(cfg.epochs, 1)), max(steps or 1, 1))
+    tx, _ = programs.optimizer(cfg, params, max(1, (steps or 1) // max(cfg.epochs, 1)), max(steps or 1, 1))
     state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "stats": stats,
              "opt_state": jax.eval_shape(tx.init, params)}
     kind = cfg.mixing  # The batch layout of BOB's lambda phase, or the config's own.

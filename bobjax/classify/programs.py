@@ -15,9 +15,11 @@ from bobjax.classify import augment, optim
 from bobjax.classify import step as step_lib
 
 
-def optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with the warm-up cosine schedule over the run's steps (``classify.optim``)."""
-    return optim.optimizer(cfg, params, optim.schedule(cfg, steps_per_epoch, total_steps))
+def optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                                           optax.Schedule]:
+    """(AdamW, its warm-up cosine learning-rate schedule over the run's steps) (``classify.optim``)."""
+    learning_rate = optim.schedule(cfg, steps_per_epoch, total_steps)
+    return optim.optimizer(cfg, params, learning_rate), learning_rate
 
 
 def train_programs(cfg, mesh, graph, *, parts, kind: str, tx, state, frozen, mean, std, lora_dropout: float, dtype,

@@ -96,7 +96,7 @@ def run(config, workdir: str) -> dict:
                                  rngs=nnx.Rngs(config.seed))
     train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    tx = programs.optimizer(cfg, params, steps_per_epoch[0], data.total_steps)
+    tx, learning_rate = programs.optimizer(cfg, params, steps_per_epoch[0], data.total_steps)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "stats": stats, "opt_state": tx.init(params)}
     state = jax.device_put(state, parallel.replicated(mesh))
     best = _copy({"params": state["params"], "stats": state["stats"]})
