@@ -67,7 +67,7 @@ def ours(args) -> dict:
 
     config = stage_config(args)
     mesh = parallel.make_mesh(config.mesh)
-    program = next(p for p in getattr(stages, args.stage)(config, mesh) if p.name == PROGRAM[args.stage])
+    program = next(p for p in getattr(stage_programs, args.stage)(config, mesh) if p.name == PROGRAM[args.stage])
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         lowered = program.lower()

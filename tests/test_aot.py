@@ -5,8 +5,6 @@ Tiny models in the real architectures (tests/tiny_sd.py, tests/tiny_clip.py, ``r
 TPU and NVIDIA compiles run in a subprocess (tests/target_compile.py) so libtpu's start-up stays out of this one.
 """
 
-import json
-
 import pytest
 
 from target_compile import cuda_plugin_missing, run
