@@ -141,8 +141,8 @@ def _clip_encoder(name: str, class_names: Sequence[str], descriptor: str, batch_
     size = {**clip.VISION_B16, **config["vision_config"]}["image_size"]
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
     tokenizer = load_clip_tokenizer(folder)
-    model = clip_model(config, clip.tokenize_prompts(tokenizer, class_prompts(descriptor, class_names), max_length),
-                       size)
+    prompts = class_prompts(descriptor, class_names)
+    model = clip_model(config, clip.tokenize_prompts(tokenizer, prompts, max_length), size)
     clip.load_clip_weights(model, weights.read_state_dict(files), source=resolved.name)
     graphdef, state = nnx.split(model)
     mean, std = np.asarray(clip.CLIP_MEAN, np.float32), np.asarray(clip.CLIP_STD, np.float32)
