@@ -26,7 +26,7 @@ def ours_sampler(path: str, args, prompts: list[str]):
     from ml_collections import ConfigDict
 
     from bobjax import parallel
-    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd.text_to_image import TextToImage
     from bobjax.models.sd import load_stable_diffusion
 
     sd = load_stable_diffusion(path, dtype=jnp.bfloat16 if args.dtype == "bf16" else jnp.float32,

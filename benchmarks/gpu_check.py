@@ -8,9 +8,9 @@ PyTorch (diffusers, timm) beside it on the same card; measured step time and pea
 Stages (each side in its own process, so each peak is its own): the LoRA step (bobjax vs diffusers' LoRA script step
 with peft, benchmarks/finetune.py), one generation call (the guided sampler + decode vs diffusers'
 StableDiffusionPipeline, same steps, guidance and batch), the classifier's train step (ResNet-50, bobjax vs timm;
-BOB's CLIP has no PyTorch twin here). bobjax's programs come from ``bobjax.aot.stages`` (the stages' own builders, the
-config's mesh, dtypes and remat), compiled on the GPU and run on random weights of the same shapes. Peak memory:
-JAX's ``peak_bytes_in_use``, torch's ``max_memory_allocated``.
+BOB's CLIP has no PyTorch twin here). bobjax's programs come from ``bobjax.aot.stage_programs`` (the stages' own
+builders, the config's mesh, dtypes and remat), compiled on the GPU and run on random weights of the same shapes. Peak
+memory: JAX's ``peak_bytes_in_use``, torch's ``max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -63,16 +63,16 @@ def ours(args) -> dict:
     import jax
 
     from bobjax import parallel
-    from bobjax.aot import report, stages
+    from bobjax.aot import compiled_figures, stage_programs
 
     config = stage_config(args)
     mesh = parallel.make_mesh(config.mesh)
-    program = next(p for p in getattr(stages, args.stage)(config, mesh) if p.name == PROGRAM[args.stage])
+    program = next(p for p in getattr(stage_programs, args.stage)(config, mesh) if p.name == PROGRAM[args.stage])
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         lowered = program.lower()
     compiled = lowered.compile()
-    figures = report.figures(program, compiled, time.perf_counter() - start)
+    figures = compiled_figures.figures(program, compiled, time.perf_counter() - start)
     infos = jax.tree.leaves(lowered.args_info[0])
     # Arguments the program does not read (the VAE's encoder in generation) have no sharding: any placement does.
     shardings = [s or parallel.replicated(mesh) for s in

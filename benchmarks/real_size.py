@@ -13,8 +13,8 @@ the first step), and the device's ``peak_bytes_in_use`` where the device reports
 to get ready (load, adapters; the fine-tuning step compiles here, ahead of time), the first call (the sampler and
 the classifier step compile here) and the median of the calls after it. The steps are the stages' own:
 ``finetune.ours_step`` (bobjax.finetune.step, remat as ``config.finetune.remat``), ``generate.ours_sampler``
-(bobjax.generate.sampler: prompts to decoded images) and bobjax.classify.step (augmentation, MixUp/CutMix, BOB's
-lambda-weighted half real, half synthetic batch, LoRA on both CLIP towers).
+(bobjax.models.sd.text_to_image: prompts to decoded images) and bobjax.classify.step (augmentation, MixUp/CutMix,
+BOB's lambda-weighted half real, half synthetic batch, LoRA on both CLIP towers).
 """
 
 from __future__ import annotations

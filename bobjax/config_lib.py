@@ -1,7 +1,7 @@
 """The shared pieces of configs: the full default tree, model presets and method presets.
 
 A dataset config (``configs/cub.py``) starts from :func:`base_config`, names its data, and applies presets,
-so it stays a dozen lines. Defaults are BOB's (``shared/BOB_SPEC.md``). Any field can be overridden from the
+so it stays a dozen lines. Defaults are BOB's (docs/paper.md lists them). Any field can be overridden from the
 command line (``--config.finetune.lora_rank=8``); the config is locked, so a misspelt key is an error.
 
 ``get_config(arg)`` in a config file takes an optional ``key=value,key=value`` string
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 from bobjax.errors import ConfigError
+from bobjax.prompt_templates import BOB_PROMPT, CLASS_PROMPT  # noqa: F401 (configs name them as config_lib.*)
 
 STAGES = ("caption", "finetune", "generate", "filter", "classify", "report")
 # The generation and mixing modes of BOB's peers (README "Peers' modes"), each on the baseline it extends.
@@ -20,9 +21,6 @@ PEER_METHODS = ("real_guided", "diff_mix", "mvc", "diffcore")
 METHODS = ("bob", "bob_within_class", "bob_listed_contexts", "preservation_only", "marginalization_only", "datadream",
            "real_only", "zero_shot", *PEER_METHODS)
 
-# The prompts of BOB_SPEC, step 2 (training) and 3 (generation); {descriptor} is the dataset's object kind.
-BOB_PROMPT = "a {descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
-CLASS_PROMPT = "a {descriptor} photo of a {class_name}"
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -215,7 +213,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def apply_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """BOB and the baselines of BOB_SPEC, as changes to a config."""
+    """BOB and the paper's baselines (docs/paper.md), as changes to a config."""
     if method in PEER_METHODS:
         return apply_peer_method(config, method)
     if method not in METHODS:

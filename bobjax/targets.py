@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import math
 import os
 import re
@@ -77,7 +76,6 @@ _SINGLE_HOST_CHIPS = {"v5e": 8, "v6e": 8}
 @dataclasses.dataclass(frozen=True)
 class Target:
     name: str
-    chip_name: str
     chip: Chip
     num_chips: int
     devices: tuple  # jax Devices that exist for compiling only
@@ -147,7 +145,7 @@ def _tpu_target(name: str, generation: str, shape: list[int]) -> Target:
     except (RuntimeError, ValueError) as e:  # no libtpu, or a topology libtpu does not know
         raise ConfigError(f"target {name!r}: libtpu cannot describe this slice ({e}); TPU targets need "
                           "`pip install 'jax[tpu]==0.10.2'` (the bobjax[tpu] extra)") from None
-    return Target(name, generation, CHIPS[generation], chips, tuple(topology.devices))
+    return Target(name, CHIPS[generation], chips, tuple(topology.devices))
 
 
 def _gpu_target(name: str, card: str, nodes: int, per_node: int) -> Target:
@@ -161,9 +159,4 @@ def _gpu_target(name: str, card: str, nodes: int, per_node: int) -> Target:
             "(`pip install 'jax-cuda13-plugin==0.10.2' 'jax-cuda13-pjrt==0.10.2'`, about 4 GB with its NVIDIA "
             "libraries; or into a folder with --target and put that on PYTHONPATH) and, on a machine without a "
             "GPU, run with JAX_PLATFORMS=cpu") from None
-    return Target(name, card, CHIPS[card], nodes * per_node, tuple(topology.devices))
-
-
-def cuda_plugin_available() -> bool:
-    """Whether JAX's CUDA plugin can be imported (so NVIDIA targets can be described)."""
-    return importlib.util.find_spec("jax_plugins.xla_cuda13") is not None
+    return Target(name, CHIPS[card], nodes * per_node, tuple(topology.devices))

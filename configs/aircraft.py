@@ -1,7 +1,9 @@
 """FGVC-Aircraft (variants), few-shot. The archive goes in DATA_DIR/downloads/manual (see bobjax/data/aircraft.py)."""
 
 from bobjax import config_lib
+from bobjax.data import paper_datasets
 
 
 def get_config(arg=None):
-    return config_lib.fewshot_dataset("fgvc_aircraft", "aircraft", val_size=1600, arg=arg)
+    d = paper_datasets.DATASETS["aircraft"]
+    return config_lib.fewshot_dataset(d.tfds_name, d.descriptor, val_size=d.validation, arg=arg)

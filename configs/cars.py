@@ -1,7 +1,9 @@
 """Stanford Cars, few-shot (TFDS cars196)."""
 
 from bobjax import config_lib
+from bobjax.data import paper_datasets
 
 
 def get_config(arg=None):
-    return config_lib.fewshot_dataset("cars196", "car", val_size=1960, arg=arg)
+    d = paper_datasets.DATASETS["cars"]
+    return config_lib.fewshot_dataset(d.tfds_name, d.descriptor, val_size=d.validation, arg=arg)

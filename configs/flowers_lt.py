@@ -5,12 +5,14 @@ TFDS's Flowers-102 train split has only 10 images a class, so the long tail is d
 """
 
 from bobjax import config_lib
+from bobjax.data import paper_datasets
 
 
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, imbalance=0.01, method="bob", sd="sd21", seed=0)
+    d = paper_datasets.DATASETS["flowers"]
     config = config_lib.fewshot_dataset(
-        "oxford_flowers102", "flower", val_size=0, arg=f"method={args.method},sd={args.sd},seed={args.seed}",
+        d.tfds_name, d.descriptor, val_size=d.validation, arg=f"method={args.method},sd={args.sd},seed={args.seed}",
         shots=0, train_split="test", test_split="train",
     )
     config.data.imbalance = args.imbalance

@@ -5,7 +5,7 @@ and 10), sd (sd21, the paper's table; sd15), seed (the first seed, 0): the defau
 The cell is the dataset's own config (configs/<dataset>.py) with the classifier the paper names (CLIP ViT-B/16 with
 LoRA, or ImageNet ResNet-50 fine-tuned whole), the methods of the paper's table that bobjax implements (real only,
 DataDream, BOB), each with ``seeds`` seeds, and the paper's grid for that classifier (:data:`GRIDS`,
-shared/BOB_SPEC.md), chosen per method and seed on the validation split held out of the train split (bobjax/sweep.py).
+docs/paper.md), chosen per method and seed on the validation split held out of the train split (bobjax/sweep.py).
 The report puts the paper's numbers beside ours (bobjax/report/paper.py).
 
 Where bobjax differs from the paper: every point of the grid trains the full 100 epochs (the paper sweeps with 10 and
@@ -21,7 +21,7 @@ from bobjax.errors import ConfigError
 from bobjax.report import paper
 
 METHODS = "real_only,datadream,bob"
-# The classifier's learning rate x weight decay x lambda, per backbone (BOB_SPEC, "Downstream classifier").
+# The classifier's learning rate x weight decay x lambda, per backbone (the authors' released code; docs/paper.md).
 GRIDS = {
     "clip": "classify.learning_rate=1e-4|1e-5|1e-6|1e-7;classify.weight_decay=5e-4|1e-4;classify.real_weight=0.5|0.8",
     "rn50": "classify.learning_rate=1e-3|1e-4|1e-5;classify.weight_decay=1e-2|1e-4|0;classify.real_weight=0.5|0.8",
@@ -35,7 +35,7 @@ def get_config(arg=None):
                           "(e.g. configs/paper.py:dataset=aircraft,backbone=clip)")
     if args.backbone == "mae":
         raise ConfigError("configs/paper.py: backbone='mae': the paper's MAE ViT-B/16 column needs its classifier grid "
-                          "and layer-wise learning-rate decay, which bobjax does not know (shared/BOB_SPEC.md gives "
+                          "and layer-wise learning-rate decay, which bobjax does not know (the released settings give "
                           "CLIP's and ResNet-50's only). The backbone exists: run configs/"
                           f"{args.dataset}.py with --config.classify.backbone=mae_vit_b16 and a --config.compare.sweep "
                           f"of your own; its report puts the paper's MAE numbers beside yours. Runnable: "

@@ -80,16 +80,16 @@ def one_device(monkeypatch):
 
 @pytest.fixture
 def fake_accelerator(monkeypatch):
-    """``fake_accelerator(gib)``: the stages' fit check (``bobjax.aot.report.device_to_check``) sees a device with
+    """``fake_accelerator(gib)``: the stages' fit check (``bobjax.fit.device_to_check``) sees a device with
     ``gib`` GiB for JAX, as on a GPU or TPU, so they compile their steps ahead and check them as there."""
     import types
 
-    from bobjax.aot import report
+    from bobjax import fit
 
     def with_memory(gib: float) -> None:
         limit = int(gib * 2**30)
         device = types.SimpleNamespace(device_kind="TPU v5 lite", memory_stats=lambda: {"bytes_limit": limit})
-        monkeypatch.setattr(report, "device_to_check", lambda: device)
+        monkeypatch.setattr(fit, "device_to_check", lambda: device)
 
     return with_memory
 

@@ -6,8 +6,6 @@ CUB's config; the TPU and NVIDIA compiles run in a subprocess (tests/helpers/tar
 stays out of this one.
 """
 
-import json
-
 import pytest
 
 from target_compile import cuda_plugin_missing, run
@@ -147,7 +145,7 @@ def test_arithmetic_flops_count_every_matmul_and_convolution():
     import jax
     import jax.numpy as jnp
 
-    from bobjax.aot import report
+    from bobjax.aot import compiled_figures
 
     def program(x, w, image, kernel):
         conv = jax.lax.conv_general_dilated(image, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -157,43 +155,6 @@ def test_arithmetic_flops_count_every_matmul_and_convolution():
     lowered = jax.jit(program).lower(spec((64, 512), jnp.bfloat16), spec((512, 256), jnp.bfloat16),
                                      spec((2, 16, 16, 8), jnp.float32), spec((3, 3, 8, 16), jnp.float32))
     expected = 2 * 64 * 512 * 256 + 2 * (2 * 16 * 16 * 16) * (3 * 3 * 8)
-    assert report.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
+    assert compiled_figures.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
 
 
-def test_a_step_that_cannot_fit_says_which_setting_to_change():
-    from bobjax import targets
-    from bobjax.aot import report
-
-    target = targets.Target("tiny", "h100", targets.CHIPS["h100"], 1, ("gpu",))
-    fits = report.Figures("finetune", "LoRA step", "", arguments=20 * 2**30, outputs=0, aliased=0,
-                          temporaries=30 * 2**30, code=0, flops=1979e12, bytes_accessed=1.0, calls=3, compile_s=0.0,
-                          attention={})
-    assert report.fit_problem(fits, target, "config.finetune.batch_size") is None  # 50 GiB of 74.5 * 0.75
-    fits.temporaries = 40 * 2**30
-    problem = report.fit_problem(fits, target, "config.finetune.batch_size")
-    assert "60.00 GiB" in problem and "config.finetune.batch_size" in problem and "\n" not in problem
-    # The row --json writes (and --rows_from reads back): H100's 80 GB, 75 % of it for JAX, 989.5 TFLOP/s bf16.
-    row = json.loads(json.dumps(report.row(fits, target)))
-    assert row["total"] == 60 * 2**30 and row["temporaries"] == 40 * 2**30
-    assert row["device_bytes"] == 80e9 and row["jax_usable_bytes"] == 60e9
-    assert row["headroom"] == pytest.approx(1 - 60 * 2**30 / 80e9)
-    assert row["bound_s"] == pytest.approx(2.0) and row["stage_bound_s"] == pytest.approx(6.0)  # compute-bound
-
-
-def test_a_stage_stops_before_its_first_step_when_its_step_cannot_fit_the_device():
-    """What the fine-tuning stage calls on an accelerator after compiling its step (report.check_device)."""
-    import types
-
-    from bobjax.aot import report
-    from bobjax.errors import ConfigError
-
-    memory = types.SimpleNamespace(argument_size_in_bytes=6 * 2**30, output_size_in_bytes=2**30,
-                                   alias_size_in_bytes=2**30, temp_size_in_bytes=9 * 2**30,
-                                   generated_code_size_in_bytes=0)
-    compiled = types.SimpleNamespace(memory_analysis=lambda: memory)
-    device = lambda limit: types.SimpleNamespace(device_kind="TPU v5 lite",  # noqa: E731
-                                                 memory_stats=lambda: {"bytes_limit": limit * 2**30})
-    report.check_device(compiled, "the fine-tuning step", "config.finetune.batch_size", device(20))  # 15 of 20
-    with pytest.raises(ConfigError, match=r"needs 15.00 GiB .* 14.00 GiB .*change config.finetune.batch_size"):
-        report.check_device(compiled, "the fine-tuning step", "config.finetune.batch_size", device(14))
-    report.check_device(compiled, "the fine-tuning step", "x", types.SimpleNamespace(memory_stats=lambda: None))

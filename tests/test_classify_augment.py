@@ -60,8 +60,10 @@ def test_probabilities_within_binomial_interval(field, prob, predicate):
 
 
 def test_resize_and_center_crop_matches_pil():
+    from bobjax.data.image_ops import resize_and_center_crop
+
     image = np.random.default_rng(0).integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
-    out = augment.resize_and_center_crop(image, 20)
+    out = resize_and_center_crop(image, 20)
     resized = np.asarray(Image.fromarray(image).resize((33, 20), Image.BICUBIC))
     np.testing.assert_array_equal(out, resized[:, 6:26])
 

@@ -1,4 +1,4 @@
-"""Every shipped config loads, carries BOB's numbers (shared/BOB_SPEC.md) and takes arguments."""
+"""Every shipped config loads, carries BOB's numbers (docs/paper.md) and takes arguments."""
 
 import glob
 import os

@@ -1,5 +1,5 @@
 """configs/paper.py: every cell of BOB's few-shot table that bobjax can run loads with the paper's protocol
-(shared/BOB_SPEC.md, "Downstream classifier") and names only weights users can download; the others are errors that
+(docs/paper.md, "The method's numbers") and names only weights users can download; the others are errors that
 say why; launch/paper_grid.sh runs exactly the runnable cells."""
 
 import itertools
@@ -16,14 +16,14 @@ from bobjax.report import paper
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("aircraft", "cars", "cub", "pets")
 RUNNABLE = ("clip", "rn50")
-# BOB_SPEC: CLIP lr in {1e-4 .. 1e-7}, wd in {5e-4, 1e-4}; RN50 lr in {1e-3, 1e-4, 1e-5}, wd in {1e-2, 1e-4, 0};
+# The paper's grids (docs/paper.md): CLIP lr in {1e-4 .. 1e-7}, wd in {5e-4, 1e-4}; RN50 lr in {1e-3, 1e-4, 1e-5}, wd in {1e-2, 1e-4, 0};
 # lambda in {0.5, 0.8} for both.
 GRIDS = {"clip": {"classify.learning_rate": {1e-4, 1e-5, 1e-6, 1e-7}, "classify.weight_decay": {5e-4, 1e-4},
                   "classify.real_weight": {0.5, 0.8}},
          "rn50": {"classify.learning_rate": {1e-3, 1e-4, 1e-5}, "classify.weight_decay": {1e-2, 1e-4, 0.0},
                   "classify.real_weight": {0.5, 0.8}}}
 CLASSIFIER_IDS = {"clip": CLIP_ID, "rn50": "timm/resnet50.tv_in1k"}
-VAL_SIZES = {"aircraft": 1600, "cars": 1960, "cub": 2000, "pets": 592}  # BOB_SPEC, "Validation held out".
+VAL_SIZES = {"aircraft": 1600, "cars": 1960, "cub": 2000, "pets": 592}  # docs/paper.md: validation held out.
 
 
 def load(arg):

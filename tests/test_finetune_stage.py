@@ -19,7 +19,7 @@ import pytest
 from bobjax import artifacts, config_lib, parallel
 from bobjax.errors import ConfigError
 from bobjax.finetune import stage as finetune
-from bobjax.models import lora
+from bobjax.models import lora_file
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.training import loop
 from tiny_sd import make_tiny_sd
@@ -52,7 +52,7 @@ def _run(sd, folder, mesh_shape, **overrides):
     ids = sd.tokenize(PROMPTS)
     trainer = finetune.LoraTrainer(config, sd, finetune.total_steps(config.finetune, len(ids)), mesh)
     trainer.train(IMAGES.__getitem__, ids, str(folder))
-    return lora.read_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE))
+    return lora_file.read_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE))
 
 
 def _assert_same(a, b, tol):
@@ -156,5 +156,5 @@ def test_per_class_loras_share_one_compiled_step(tmp_path, monkeypatch, one_devi
     files = sorted(glob.glob(str(tmp_path / "run" / "finetune" / "class_*" / artifacts.LORA_FILE)))
     assert [os.path.basename(os.path.dirname(f)) for f in files] == ["class_0000", "class_0001", "class_0002"]
     assert len(steps) == 1 and steps[0]._cache_size() == 1
-    first, second = (lora.read_diffusers_lora(f)["unet"][0] for f in files[:2])
+    first, second = (lora_file.read_diffusers_lora(f)["unet"][0] for f in files[:2])
     assert any(not np.array_equal(first[k], second[k]) for k in first)  # Each class trained on its own images.

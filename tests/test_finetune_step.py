@@ -18,7 +18,7 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model
 from bobjax import config_lib
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
-from bobjax.models import lora
+from bobjax.models import lora, lora_file
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers import NoiseSchedule
 from bobjax.training.denoising import denoising_loss
@@ -135,7 +135,8 @@ def test_latents_are_scaled_samples_of_the_vae_posterior(twins):
 def test_exported_lora_loads_into_diffusers_and_gives_our_unet_output(twins, tmp_path, caplog):
     path, _, sd, unet, text_encoder, configs = twins
     file = str(tmp_path / "pytorch_lora_weights.safetensors")
-    lora.save_diffusers_lora(file, {"unet": (unet, configs["unet"]), "text_encoder": (text_encoder, configs["text_encoder"])})
+    lora_file.save_diffusers_lora(file, {"unet": (unet, configs["unet"]),
+                                         "text_encoder": (text_encoder, configs["text_encoder"])})
 
     pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
     with caplog.at_level("WARNING"):
@@ -156,8 +157,9 @@ def test_exported_lora_loads_into_diffusers_and_gives_our_unet_output(twins, tmp
 def test_imported_lora_file_gives_the_same_adapters(twins, tmp_path):
     _, _, sd, unet, text_encoder, configs = twins
     file = str(tmp_path / "lora.safetensors")
-    lora.save_diffusers_lora(file, {"unet": (unet, configs["unet"]), "text_encoder": (text_encoder, configs["text_encoder"])})
-    parts = lora.read_diffusers_lora(file)
+    lora_file.save_diffusers_lora(file, {"unet": (unet, configs["unet"]),
+                                         "text_encoder": (text_encoder, configs["text_encoder"])})
+    parts = lora_file.read_diffusers_lora(file)
     assert {k: c for k, (_, c) in parts.items()} == configs
     fresh_unet, fresh_text = add_adapters(sd, configs, seed=9)
     lora.load_lora_state_dict(fresh_unet, parts["unet"][0], source=file)

@@ -11,13 +11,13 @@ from test_generate_plan import make
 from tiny_sd import make_tiny_sd
 
 from bobjax import artifacts
-from bobjax.classify.augment import resize_and_center_crop
+from bobjax.data.image_ops import resize_and_center_crop
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.errors import ConfigError
 from bobjax.generate import stage as generate
 from bobjax.generate.guidance import add_guidance
-from bobjax.generate.sampler import TextToImage
+from bobjax.models.sd.text_to_image import TextToImage
 from bobjax.models.sd import load_stable_diffusion
 
 TRAIN_LABELS = np.repeat(np.arange(3), 5)

@@ -9,7 +9,7 @@ import torch
 from test_generate_stage import DIFFUSERS_SCHEDULERS, PROMPTS, mesh_of, resolution
 from tiny_sd import make_tiny_sd
 
-from bobjax.generate.sampler import TextToImage
+from bobjax.models.sd.text_to_image import TextToImage
 from bobjax.models.sd import load_stable_diffusion
 from bobjax.models.sd.schedulers.sampling import skipped_steps
 

@@ -15,7 +15,7 @@ from bobjax import artifacts, parallel
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.errors import ConfigError
 from bobjax.generate import stage as generate
-from bobjax.generate.sampler import TextToImage
+from bobjax.models.sd.text_to_image import TextToImage
 from bobjax.models.sd import load_stable_diffusion
 
 PROMPTS = ["a bird photo of a crimson forkedtail in the blue sky background", "a bird photo of a golden fantail"]
@@ -148,7 +148,7 @@ def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05
 
     from bobjax.config_lib import base_config
     from bobjax.finetune.adapters import add_adapters, lora_configs
-    from bobjax.models import lora
+    from bobjax.models import lora_file
 
     sd = load_stable_diffusion(tiny_sd_path)
     configs = lora_configs(base_config().finetune)
@@ -159,7 +159,8 @@ def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05
             key, sub = jax.random.split(key)
             variable.set_value(std * jax.random.normal(sub, variable.get_value().shape, jnp.float32))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lora.save_diffusers_lora(path, {"unet": (unet, configs["unet"]), "text_encoder": (text_encoder, configs["text_encoder"])})
+    lora_file.save_diffusers_lora(path, {"unet": (unet, configs["unet"]),
+                                         "text_encoder": (text_encoder, configs["text_encoder"])})
 
 
 def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
@@ -171,7 +172,7 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
     write_random_lora(tiny_sd_path, path, seed=1)
 
     ours = load_stable_diffusion(tiny_sd_path)
-    lora.fold_file_into_pipeline(ours, path, scale=1.0)
+    lora_file.fold_file_into_pipeline(ours, path, scale=1.0)
     generator = TextToImage(ours, scheduler="ddim", steps=3, guidance_scale=2.0, resolution=resolution(ours),
                             mesh=mesh_of(1))
     latents = np.random.default_rng(2).normal(size=(2, *generator.latent_shape)).astype(np.float32)
@@ -214,7 +215,8 @@ def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
     g = config.generate
     for label in range(3):
         sd = load_stable_diffusion(tiny_sd_path)
-        lora.fold_file_into_pipeline(sd, os.path.join(artifacts.class_lora_dir(finetune_dir, label), artifacts.LORA_FILE))
+        lora_file.fold_file_into_pipeline(sd, os.path.join(artifacts.class_lora_dir(finetune_dir, label),
+                                                           artifacts.LORA_FILE))
         own = TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                           resolution=g.resolution, mesh=mesh_of(1))
         items = [p for p in planned if p.label == label]

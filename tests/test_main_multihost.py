@@ -17,7 +17,7 @@ from multihost import TINY, log, run
 
 from bobjax import artifacts
 from bobjax.data.tfds_writer import read_dataset
-from bobjax.models import lora
+from bobjax.models import lora_file
 
 # Three runs of the pipeline in 1 to 2 processes each: CI runs them after the suite.
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ STAGES = "--config.stages=caption,finetune,generate,classify"
 
 
 def _lora(workdir):
-    return lora.read_diffusers_lora(str(workdir / "finetune" / artifacts.LORA_FILE))
+    return lora_file.read_diffusers_lora(str(workdir / "finetune" / artifacts.LORA_FILE))
 
 
 def _train_losses(workdir) -> list[float]:

@@ -9,7 +9,7 @@ from flax import nnx
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model
 
-from bobjax.models import lora, weights
+from bobjax.models import lora, lora_file, weights
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -138,13 +138,13 @@ def test_file_round_trip_and_header_that_diffusers_and_peft_read(tmp_path):
 
     _, model, config = _twins()
     path = str(tmp_path / "pytorch_lora_weights.safetensors")
-    lora.save_diffusers_lora(path, {"unet": (model, config)})
+    lora_file.save_diffusers_lora(path, {"unet": (model, config)})
     meta = _load_sft_state_dict_metadata(path)  # diffusers' own reader of the header.
     peft_config = PeftLoraConfig(**{k.removeprefix("unet."): v for k, v in meta.items()})
     assert (peft_config.r, peft_config.lora_alpha, peft_config.init_lora_weights) == (4, 8.0, "gaussian")
     assert peft_config.target_modules == set(TARGETS)
 
-    parts = lora.read_diffusers_lora(path)
+    parts = lora_file.read_diffusers_lora(path)
     state, read_config = parts["unet"]
     assert read_config == config
     for key, value in lora.lora_state_dict(model).items():
@@ -166,4 +166,4 @@ def test_bad_files_and_state_dicts_name_the_problem(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(lora.LoraFormatError, match="bad.safetensors"):
-        lora.read_diffusers_lora(str(bad))
+        lora_file.read_diffusers_lora(str(bad))

@@ -75,7 +75,7 @@ def test_shipped_prior_draws_the_look_it_is_told_and_nothing_for_a_species_name(
     from scipy import stats
 
     from bobjax import parallel
-    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd.text_to_image import TextToImage
     from bobjax.toyworld import fidelity
 
     spec = toyworld.ToyWorldSpec()

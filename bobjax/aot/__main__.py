@@ -45,16 +45,17 @@ def main(argv) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {needed}".strip()
     import jax
 
-    from bobjax.aot import cell, report, stages
+    from bobjax import fit
+    from bobjax.aot import cell, compiled_figures, stage_programs
     from bobjax.aot.compile import compile_stage
 
     if _CACHE.value and _TARGET.value == "cpu":  # A program compiled without its device cannot be loaded back.
         jax.config.update("jax_compilation_cache_dir", _CACHE.value)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = _CONFIG.value
-    unknown = [s for s in _STAGES.value if s not in stages.STAGES]
+    unknown = [s for s in _STAGES.value if s not in stage_programs.STAGES]
     if unknown:
-        raise app.UsageError(f"--stages: unknown {unknown}; expected some of {stages.STAGES}")
+        raise app.UsageError(f"--stages: unknown {unknown}; expected some of {stage_programs.STAGES}")
     rows, problems, target = [], [], None
     for path in _ROWS_FROM.value:
         with open(path) as f:
@@ -66,11 +67,13 @@ def main(argv) -> None:
     for stage in _STAGES.value:
         target, figures = compile_stage(stage, config, _TARGET.value)
         for f in figures:
-            problem = report.fit_problem(f, target, report.SETTINGS[stage])
-            if problem:
-                problems.append(problem)
-                print(f"DOES NOT FIT: {problem}", flush=True)
-            rows.append(report.row(f, target))
+            verdict, line = compiled_figures.fit_verdict(f, target, fit.SETTINGS[stage])
+            if verdict == "does not fit":
+                problems.append(line)
+                print(f"DOES NOT FIT: {line}", flush=True)
+            elif line:
+                print(f"TIGHT: {line}", flush=True)
+            rows.append(compiled_figures.row(f, target))
         _write_json(rows, problems, None)  # After each stage: a long run killed later keeps what it compiled.
     if target is None and _TARGET.value != "cpu":  # Only joined rows, nothing compiled here.
         target = targets.get(_TARGET.value)
@@ -78,7 +81,7 @@ def main(argv) -> None:
             f"{' '.join(sys.argv[1:])}"
     for problem in problems:
         print(f"DOES NOT FIT: {problem}")
-    print(report.table(rows, title))
+    print(compiled_figures.table(rows, title))
     bound = cell.cell_bound(config, rows)
     if bound is not None:
         stages_h = ", ".join(f"{stage} {s / 3600:.1f} h" for stage, s in bound["by_stage"].items())

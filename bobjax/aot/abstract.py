@@ -65,7 +65,7 @@ class AbstractSD:
 @functools.cache
 def clip_tokenizer():
     """CLIP's own vocabulary (shipped with bobjax): the ids' shapes are what a compile needs."""
-    from bobjax.classify.backbones import load_clip_tokenizer
+    from bobjax.models.clip_tokenizer import load_clip_tokenizer
 
     return load_clip_tokenizer("")
 

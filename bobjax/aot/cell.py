@@ -25,8 +25,8 @@ _SHARED_BY_POINTS = ("finetune", "generate")
 
 def cell_bound(config, rows: list[dict]) -> dict | None:
     """``{"seconds": bound of the comparison on one slice, "runs": ..., "by_stage": {...}, "missing": [...]}``;
-    None when ``config`` is no comparison or its dataset's sizes are unknown. ``rows``: ``report.row``s of this
-    config's programs on one target; stages without a row are listed as missing (not compiled)."""
+    None when ``config`` is no comparison or its dataset's sizes are unknown. ``rows``: ``compiled_figures.row``s of
+    this config's programs on one target; stages without a row are listed as missing (not compiled)."""
     data = counts.dataset(config)
     if data is None or not compare.is_comparison(config):
         return None

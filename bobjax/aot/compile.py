@@ -40,22 +40,24 @@ def _with_xla_attention(config):
 
 
 def compile_stage(stage: str, config, target_name: str, log=print, only=None) -> tuple[object, list]:
-    """(target, report.Figures of each program of ``stage``, or of those named in ``only``), compiled one by one."""
+    """(target, compiled_figures.Figures of each program of ``stage``, or of those named in ``only``), compiled one
+    by one."""
     import jax
 
-    from bobjax.aot import kernels, report, stages
+    from bobjax.aot import compiled_figures, kernels, stage_programs
+    from bobjax.models import attention_choice
 
     target, mesh = target_and_mesh(target_name, config, stage)
     results = []
-    programs = getattr(stages, stage)(config, mesh)
-    counted = {p.name: p for p in getattr(stages, stage)(_with_xla_attention(config), mesh)} \
+    programs = getattr(stage_programs, stage)(config, mesh)
+    counted = {p.name: p for p in getattr(stage_programs, stage)(_with_xla_attention(config), mesh)} \
         if stage in _SD_STAGES and config.model.attention != "xla" else {p.name: p for p in programs}
     for program in programs:
         if only is not None and program.name not in only:
             continue
         log(f"[aot] {target_name} {stage} {program.name}: compiling ({program.work})", flush=True)
         start = time.perf_counter()
-        with jax.set_mesh(mesh), kernels.recording() as calls:
+        with jax.set_mesh(mesh), attention_choice.recorded_choices() as calls:
             lowered = [program.lower()]
             compiled = lowered[0].compile()
             body, extra = None, 0
@@ -69,11 +71,12 @@ def compile_stage(stage: str, config, target_name: str, log=print, only=None) ->
         if twin is not program:  # Lowered again with xla attention, outside the recording of the kernels used.
             with jax.set_mesh(mesh):
                 lowered = [twin.lower()] + ([twin.loop[0]()] if twin.loop is not None else [])
-        flops = report.arithmetic_flops(lowered[0]) + extra * sum(map(report.arithmetic_flops, lowered[1:]))
+        flops = (compiled_figures.arithmetic_flops(lowered[0])
+                 + extra * sum(map(compiled_figures.arithmetic_flops, lowered[1:])))
         configured = config.model.attention if stage in _SD_STAGES else "auto"
         attention = {"summary": kernels.summary(calls, configured),
                      "calls": [{"call": call, "kernel": kernel, "traced": n} for (call, kernel), n in calls.items()]}
-        results.append(report.figures(program, compiled, seconds, body, extra, attention, flops / mesh.size))
-        log(f"[aot] {target_name} {stage} {program.name}: {results[-1].total / report.GiB:.2f} GiB per device, "
-            f"compiled in {seconds:.0f} s", flush=True)
+        results.append(compiled_figures.figures(program, compiled, seconds, body, extra, attention, flops / mesh.size))
+        log(f"[aot] {target_name} {stage} {program.name}: {results[-1].total / compiled_figures.GiB:.2f} GiB per "
+            f"device, compiled in {seconds:.0f} s", flush=True)
     return target, results

@@ -1,34 +1,14 @@
 """Which attention kernel each attention call of a program got, counted while the program is traced.
 
 ``auto`` decides per call in ``bobjax.models.attention_choice.choose`` (from the target's device, the call's shapes
-and dtype); :func:`recording` counts its answers for the calls traced inside it. A model configured with an explicit
+and dtype); ``attention_choice.recorded_choices`` counts its answers for the calls traced inside it, and
+:func:`summary` sums them per kernel. A model configured with an explicit
 kernel (``config.model.attention='xla'``) never asks, and is reported as configured.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-
-from bobjax.models import attention_choice
-
-
-@contextlib.contextmanager
-def recording():
-    """Yields a Counter of ``(call description, kernel)`` filled by the attention calls traced inside."""
-    counts: collections.Counter = collections.Counter()
-    choose = attention_choice.choose
-
-    def counted(device, call, shards):
-        kernel = choose(device, call, shards)
-        counts[(str(call), kernel)] += 1
-        return kernel
-
-    attention_choice.choose = counted
-    try:
-        yield counts
-    finally:
-        attention_choice.choose = choose
 
 
 def summary(counts: collections.Counter, configured: str) -> str:

@@ -1,4 +1,4 @@
-"""The classifier's image augmentation (BOB_SPEC step 4), batched and jitted on the device.
+"""The classifier's image augmentation (BOB's downstream classifier, docs/paper.md), batched and jitted on the device.
 
 Each example gets its own key, so a batch's augmentation is a pure function of (key, images): a resumed or
 re-sharded run sees the same pixels. dm-pix supplies the colour, blur and solarize operations; written here is
@@ -12,7 +12,7 @@ them); contrast blends with the per-channel mean (dm-pix, as TensorFlow); a crop
 fit is clipped to the image (torchvision retries ten times, then takes a central crop).
 
 The host gives uint8 images already resized (shorter side) and centre-cropped to ``image_size``
-(:func:`resize_and_center_crop`, which is also the whole test transform).
+(:func:`bobjax.data.image_ops.resize_and_center_crop`, which is also the whole test transform).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from bobjax.classify import randaugment
 from bobjax.errors import ConfigError
@@ -56,17 +55,6 @@ def spec_from_config(cfg) -> AugmentSpec:
                            grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0, flip=False)
     return AugmentSpec(image_size=cfg.image_size, crop_scale=(cfg.crop_scale_min, 1.0), randaugment=cfg.randaugment,
                        **colour)
-
-
-def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 HxWx3 -> uint8 size x size x 3: shorter side to ``size`` (bicubic), then the central square."""
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    if (new_h, new_w) != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return np.ascontiguousarray(image[top:top + size, left:left + size])
 
 
 def random_resized_crop(key, image, spec: AugmentSpec):

@@ -13,14 +13,13 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import tempfile
 
 import jax.numpy as jnp
 from flax import nnx
 
-from bobjax.config_lib import CLASS_PROMPT
 from bobjax.errors import ConfigError
 from bobjax.models import clip, clip_tokenizer, hub, lora, resnet, vit, weights
+from bobjax.prompt_templates import class_prompts
 
 RESNETS = tuple(resnet.PRESETS)
 VITS = ("vit_b16", "mae_vit_b16")
@@ -95,15 +94,6 @@ def build(cfg, checkpoint: hub.Resolved | None, class_names: list[str], descript
     return Classifier(model, eval_graph, nnx.Param, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def load_clip_tokenizer(folder: str):
-    """The tokenizer of a transformers CLIP folder, or CLIP's own vocabulary (shipped in open_clip) without one."""
-    from transformers import CLIPTokenizer
-
-    if folder and os.path.isfile(os.path.join(folder, "vocab.json")):
-        return CLIPTokenizer.from_pretrained(folder)
-    return CLIPTokenizer.from_pretrained(clip_tokenizer.write_clip_tokenizer_files(tempfile.mkdtemp()))
-
-
 def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs, load_weights=True) -> Classifier:
     if cfg.layer_decay != 1.0:
         raise ConfigError("config.classify.layer_decay applies to ResNet and ViT fine-tuning; CLIP trains LoRA "
@@ -114,8 +104,8 @@ def _build_clip(cfg, checkpoint, class_names, descriptor, dtype, rngs, load_weig
                           f"its hub id), got {checkpoint.name!r}")
     config = clip.read_config(folder) if folder else clip.CLIP_B16
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
-    prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=name) for name in class_names]
-    ids = clip.tokenize_prompts(load_clip_tokenizer(folder), prompts, max_length)
+    ids = clip.tokenize_prompts(clip_tokenizer.load_clip_tokenizer(folder), class_prompts(descriptor, class_names),
+                                max_length)
     model = clip.CLIPClassifier(config, ids, cfg.image_size, dtype=dtype, rngs=rngs)
     if folder and load_weights:
         clip.load_clip_weights(model, weights.read_state_dict(checkpoint_files(folder)), source=checkpoint.name)

@@ -19,7 +19,8 @@ import grain
 import jax
 import numpy as np
 
-from bobjax.classify import augment, mixing
+from bobjax.classify import mixing
+from bobjax.data import image_ops
 from bobjax.errors import ConfigError
 
 _READ = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
@@ -46,7 +47,7 @@ class ResizedCache:
         record = self._records.get(index)
         if record is None:
             raw = self.source[index]
-            record = {"image": augment.resize_and_center_crop(np.asarray(raw["image"]), self.image_size),
+            record = {"image": image_ops.resize_and_center_crop(np.asarray(raw["image"]), self.image_size),
                       "label": int(raw["label"])}
             self._records[index] = record  # Threads may race to fill a slot; both write the same record.
         return record
@@ -70,11 +71,11 @@ class LabelledSource:
 
 def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grain.MapDataset:
     def prepare(record):
-        out = {"image": augment.resize_and_center_crop(np.asarray(record["image"]), image_size),
+        out = {"image": image_ops.resize_and_center_crop(np.asarray(record["image"]), image_size),
                "label": np.int32(record["label"]), "synthetic": np.bool_(record["synthetic"]),
                "source_label": np.int32(record["source_label"]), "source_weight": np.float32(record["source_weight"])}
         if "partner" in record:  # realmix: the synthetic image this row is mixed with, and its label.
-            out |= {"partner": augment.resize_and_center_crop(np.asarray(record["partner"]), image_size),
+            out |= {"partner": image_ops.resize_and_center_crop(np.asarray(record["partner"]), image_size),
                     "partner_label": np.int32(record["partner_label"]), "mixed": np.bool_(record["mixed"]),
                     "partner_source_label": np.int32(record["partner_source_label"]),
                     "partner_source_weight": np.float32(record["partner_source_weight"])}
@@ -107,6 +108,13 @@ class Phase:
     @property
     def steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+
+def batch_parts(kind: str, batch_size: int) -> list[np.ndarray]:
+    """Global row indices of each part of a batch of a phase of ``kind`` (two for ``lambda``: real, synthetic)."""
+    if kind != "lambda":
+        return [np.arange(batch_size)]
+    return np.split(np.arange(batch_size), 2)
 
 
 class TrainInput:
@@ -158,10 +166,8 @@ class TrainInput:
         raise IndexError(f"step {step} is past the last phase")
 
     def parts(self, phase: Phase) -> list[np.ndarray]:
-        """Global row indices of each part of a batch of ``phase`` (two for ``lambda``: real, synthetic)."""
-        if phase.kind != "lambda":
-            return [np.arange(self.batch_size)]
-        return np.split(np.arange(self.batch_size), 2)
+        """Global row indices of each part of a batch of ``phase`` (:func:`batch_parts`)."""
+        return batch_parts(phase.kind, self.batch_size)
 
     def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         """This host's batches from global ``start_step`` to the end, read ahead by a thread pool."""
@@ -183,7 +189,8 @@ def eval_batches(source, image_size: int, batch_size: int) -> Iterator[tuple[dic
     def load(k: int):
         rows = [min(k * batch_size + offset + j, n - 1) for j in range(local)]
         records = [source[i] for i in rows]
-        return {"image": np.stack([augment.resize_and_center_crop(np.asarray(r["image"]), image_size) for r in records]),
+        return {"image": np.stack([image_ops.resize_and_center_crop(np.asarray(r["image"]), image_size)
+                                   for r in records]),
                 "label": np.asarray([r["label"] for r in records], np.int32)}, min(batch_size, n - k * batch_size)
 
     yield from grain.MapDataset.range(0, math.ceil(n / batch_size)).map(load).to_iter_dataset(_READ)

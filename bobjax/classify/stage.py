@@ -20,9 +20,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 
-from bobjax import artifacts, parallel
-from bobjax.aot.report import compiled_if_it_fits
-from bobjax.classify import augment, backbones, metrics, optim
+from bobjax import artifacts, fit, parallel
+from bobjax.classify import backbones, metrics, programs
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
 from bobjax.data import make_splits
@@ -97,8 +96,7 @@ def run(config, workdir: str) -> dict:
                                  rngs=nnx.Rngs(config.seed))
     train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    learning_rate = optim.schedule(cfg, steps_per_epoch[0], data.total_steps)
-    tx = optim.optimizer(cfg, params, learning_rate)
+    tx, learning_rate = programs.optimizer(cfg, params, steps_per_epoch[0], data.total_steps)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "stats": stats, "opt_state": tx.init(params)}
     state = jax.device_put(state, parallel.replicated(mesh))
     best = _copy({"params": state["params"], "stats": state["stats"]})
@@ -113,26 +111,21 @@ def run(config, workdir: str) -> dict:
 
     # Steps: one jitted train step per batch layout (a phase of real only, lambda or alpha batches).
     mean, std = classifier.mean, classifier.std
-    spec = augment.spec_from_config(cfg)
     eval_step = step_lib.make_eval_step(classifier.eval_graph, mesh, mean=mean, std=std, dtype=dtype)
     train_steps = {}
 
     def step_fns(phase):
         """(prepare, train step) of a phase's batch layout, built once per layout."""
         if phase.kind not in train_steps:
-            parts = data.parts(phase)
-            weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if phase.kind == "lambda" else None)
-            prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=spec, parts=parts, num_classes=num_classes,
-                                            mix_prob=cfg.mix_prob)
-            train_step = step_lib.make_train_step(
-                train_graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
-                state_template=state, frozen_template=frozen, seed=config.seed, lora_dropout=classifier.lora_dropout,
-                dtype=dtype)
+            prepare, train_step = programs.train_programs(
+                cfg, mesh, train_graph, parts=data.parts(phase), kind=phase.kind, tx=tx, state=state, frozen=frozen,
+                mean=mean, std=std, lora_dropout=classifier.lora_dropout, dtype=dtype, seed=config.seed,
+                num_classes=num_classes)
             _, update_inputs = step_lib.batch_shapes(cfg, num_classes, realmix=cfg.mixing == "realmix")
-            compiled = compiled_if_it_fits(lambda: train_step.update.lower(state, frozen, *update_inputs).compile(),
-                                           "the classifier's train step", "classify")
-            if compiled is not None:
-                train_step = dataclasses.replace(train_step, update=compiled)
+            update = fit.program_to_run(train_step.update,
+                                        lambda: train_step.update.lower(state, frozen, *update_inputs),
+                                        "the classifier's train step", "classify")
+            train_step = dataclasses.replace(train_step, update=update)
             train_steps[phase.kind] = prepare, train_step
         return train_steps[phase.kind]
 

@@ -17,14 +17,13 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from bobjax import artifacts, assets, parallel
-from bobjax.aot.report import compiled_if_it_fits
+from bobjax import artifacts, assets, fit, parallel
 from bobjax.data import fewshot
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
 from bobjax.finetune.input import finetune_batches, prompt_fields, training_prompts
 from bobjax.finetune.preview import Previews
-from bobjax.models import lora
+from bobjax.models import lora_file
 from bobjax.training import loop
 
 
@@ -88,9 +87,9 @@ class LoraTrainer:
         # On the host: the step donates its input state, so each LoRA's copy is placed afresh from this one.
         self.initial_state = jax.device_get(lora_step.init_state(trainable, optimizer))
         batch = lora_step.batch_shapes(c, int(sd.tokenize([""]).shape[1]))
-        compiled = compiled_if_it_fits(lambda: self.train_step.lower(self.initial_state, self.frozen, batch).compile(),
-                                       "the fine-tuning step", "finetune")
-        self.train_step = self.train_step if compiled is None else compiled
+        self.train_step = fit.program_to_run(self.train_step,
+                                             lambda: self.train_step.lower(self.initial_state, self.frozen, batch),
+                                             "the fine-tuning step", "finetune")
         self.previews = Previews(config, sd, self.graphs, self.lora_configs, mesh)
 
     def train(self, load_image, input_ids: np.ndarray, folder) -> None:
@@ -149,4 +148,4 @@ class LoraTrainer:
             parts = {"unet": (unet, self.lora_configs["unet"])}
             if "text_encoder" in self.lora_configs:
                 parts["text_encoder"] = (text_encoder, self.lora_configs["text_encoder"])
-            lora.save_diffusers_lora(folder / artifacts.LORA_FILE, parts)
+            lora_file.save_diffusers_lora(folder / artifacts.LORA_FILE, parts)

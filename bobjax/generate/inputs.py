@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bobjax.classify.augment import resize_and_center_crop
+from bobjax.data.image_ops import resize_and_center_crop
 from bobjax.generate.plan import PlannedImage
 
 

@@ -17,8 +17,8 @@ from flax import nnx
 from bobjax import artifacts
 from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.plan import PlannedImage
-from bobjax.generate.sampler import TextToImage
-from bobjax.models import lora
+from bobjax.models.sd.text_to_image import TextToImage
+from bobjax.models import lora_file
 
 
 class PerClassLoras:
@@ -38,7 +38,8 @@ class PerClassLoras:
         for variable, value in self._base:
             variable.set_value(value)
         self._folded = None  # Until the fold below succeeds, the weights are the base model's.
-        lora.fold_file_into_pipeline(self.generator.sd, artifacts.class_lora_dir(self.finetune_dir, label) / artifacts.LORA_FILE,
+        lora_file.fold_file_into_pipeline(self.generator.sd,
+                                          artifacts.class_lora_dir(self.finetune_dir, label) / artifacts.LORA_FILE,
                                      scale=self.scale)
         self.generator.refresh_weights()
         self._folded = label

@@ -17,24 +17,18 @@ from etils import epath
 from PIL import Image
 from tqdm import tqdm
 
-from bobjax import artifacts, assets, parallel
-from bobjax.aot.report import compiled_if_it_fits
+from bobjax import artifacts, assets, fit, parallel
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
 from bobjax.generate import guidance
 from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.listed_contexts import read_contexts_file
-from bobjax.generate.plan import BANK_PLANS, PlannedImage, fixed_noise_plan, images_per_class, make_plan
+from bobjax.generate.outputs import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID, FIXED_NOISE_ROWS, SHARD_SIZE
+from bobjax.generate.plan import (BANK_PLANS, CONTEXT_PLANS, PlannedImage, fixed_noise_plan, images_per_class,
+                                  make_plan)
 from bobjax.grid import image_grid, spread
 
-FIXED_NOISE_ROWS = 4  # Noise seeds (rows) of the fixed-noise grid.
-# Its columns: this many classes spread evenly over the class list (bobjax.grid.spread), every class of a small dataset.
-# Drawn before any classifier has run, so not the best or worst classes; spread, so not one corner of the list (CUB's
-# first eight are three albatrosses, an ani and four auklets).
-FIXED_NOISE_CLASSES = 8
-FIXED_NOISE_GRID = "fixed_noise.png"
-SHARD_SIZE = 256  # Images per shard: a few minutes of work on one GPU, so a kill loses little.
 # How long a host that has written its shards waits for the others' (hosts may have one shard more than others).
 SHARDS_TIMEOUT_S = 6 * 3600
 
@@ -84,17 +78,17 @@ def load_generator(config, workdir: str, mesh):
     class by class later, by :class:`~bobjax.generate.per_class.PerClassLoras`), wrapped in a sampler."""
     import jax.numpy as jnp
 
-    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd.text_to_image import TextToImage
     from bobjax.models.sd import load_stable_diffusion
 
     g = config.generate
     sd = load_stable_diffusion(assets.resolve(config.model.sd), dtype=jnp.dtype(config.model.dtype),
                                attention=config.model.attention)
     if g.plan != "zero_shot":
-        from bobjax.models import lora
+        from bobjax.models import lora_file
 
         if not config.finetune.per_class:
-            lora.fold_file_into_pipeline(sd, artifacts.stage_dir(workdir, "finetune") / artifacts.LORA_FILE,
+            lora_file.fold_file_into_pipeline(sd, artifacts.stage_dir(workdir, "finetune") / artifacts.LORA_FILE,
                                          scale=g.lora_scale)
     return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt,
@@ -110,13 +104,17 @@ def make_generate_fn(config, workdir: str, mesh, train_source):
             raise ConfigError("config.generate.renderer='toyworld' draws the planned contexts only; it cannot start "
                               "from real images (config.generate.real_guidance) or mix prompts "
                               "(config.generate.mvc_weight)")
+        if g.plan not in CONTEXT_PLANS:
+            raise ConfigError(f"config.generate.renderer='toyworld' needs a background and pose per image, which "
+                              f"config.generate.plan={g.plan!r} does not give; use one of {CONTEXT_PLANS}")
         from bobjax.toyworld.renderer import ToyWorldRenderer
 
         return ToyWorldRenderer(config)
     if renderer != "diffusion":
         raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
     generator = load_generator(config, workdir, mesh)
-    compiled_if_it_fits(lambda: generator.compile(g.batch_size), "a generation call", "generate")
+    generator.use_program(g.batch_size, fit.program_to_run(generator.jitted, lambda: generator.lower(g.batch_size),
+                                                           "a generation call", "generate"))
     inputs = SamplerInputs(train_source, g.resolution, real_guided=bool(g.real_guidance), mixed=g.mvc_weight != 1.0)
     if config.finetune.per_class and g.plan != "zero_shot":
         from bobjax.generate.per_class import PerClassLoras

@@ -20,6 +20,9 @@ directions, since whether a gradient will flow is not known while tracing the fo
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import contextvars
 import dataclasses
 import functools
 
@@ -98,9 +101,29 @@ def interpret_mode() -> bool:
     return config.pallas_tpu_interpret_mode_context_manager.value is not None
 
 
+# The counters of the recorded_choices() blocks open in this context (a context variable: no module global patched,
+# and a recording in one thread or task does not see another's calls).
+_RECORDERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("attention_choice_recorders", default=())
+
+
 def choose(device, call: Call, shards: int | None) -> str:
     """The kernel ``auto`` runs for ``call`` on ``device`` (logged once per case, with the reason)."""
-    return _choose(device.platform, device.device_kind, call, shards, interpret_mode())
+    kernel = _choose(device.platform, device.device_kind, call, shards, interpret_mode())
+    for counts in _RECORDERS.get():
+        counts[(str(call), kernel)] += 1
+    return kernel
+
+
+@contextlib.contextmanager
+def recorded_choices():
+    """Yields a Counter of ``(call description, kernel)`` that :func:`choose` fills for the calls traced inside
+    (``bobjax.aot`` reports which kernel each attention call of a compiled program got)."""
+    counts: collections.Counter = collections.Counter()
+    token = _RECORDERS.set((*_RECORDERS.get(), counts))
+    try:
+        yield counts
+    finally:
+        _RECORDERS.reset(token)
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import tempfile
 from importlib import resources
 
 BOS_TOKEN = "<|startoftext|>"
@@ -72,3 +73,12 @@ def write_clip_tokenizer_files(out_dir: str | os.PathLike) -> str:
         f.write("#version: 0.2\n")
         f.writelines(f"{a} {b}\n" for a, b in merges)
     return out_dir
+
+
+def load_clip_tokenizer(folder: str):
+    """The tokenizer of a transformers CLIP folder, or CLIP's own vocabulary (rebuilt here) without one."""
+    from transformers import CLIPTokenizer
+
+    if folder and os.path.isfile(os.path.join(folder, "vocab.json")):
+        return CLIPTokenizer.from_pretrained(folder)
+    return CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tempfile.mkdtemp()))

@@ -1,4 +1,5 @@
-"""LoRA adapters on bobjax models (through google's qwix), and the diffusers/peft LoRA file format.
+"""LoRA adapters on bobjax models (through google's qwix); the diffusers/peft file they export to is
+:mod:`bobjax.models.lora_file`.
 
 Why qwix rather than ``flax.nnx.LoRA``: qwix's ``LoraProvider`` intercepts the ``dot_general`` of the modules
 whose path matches a regex and adds ``alpha / rank * dropout(x) @ A @ B`` - exactly peft's LoRA (same scaling,
@@ -6,18 +7,11 @@ dropout on the adapter's input only, any initialiser for A). Its parameters live
 ``<module>.kernel_lora_a`` / ``kernel_lora_b`` (``nnx.LoRAParam``), so the base parameter paths, and with them
 :mod:`bobjax.models.weights`, are untouched, and each adapter's path is its peft key. ``nnx.LoRA`` has no
 alpha scaling and no dropout, and wrapping a Linear in it renames the base kernel (``base_module.kernel``).
-
-File format (what ``StableDiffusionPipeline.load_lora_weights`` reads): safetensors keys
-``unet.<module>.lora_A.weight`` [rank, in] and ``.lora_B.weight`` [out, rank] (``text_encoder.`` for the text
-encoder), and the peft ``LoraConfig`` of each part (rank, alpha, ...) as JSON in the ``lora_adapter_metadata``
-header entry, keys prefixed ``unet.`` / ``text_encoder.``. Files without that header mean alpha = rank, as
-diffusers assumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping
 
@@ -25,16 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import qwix
-from etils import epath
 from flax import nnx
 
-from bobjax import artifacts
 from bobjax.models import weights
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 INITS = ("gaussian", "default")  # peft's init_lora_weights="gaussian" and init_lora_weights=True.
-METADATA_KEY = "lora_adapter_metadata"
 _A, _B = "kernel_lora_a", "kernel_lora_b"
 
 
@@ -130,7 +121,7 @@ def add_lora(model: nnx.Module, config: LoraConfig, *example_inputs, rngs: nnx.R
     return lora_model
 
 
-def _target_name(module_key: str) -> str:
+def target_name(module_key: str) -> str:
     """``...attn1.to_out.0`` -> ``to_out.0``; ``...self_attn.q_proj`` -> ``q_proj`` (peft's target names)."""
     parts = module_key.split(".")
     return ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
@@ -177,7 +168,9 @@ def load_lora_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray]
 
 
 def merge_lora(model: nnx.Module, config: LoraConfig, scale: float = 1.0) -> None:
-    """Folds ``scale`` x each adapter into its kernel and zeroes B, in place: the same function, no adapter cost.
+    """Folds ``scale`` x each of the model's own adapters into its kernel and zeroes B, in place: the same function,
+    no adapter cost (:func:`fold_into_base`'s sum, on the adapters the model carries; traceable, so a jitted preview
+    folds throw-away copies).
 
     Used for sampling (dropout then has nothing to drop) and before handing the base to generation.
     """
@@ -185,63 +178,16 @@ def merge_lora(model: nnx.Module, config: LoraConfig, scale: float = 1.0) -> Non
         module = model
         for p in module_path:
             module = module[p] if isinstance(p, int) else getattr(module, p)
-        a, b, kernel = getattr(module, _A), getattr(module, _B), module.kernel
-        delta = (a.get_value().astype(jnp.float32) @ b.get_value().astype(jnp.float32)) * (config.scale * scale)
-        kernel.set_value((kernel.get_value().astype(jnp.float32) + delta).astype(kernel.get_value().dtype))
+        a, b = getattr(module, _A), getattr(module, _B)
+        _add_to_kernel(module.kernel, a.get_value(), b.get_value(), config.scale * scale)
         b.set_value(jnp.zeros_like(b.get_value()))
 
 
-def save_diffusers_lora(path: str, parts: Mapping[str, tuple[nnx.Module, LoraConfig]]) -> None:
-    """Writes ``{"unet": (model, config), "text_encoder": ...}`` as one diffusers LoRA safetensors file, atomically."""
-    from safetensors.numpy import save_file
-
-    tensors, metadata = {}, {}
-    for prefix, (model, config) in parts.items():
-        tensors.update({k: np.ascontiguousarray(v, np.float32) for k, v in lora_state_dict(model, f"{prefix}.").items()})
-        metadata.update({f"{prefix}.{k}": v for k, v in config.peft_metadata().items()})
-    with artifacts.atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-
-
-def read_diffusers_lora(path: str, prefixes=("unet", "text_encoder")) -> dict[str, tuple[dict, LoraConfig]]:
-    """A diffusers / peft LoRA file -> ``{part: (peft state dict without the prefix, LoraConfig)}``.
-
-    Accepts what current diffusers writes and the older layouts in the wild: the ``text_model.`` prefix of
-    transformers v4 text encoders and peft's ``.default`` adapter name are dropped. Without metadata, the
-    rank comes from the shapes and alpha = rank (diffusers' convention); kohya files are not read.
-    """
-    from safetensors import safe_open
-
-    try:
-        with artifacts.local_file(path) as local, safe_open(local, "np") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise LoraFormatError(f"cannot read LoRA file {path}: {e}") from e
-    metadata = json.loads(header.get(METADATA_KEY) or "{}")
-    out, used = {}, set()
-    for prefix in prefixes:
-        part = {}
-        for key, value in tensors.items():
-            if key.startswith(prefix + "."):
-                used.add(key)
-                name = key[len(prefix) + 1:].removeprefix("text_model.").replace(".default.weight", ".weight")
-                part[name] = value
-        if not part:
-            continue
-        meta = {k[len(prefix) + 1:]: v for k, v in metadata.items() if k.startswith(prefix + ".")}
-        if not meta:
-            ranks = {v.shape[0] for k, v in part.items() if k.endswith("lora_A.weight")}
-            if len(ranks) != 1:
-                raise LoraFormatError(f"{path}: {prefix} adapters have ranks {sorted(ranks)}; one rank is supported")
-            rank = ranks.pop()
-            meta = {"r": rank, "lora_alpha": rank,
-                    "target_modules": sorted({_target_name(k.rsplit(".lora_", 1)[0]) for k in part})}
-        out[prefix] = (part, LoraConfig.from_peft_metadata(meta, f"{path} ({prefix})"))
-    unknown = sorted(set(tensors) - used)
-    if unknown:
-        raise LoraFormatError(f"{path}: keys outside the parts {list(prefixes)}: {', '.join(unknown[:10])}")
-    return out
+def _add_to_kernel(kernel: nnx.Variable, a, b, factor: float) -> None:
+    """kernel += factor x a @ b, in float32, kept in the kernel's dtype: the one way a LoRA is folded. ``a`` [in, rank]
+    and ``b`` [rank, out] are in our kernels' layout (peft's ``lora_A`` / ``lora_B`` transposed)."""
+    delta = (a.astype(jnp.float32) @ b.astype(jnp.float32)) * factor
+    kernel.set_value((kernel.get_value().astype(jnp.float32) + delta).astype(kernel.get_value().dtype))
 
 
 def fold_into_base(model: nnx.Module, state_dict: Mapping[str, np.ndarray], config: LoraConfig, *, scale: float = 1.0,
@@ -264,16 +210,7 @@ def fold_into_base(model: nnx.Module, state_dict: Mapping[str, np.ndarray], conf
         b = np.asarray(state_dict[f"{module}.lora_B.weight"], np.float32)
         kernel = kernels[f"{module}.weight"]
         base = kernel.get_value()
-        delta = (b @ a).T * (config.scale * scale)  # [in, out], the layout of our kernels.
-        if delta.shape != base.shape:
-            raise LoraFormatError(f"LoRA {module} in {source} has shape {delta.shape[::-1]}; the model's is "
+        if (a.shape[1], b.shape[0]) != base.shape or a.shape[0] != b.shape[1]:
+            raise LoraFormatError(f"LoRA {module} in {source} has shape {(b.shape[0], a.shape[1])}; the model's is "
                                   f"{base.shape[::-1]}")
-        kernel.set_value((base.astype(jnp.float32) + delta).astype(base.dtype))
-
-
-def fold_file_into_pipeline(sd, path: str, *, scale: float = 1.0) -> None:
-    """Folds a diffusers LoRA file (``unet.*`` and optional ``text_encoder.*``) into a loaded pipeline."""
-    if not epath.Path(path).is_file():
-        raise FileNotFoundError(f"no LoRA file at {path}; run the finetune stage first (or set the path)")
-    for part, (state_dict, config) in read_diffusers_lora(path).items():
-        fold_into_base(getattr(sd, part), state_dict, config, scale=scale, source=f"{path} ({part})")
+        _add_to_kernel(kernel, a.T, b.T, config.scale * scale)

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bobjax.classify.augment import resize_and_center_crop
-from bobjax.config_lib import CLASS_PROMPT
+from bobjax.data.image_ops import resize_and_center_crop
 from bobjax.errors import ConfigError
+from bobjax.prompt_templates import class_prompts
 
 ORACLE = "toyworld_oracle"
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
@@ -128,8 +128,8 @@ def resolve_clip(name: str):
 
 
 def _clip_encoder(name: str, class_names: Sequence[str], descriptor: str, batch_size: int) -> Encoder:
-    from bobjax.classify.backbones import load_clip_tokenizer
     from bobjax.models import clip, weights
+    from bobjax.models.clip_tokenizer import load_clip_tokenizer
 
     resolved = resolve_clip(name)
     folder = resolved.path
@@ -141,7 +141,7 @@ def _clip_encoder(name: str, class_names: Sequence[str], descriptor: str, batch_
     size = {**clip.VISION_B16, **config["vision_config"]}["image_size"]
     max_length = {**clip.TEXT_B16, **config["text_config"]}["max_position_embeddings"]
     tokenizer = load_clip_tokenizer(folder)
-    prompts = [CLASS_PROMPT.format(descriptor=descriptor, class_name=c) for c in class_names]
+    prompts = class_prompts(descriptor, class_names)
     model = clip_model(config, clip.tokenize_prompts(tokenizer, prompts, max_length), size)
     clip.load_clip_weights(model, weights.read_state_dict(files), source=resolved.name)
     graphdef, state = nnx.split(model)

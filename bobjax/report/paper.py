@@ -17,12 +17,14 @@ import functools
 import json
 import os
 
+from bobjax.data import paper_datasets
 from bobjax.report import render
 from bobjax.report.results import Results
 
 PAPER_FILE = os.path.join(os.path.dirname(__file__), "paper_results.json")
-# The paper's names of bobjax's datasets (config.data.name) and classifier backbones (config.classify.backbone).
-DATASETS = {"aircraft": "fgvc_aircraft", "cars": "cars196", "cub": "caltech_birds2011", "pets": "oxford_iiit_pet"}
+# The paper's names of bobjax's datasets (config.data.name) in its few-shot table, and of its classifier backbones
+# (config.classify.backbone).
+DATASETS = {d.name: d.tfds_name for d in paper_datasets.DATASETS.values() if d.main_table}
 BACKBONES = {"clip": "clip_vit_b16", "rn50": "resnet50", "mae": "mae_vit_b16"}
 HEADER = ["table", "dataset", "backbone", "shots", "method", "paper top-1", "ours top-1", "ours - paper"]
 

@@ -31,7 +31,7 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
     """The report's sections; ``paper`` (:func:`bobjax.report.paper.section`) and ``ablation``
     (:func:`bobjax.report.ablation.section`) follow the accuracy table, ``fixed_noise`` (each method's grid of
     one noise seed per row and one of the ``fixed_noise_classes`` per column) the class-fidelity table, and ``quality``
-    (:func:`bobjax.report.quality.sections`) those grids; ``images`` show the ``image_classes``, a row each."""
+    (:func:`bobjax.report.quality_section.sections`) those grids; ``images`` show the ``image_classes``, a row each."""
     seeds = sorted({s for m in results.methods for s in m.seeds})
     names = results.class_names
     out: list[Section | PerClass] = [Section(

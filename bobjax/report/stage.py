@@ -3,7 +3,7 @@ the full per-class tables in ``classes.html`` and ``classes.md`` (:mod:`bobjax.r
 (``{method: {"top1": mean over seeds, "top1_std", "top1_per_seed", "seeds", "per_class"}}``, plus
 ``"synthetic_class_fidelity"`` on the toy world: see :mod:`bobjax.toyworld.fidelity`; and ``"synthetic_quality"``,
 per method with a synthetic set: FD, diversity, fidelity, CLIP score and the filter's counts, see
-:mod:`bobjax.report.quality`).
+:mod:`bobjax.report.quality_section`).
 
 It covers the run in ``WORKDIR`` or, for a comparison (``config.compare``), every method and seed side by side:
 accuracy as a table and a bar chart, per-class accuracy, the real and synthetic images of up to a dozen classes, the
@@ -22,9 +22,9 @@ from PIL import Image
 from bobjax import artifacts, parallel, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
-from bobjax.generate.stage import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID
+from bobjax.generate.outputs import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID
 from bobjax.grid import spread
-from bobjax.report import ablation, classes, paper, quality, render, sections
+from bobjax.report import ablation, classes, paper, quality_section, render, sections
 from bobjax.report.results import Results, collect
 from bobjax.toyworld import fidelity
 
@@ -72,7 +72,8 @@ def _synthetic_rows(workdir: str, shown: list[int]) -> list[list[np.ndarray]] | 
 def _oracle(config, results: Results) -> fidelity.Oracle | None:
     """Toy world only: the oracle behind class fidelity and the quality metrics' feature space; None where there is
     nothing to measure."""
-    if config.data.source != "toyworld" or not config.report.oracle_steps or not quality.synthetic_workdirs(results):
+    if (config.data.source != "toyworld" or not config.report.oracle_steps
+            or not quality_section.synthetic_workdirs(results)):
         return None
     return fidelity.train_oracle(toyworld.spec_from_config(config.data.toyworld),
                                  per_class=config.report.oracle_per_class, steps=config.report.oracle_steps,
@@ -83,7 +84,7 @@ def _class_fidelity(oracle: fidelity.Oracle, results: Results) -> dict[str, dict
     """Each method's synthetic class fidelity (mean over its seeds), and the oracle's own test accuracy under the key
     ``"oracle"``."""
     out = {"oracle": {"test_top1": oracle.test_top1}}
-    for method, workdirs in quality.synthetic_workdirs(results).items():
+    for method, workdirs in quality_section.synthetic_workdirs(results).items():
         scores = []
         for folder in workdirs:
             source = read_dataset(artifacts.stage_dir(folder, "generate"))
@@ -122,7 +123,7 @@ def run(config, workdir: str) -> dict:
         for method, score in class_fidelity.items():
             if method in summary:
                 summary[method]["synthetic_class_fidelity"] = score["top1"]
-    measured = quality.measure(config, results, oracle)
+    measured = quality_section.measure(config, results, oracle)
     if measured is not None:
         for method, numbers in measured["methods"].items():
             summary[method]["synthetic_quality"] = {"encoder": measured["encoder"], "reference": measured["reference"],
@@ -145,7 +146,8 @@ def run(config, workdir: str) -> dict:
                                   paper.section(config, results), ablation.section(results, class_fidelity),
                                   _fixed_noise_grids(results, tmp),
                                   spread(FIXED_NOISE_CLASSES, len(results.class_names)), shown,
-                                  quality.sections(measured, results, class_fidelity is None) if measured else ())
+                                  quality_section.sections(measured, results, class_fidelity is None)
+                                  if measured else ())
         index, full = classes.layout(parts)
         pages = [("index", title, index, "")]
         if full:

@@ -156,7 +156,7 @@ def _latents(graph, params, images: np.ndarray, workdir: str, vae_steps: int, ba
 def write_sample_grid(folder: str, config, path: str, seed: int = 0) -> np.ndarray:
     """Samples of the exported prior (loaded back through ``load_stable_diffusion``, as the stages load it):
     one row per background, one column per pose, the same noise in every cell of a column."""
-    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd.text_to_image import TextToImage
     from bobjax.models.sd import load_stable_diffusion
 
     sd = load_stable_diffusion(folder)

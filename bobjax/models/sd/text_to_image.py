@@ -1,4 +1,5 @@
-"""Text-to-image sampling with classifier-free guidance, as one jitted function sharded over the mesh.
+"""Text-to-image sampling with classifier-free guidance, as one jitted function sharded over the mesh: the generate
+stage's sampler, and the toy-world prior's sample grid (here below both, as diffusers' pipelines sit beside its models).
 
 Text encoding, the whole denoising loop (one ``lax.fori_loop``) and the VAE decode compile together, so a batch
 is a single device program. Each image's initial noise comes from its own seed (``jax.random.key(seed)``), so
@@ -65,9 +66,9 @@ class TextToImage:
         if place_weights:
             self.refresh_weights()
         # Every per-image input (a dict) is split over the devices: one sharding serves the whole dict.
-        self._generate = jax.jit(parallel.under_mesh(mesh, self._pure_generate),
-                                 in_shardings=(self._replicated, self._batch, self._replicated), out_shardings=self._batch)
-        self._compiled = {}  # padded batch size -> the call compiled ahead by :meth:`compile`
+        self.jitted = jax.jit(parallel.under_mesh(mesh, self._pure_generate),
+                              in_shardings=(self._replicated, self._batch, self._replicated), out_shardings=self._batch)
+        self._programs = {}  # padded batch size -> the program :meth:`use_program` gave for it
 
     def refresh_weights(self) -> None:
         """Reads the pipeline's weights again (after another LoRA was folded in); the graph is the same, so
@@ -91,18 +92,16 @@ class TextToImage:
         state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                              nnx.state((self.sd.unet, self.sd.vae, self.sd.text_encoder)))
         negative = jax.ShapeDtypeStruct(self.negative_ids.shape, jnp.int32)
-        return self._generate.lower(state, batch, negative)
+        return self.jitted.lower(state, batch, negative)
 
     def _padded(self, batch_size: int) -> int:
         """The rows a call of ``batch_size`` prompts runs: a multiple of the device count."""
         return -(-batch_size // self.mesh.size) * self.mesh.size
 
-    def compile(self, batch_size: int):
-        """Compiles the call for ``batch_size`` prompts now (``jax.stages.Compiled``, for its memory figures); later
-        calls padded to the same size run it rather than compiling again."""
-        compiled = self.lower(batch_size).compile()
-        self._compiled[self._padded(batch_size)] = compiled
-        return compiled
+    def use_program(self, batch_size: int, program) -> None:
+        """Calls padded to ``batch_size``'s rows run ``program`` (the :meth:`lower` program compiled ahead, or
+        :attr:`jitted`); other sizes run :attr:`jitted`."""
+        self._programs[self._padded(batch_size)] = program
 
     def initial_noise(self, seeds: Sequence[int], stream: int = 0) -> jax.Array:
         """One standard-normal latent per seed, independent of batch composition; ``stream`` 1 is the VAE
@@ -194,6 +193,6 @@ class TextToImage:
             batch = {k: jnp.concatenate([v, jnp.repeat(v[-1:], padded - n, axis=0)]) for k, v in batch.items()}
         # Placed explicitly: on more than one host, jit refuses host (numpy) inputs for a sharded argument, even
         # on a mesh of this host's devices (generation runs per host, each on its own shards of the plan).
-        images = self._compiled.get(padded, self._generate)(self._state, jax.device_put(batch, self._batch),
+        images = self._programs.get(padded, self.jitted)(self._state, jax.device_put(batch, self._batch),
                                                             jax.device_put(self.negative_ids, self._replicated))
         return np.asarray(jax.device_get(images))[:n]

@@ -6,32 +6,19 @@ for outputs) + temporaries + generated code. Bytes accessed are the compiled pro
 (for an NVIDIA target compiled without a GPU, XLA's HLO cost analysis of the optimised module, which does not see
 the cuBLAS, cuDNN and attention custom calls, so it undercounts there). FLOPs are the program's arithmetic as
 written (:func:`arithmetic_flops`, divided by the devices), the same on every target. XLA counts a loop's body once,
-so the sampler's figures add its loop body's ``steps - 1`` more times (``bobjax.aot.stages``). The roofline bound of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth)
-with the chip's published figures (``bobjax.targets.CHIPS``): a lower bound on its time, which real kernels reach
-only in part.
+so the sampler's figures add its loop body's ``steps - 1`` more times (``bobjax.aot.stage_programs``). The roofline
+bound of a call is max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth) with the chip's published figures
+(``bobjax.targets.CHIPS``): a lower bound on its time, which real kernels reach only in part. Whether it fits is
+:mod:`bobjax.fit`'s verdict, the one each stage reaches on its device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from absl import logging
+from bobjax import fit
 
-from bobjax.errors import ConfigError
-
-GiB = 2**30
-# The share of a device's memory a JAX process may allocate: XLA's GPU client preallocates 75 % by default
-# (XLA_PYTHON_CLIENT_MEM_FRACTION); on TPU the runtime hands the program all of HBM.
-JAX_SHARE = {"gpu": 0.75, "tpu": 1.0, "cpu": 1.0}
-HEADROOM = 0.10  # A real config must leave this share of the chip's memory free (issue 28).
-# What to change when a stage's program does not fit.
-SETTINGS = {
-    "finetune": "config.mesh.fsdp (shard the frozen weights over the slice), config.finetune.batch_size or "
-                "config.finetune.remat",
-    "generate": "config.generate.batch_size",
-    "classify": "config.classify.batch_size",
-    "quality": "config.quality.batch_size",
-}
+GiB = fit.GiB
 
 
 @dataclasses.dataclass
@@ -84,7 +71,8 @@ def _cost(compiled) -> dict:
 
 def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int = 0, attention=None,
             flops: float | None = None) -> Figures:
-    """``program`` (``stages.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the cost.
+    """``program`` (``stage_programs.Program``) compiled; ``loop_body`` (compiled) is added ``loop_extra`` times to the
+    cost.
     ``flops`` per device (:func:`arithmetic_flops`) replaces the compiled module's count where given."""
     memory = compiled.memory_analysis()
     cost = _cost(compiled)
@@ -108,23 +96,17 @@ def usable_bytes(target) -> float | None:
     """What a JAX program may allocate on one device of ``target``."""
     if target is None:
         return None
-    return target.hbm_bytes_per_device * JAX_SHARE[target.platform]
+    return fit.usable_on_chip(target.hbm_bytes_per_device, target.platform)
 
 
-def fit_problem(f: Figures, target, setting: str) -> str | None:
-    """One line when ``f`` leaves less than :data:`HEADROOM` of the device's memory (or more than JAX may use),
-    naming ``setting`` to change; None when it fits. Cheap: a compiled step's figures are all it reads, so a stage
-    can call it on the step it compiled before its first step."""
+def fit_verdict(f: Figures, target, setting: str) -> tuple[str, str | None]:
+    """(:func:`bobjax.fit.verdict`, the line naming ``setting`` when it is tight or does not fit) for ``f`` on
+    ``target``: the check each stage runs on its device before its first step, with the chip's figures."""
     usable = usable_bytes(target)
     if usable is None:
-        return None
-    hbm = target.hbm_bytes_per_device
-    limit = min(usable, (1 - HEADROOM) * hbm)
-    if f.total <= limit:
-        return None
-    return (f"{f.stage} {f.program} needs {f.total / GiB:.2f} GiB per device on {target.name}, more than the "
-            f"{limit / GiB:.2f} GiB it may use ({hbm / GiB:.1f} GiB chip, {JAX_SHARE[target.platform]:.0%} for JAX, "
-            f"{HEADROOM:.0%} headroom): change {setting}")
+        return "fits", None
+    return (fit.verdict(f.total, usable),
+            fit.describe(f.total, usable, f"{f.stage} {f.program}", target.name, setting))
 
 
 def row(f: Figures, target) -> dict:
@@ -155,42 +137,3 @@ def table(rows: list[dict], title: str) -> str:
                      f"{r['bytes_accessed'] / 1e9:7.1f} {bound} {calls} {stage} {r['compile_s']:9.0f}  "
                      f"{r['attention']['summary']}; {r['work']}")
     return "\n".join(lines)
-
-
-def check_device(compiled, what: str, setting: str, device) -> None:
-    """Stops a stage whose compiled step cannot fit ``device`` (one line naming ``setting``), before its first step;
-    warns when it leaves less than :data:`HEADROOM`. Free for a stage that compiles its step ahead of its loop;
-    silent where the device does not report its memory (CPU)."""
-    limit = (device.memory_stats() or {}).get("bytes_limit")
-    if not limit:
-        return
-    memory = compiled.memory_analysis()
-    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-             + memory.temp_size_in_bytes + memory.generated_code_size_in_bytes)
-    line = (f"{what} needs {total / GiB:.2f} GiB per device (compiler's figure) of the {limit / GiB:.2f} GiB JAX may "
-            f"use on {device.device_kind}")
-    if total > limit:
-        raise ConfigError(f"{line}: it cannot fit; change {setting}")
-    if total > (1 - HEADROOM) * limit:
-        logging.warning("%s: less than %.0f%% left; consider %s", line, 100 * HEADROOM, setting)
-
-
-def device_to_check():
-    """This process's first device if it reports its memory (an accelerator), else ``None`` (a CPU)."""
-    import jax
-
-    device = jax.local_devices()[0]  # memory_stats answers only for this process's devices.
-    return device if device.memory_stats() else None
-
-
-def compiled_if_it_fits(compile_fn, what: str, stage: str):
-    """On an accelerator (this process's device reports its memory): ``compile_fn()`` (a ``jax.stages.Compiled``),
-    after :func:`check_device` with the stage's :data:`SETTINGS`, so a stage that cannot fit stops before its first
-    step and the caller runs the program it already compiled. ``None`` on a CPU, where the caller keeps its jitted
-    function."""
-    device = device_to_check()
-    if device is None:
-        return None
-    compiled = compile_fn()
-    check_device(compiled, what, SETTINGS[stage], device)
-    return compiled

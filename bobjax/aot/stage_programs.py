@@ -1,9 +1,10 @@
 """Each JAX stage's compiled programs, built as the stage builds them and lowered on abstract values.
 
-A stage here calls the stage's own builders (``finetune.step.build_step``, ``generate.sampler.TextToImage``,
-``classify.step.make_prepare``/``make_train_step``/``make_eval_step``, ``quality.encoders.image_embeds``) with the
-config's sizes and the mesh of the target's devices, and returns how to lower each program (``jax.stages.Lowered``) with
-how often a run calls each (``bobjax.aot.counts``). Compiling them is the caller's (it takes minutes at real size).
+A stage here calls the stage's own builders (``finetune.step.build_step``, the generate stage's sampler
+``models.sd.text_to_image.TextToImage``, ``classify.programs.train_programs``, ``classify.step.make_eval_step``,
+``quality.encoders.image_embeds``) with the config's sizes and the mesh of the target's devices, and returns how to
+lower each program (``jax.stages.Lowered``) with how often a run calls each (``bobjax.aot.counts``). Compiling them is
+the caller's (it takes minutes at real size).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from bobjax import parallel
@@ -57,7 +57,7 @@ def finetune(config, mesh) -> list[Program]:
 
 def generate(config, mesh) -> list[Program]:
     """One sampler call (``generate.stage.load_generator``): text encoder, the guided loop, VAE decode."""
-    from bobjax.generate.sampler import TextToImage
+    from bobjax.models.sd.text_to_image import TextToImage
 
     g, data = config.generate, counts.dataset(config)
     sd = abstract.AbstractSD(abstract.sd_configs(config.model.sd), dtype=jnp.dtype(config.model.dtype),
@@ -76,7 +76,8 @@ def generate(config, mesh) -> list[Program]:
 def classify(config, mesh) -> list[Program]:
     """The classifier's prepare, update and evaluation programs (``classify.stage.run``), for BOB's lambda batch
     layout (or the config's own)."""
-    from bobjax.classify import augment, optim
+    from bobjax.classify import input as input_lib
+    from bobjax.classify import programs
     from bobjax.classify import step as step_lib
 
     cfg, data = config.classify, counts.dataset(config)
@@ -85,18 +86,13 @@ def classify(config, mesh) -> list[Program]:
     model, eval_graph, trainable, mean, std, dropout = abstract.classifier(cfg, names, descriptor, dtype)
     graph, params, stats, frozen = nnx.split(model, trainable, nnx.BatchStat, ...)
     steps, evals = counts.classifier_steps(config, data) if data else (None, None)
-    learning_rate = optim.schedule(cfg, max(1, (steps or 1) // max(cfg.epochs, 1)), max(steps or 1, 1))
-    tx = optim.optimizer(cfg, params, learning_rate)
+    tx, _ = programs.optimizer(cfg, params, max(1, (steps or 1) // max(cfg.epochs, 1)), max(steps or 1, 1))
     state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "stats": stats,
              "opt_state": jax.eval_shape(tx.init, params)}
-    lambda_layout = cfg.mixing in ("lambda",)
-    parts = np.split(np.arange(cfg.batch_size), 2) if lambda_layout else [np.arange(cfg.batch_size)]
-    weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if lambda_layout else None)
-    prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=augment.spec_from_config(cfg), parts=parts,
-                                    num_classes=len(names), mix_prob=cfg.mix_prob)
-    train_step = step_lib.make_train_step(graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
-                                          state_template=state, frozen_template=frozen, seed=config.seed,
-                                          lora_dropout=dropout, dtype=dtype)
+    kind = cfg.mixing  # The batch layout of BOB's lambda phase, or the config's own.
+    prepare, train_step = programs.train_programs(
+        cfg, mesh, graph, parts=input_lib.batch_parts(kind, cfg.batch_size), kind=kind, tx=tx, state=state,
+        frozen=frozen, mean=mean, std=std, lora_dropout=dropout, dtype=dtype, seed=config.seed, num_classes=len(names))
     eval_step = step_lib.make_eval_step(eval_graph, mesh, mean=mean, std=std, dtype=dtype)
     batch, (images, targets, labels) = step_lib.batch_shapes(cfg, len(names), realmix=cfg.mixing == "realmix")
     shard = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.batch_sharding(mesh))  # noqa: E731
@@ -116,8 +112,8 @@ def classify(config, mesh) -> list[Program]:
 def quality(config, mesh) -> list[Program]:
     """The quality metrics' and filters' CLIP image encoder (``quality.encoders``), on one device as the report and
     filter stages run it. The toy world's oracle is not a real-size program and is skipped."""
-    from bobjax.config_lib import CLASS_PROMPT
     from bobjax.models import clip
+    from bobjax.prompt_templates import class_prompts
     from bobjax.quality import encoders
 
     name = encoders.encoder_name(config)
@@ -128,8 +124,7 @@ def quality(config, mesh) -> list[Program]:
     clip_config = clip.read_config(name) if os.path.isdir(name) else clip.CLIP_B16  # the default's: ViT-B/16
     size = {**clip.VISION_B16, **clip_config["vision_config"]}["image_size"]
     length = {**clip.TEXT_B16, **clip_config["text_config"]}["max_position_embeddings"]
-    ids = clip.tokenize_prompts(abstract.clip_tokenizer(), [CLASS_PROMPT.format(descriptor=descriptor, class_name=n)
-                                                            for n in names], length)
+    ids = clip.tokenize_prompts(abstract.clip_tokenizer(), class_prompts(descriptor, names), length)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: encoders.clip_model(clip_config, ids, size)))
     device = parallel.replicated(mesh) if mesh.size == 1 else jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
