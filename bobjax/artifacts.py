@@ -15,8 +15,8 @@ What "atomic" means, so that a reader never sees half an artifact:
   renamed; on an object store, uploaded file by file with its marker last (``dataset_info.json`` for a TFDS
   dataset), and readers and resume take the folder as complete only once the marker exists.
 
-A stage's folder gets a ``COMPLETE`` file, holding the config fields the stage depends on, only after the stage
-returned; a rerun skips such a stage, and refuses to reuse it when those fields have changed since.
+A stage's folder gets a ``COMPLETE`` file, holding the stage's identity (:mod:`bobjax.identity`), only after the
+stage returned; a rerun skips such a stage, and refuses to reuse it when its identity has changed since.
 
 A run of a comparison may hold, instead of a stage's folder, a pointer file to a folder it shares with other runs
 (``synthetic.link``, see :mod:`bobjax.share`); :func:`stage_dir` and :func:`partial_dir` follow it, so stages read,
@@ -32,7 +32,7 @@ import pathlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from etils import epath
 
@@ -57,19 +57,6 @@ TIMINGS = "timings.json"  # Wall seconds of each completed stage of a run, for t
 # The finetune stage's LoRA (diffusers/peft layout, so ``load_lora_weights`` in PyTorch reads it), which generate
 # reads: in ``WORKDIR/finetune/``, or in one ``class_NNNN/`` folder per class with ``config.finetune.per_class``.
 LORA_FILE = "pytorch_lora_weights.safetensors"
-
-# The config sections each stage's output depends on (later stages inherit the earlier ones').
-_STAGE_INPUTS = {
-    "caption": ("seed", "data", "caption"),
-    "finetune": ("seed", "data", "caption", "model", "finetune"),
-    "generate": ("seed", "data", "caption", "model", "finetune", "generate"),
-    # The filter's encoder is config.quality's; on the toy world its oracle is sized by config.report's oracle_*.
-    "filter": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "quality", "report"),
-    "classify": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "classify", "method"),
-    "report": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "classify", "method", "compare",
-               "report", "quality"),
-}
-
 
 class ArtifactError(UserError):
     """An artifact cannot be written or reused; the message names the path."""
@@ -212,21 +199,6 @@ def record_timing(workdir: str | os.PathLike, stage: str, seconds: float) -> Non
     write_json(path, timings)
 
 
-def stage_inputs(config, stage: str) -> dict:
-    """The part of ``config`` that ``stage``'s artifact depends on, as plain JSON values."""
-    full = json.loads(config.to_json_best_effort())
-    return {key: full[key] for key in _STAGE_INPUTS[stage] if key in full}
-
-
-def _diff(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [prefix.rstrip(".")] if a != b else []
-
-
 def _follow(folder: str | os.PathLike, relative: str) -> epath.Path:
     """``folder / relative`` with leading ``..`` parts taken as parents: object-store paths are never normalised."""
     folder, parts = epath.Path(folder), relative.split("/")
@@ -257,26 +229,6 @@ def partial_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
     folder, so a shared stage's progress is shared too."""
     folder = stage_dir(workdir, stage)
     return folder.parent / (folder.name + ".partial")
-
-
-def is_complete(config, workdir: str | os.PathLike, stage: str) -> bool:
-    """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
-    marker = stage_dir(workdir, stage) / COMPLETE
-    if not marker.exists():
-        return False
-    recorded = read_json(marker)
-    changed = _diff(recorded, stage_inputs(config, stage))
-    if changed:
-        raise ArtifactError(
-            f"stage {stage!r} is complete in {stage_dir(workdir, stage)} but was made with a different config "
-            f"({', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); rerun with --redo={stage} to remake "
-            "it, or use another --workdir"
-        )
-    return True
-
-
-def mark_complete(config, workdir: str | os.PathLike, stage: str) -> None:
-    write_json(stage_dir(workdir, stage) / COMPLETE, stage_inputs(config, stage))
 
 
 def remove_stage(workdir: str | os.PathLike, stage: str) -> None:
