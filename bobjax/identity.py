@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import ml_collections
 from etils import epath
 
-from bobjax import artifacts, assets
+from bobjax import artifacts, assets, run_folder
 from bobjax.data import fewshot, load_source
 from bobjax.errors import ConfigError
 
@@ -133,8 +133,8 @@ def _diff(a, b, prefix: str = "") -> list[str]:
 
 def is_complete(config, workdir: str | os.PathLike, stage: str) -> bool:
     """Whether ``stage`` finished in ``workdir`` with the same identity; a changed identity is an error."""
-    folder = artifacts.stage_dir(workdir, stage)
-    marker = folder / artifacts.COMPLETE
+    folder = run_folder.stage_dir(workdir, stage)
+    marker = folder / run_folder.COMPLETE
     if not marker.exists():
         return False
     differences = changed(artifacts.read_json(marker), config, stage)
@@ -148,4 +148,4 @@ def is_complete(config, workdir: str | os.PathLike, stage: str) -> bool:
 
 
 def mark_complete(config, workdir: str | os.PathLike, stage: str) -> None:
-    artifacts.write_json(artifacts.stage_dir(workdir, stage) / artifacts.COMPLETE, of(config, stage))
+    artifacts.write_json(run_folder.stage_dir(workdir, stage) / run_folder.COMPLETE, of(config, stage))

@@ -19,7 +19,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from bobjax import (artifacts, caption, classify, compare, config_lib, finetune, generate, identity, parallel,
-                    pretrained, report, share)
+                    pretrained, report, run_folder, share)
 from bobjax import filter as filter_stage  # Not as "filter": that would shadow the builtin in this module.
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
@@ -57,7 +57,7 @@ def record_splits(config, workdir: str) -> None:
 
 def run_stage(config, workdir: str, stage: str) -> None:
     if identity.is_complete(config, workdir, stage):
-        logging.info("stage %s: complete in %s, skipped", stage, artifacts.stage_dir(workdir, stage))
+        logging.info("stage %s: complete in %s, skipped", stage, run_folder.stage_dir(workdir, stage))
         return
     logging.info("stage %s: running in %s", stage, workdir)
     start = time.perf_counter()
@@ -67,9 +67,9 @@ def run_stage(config, workdir: str, stage: str) -> None:
     parallel.wait_for_every_host(f"bobjax: {stage} done in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     if parallel.is_main_process():
         identity.mark_complete(config, workdir, stage)
-        artifacts.record_timing(workdir, stage, time.perf_counter() - start)
+        run_folder.record_timing(workdir, stage, time.perf_counter() - start)
         # Checkpoints and caches are dead weight once the artifact is complete (a CLIP classifier's are GBs).
-        artifacts.partial_dir(workdir, stage).rmtree(missing_ok=True)
+        run_folder.partial_dir(workdir, stage).rmtree(missing_ok=True)
     parallel.wait_for_every_host(f"bobjax: {stage} marked complete in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     logging.info("stage %s: complete", stage)
 
@@ -85,7 +85,7 @@ def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) ->
         if record_split:
             record_splits(config, workdir)
         for stage in redo:
-            artifacts.remove_stage(workdir, stage)
+            run_folder.remove_stage(workdir, stage)
     # The other hosts look for complete stages next: not before host 0 has removed those being redone.
     parallel.wait_for_every_host(f"bobjax: {workdir} prepared", STAGE_BARRIER_TIMEOUT_S)
 

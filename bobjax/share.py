@@ -13,7 +13,7 @@ run's results, and stay in its folder.
 
 How: a run's folder holds, where the stage's folder would be, a one-line pointer file (``synthetic.link``) with the
 shared folder's path relative to the run (``../../shared/generate-3f2a9c1e0b7d``), which
-:func:`bobjax.artifacts.stage_dir` follows. So each run stays an ordinary run: its stages, the report and a rerun of
+:func:`bobjax.run_folder.stage_dir` follows. So each run stays an ordinary run: its stages, the report and a rerun of
 the run alone read, write, complete and ``--redo`` the shared folder as their own, and its ``COMPLETE`` marker still
 refuses a changed config. A pointer rather than a symlink because an object store (``gs://``) has neither symlinks
 nor rename: the pointer is one small object written whole. Content keys rather than "reuse the run that made it
@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from bobjax import artifacts, config_lib, identity, parallel
+from bobjax import artifacts, config_lib, identity, parallel, run_folder
 
 SHARED_STAGES = ("caption", "finetune", "generate", "filter")
 STORE = "shared"  # Under the comparison's workdir.
@@ -56,10 +56,10 @@ def link_runs(runs, workdir, redo, timeout_s: int) -> None:
             for stage in config_lib.run_stages(run.config):
                 if stage not in SHARED_STAGES:
                     continue
-                link = artifacts.link_path(run.workdir, stage)
+                link = run_folder.link_path(run.workdir, stage)
                 linked = link.exists()
-                if not linked and (artifacts.stage_dir(run.workdir, stage).exists()
-                                   or artifacts.partial_dir(run.workdir, stage).exists()):
+                if not linked and (run_folder.stage_dir(run.workdir, stage).exists()
+                                   or run_folder.partial_dir(run.workdir, stage).exists()):
                     continue  # A folder of its own, kept.
                 if stage in redo or not linked:
                     artifacts.write_text(link, _pointer(run, workdir, stage) + "\n")
@@ -71,7 +71,7 @@ def shared_folders(runs, workdir) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for run in runs:
         for stage in SHARED_STAGES:
-            folder = artifacts.stage_dir(run.workdir, stage)
+            folder = run_folder.stage_dir(run.workdir, stage)
             if folder.parent != run.workdir:
                 shared = f"{STORE}/{folder.parent.name}/{folder.name}"
                 out.setdefault(shared, []).append(str(run.workdir.relative_to(workdir)))

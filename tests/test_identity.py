@@ -7,8 +7,8 @@ called and the marker untouched, by a run whose data is a copy elsewhere, and by
 (whole config sections, no ``format``) keep resuming. Each setting left out of an identity is shown to give equal
 outputs at two values: the captions at batch 4 and 8 (token-identical), the synthetic images at generation batch 2
 and 3 (identical bytes) and with the ``xla`` and ``chunked`` attention kernels, the quality encoder's features and the
-filters' decisions at batch 3 and 7; the mesh by tests/test_generate.py (1 and 8 devices, 1e-5) and
-tests/test_classify_sharding.py.
+filters' decisions at batch 3 and 7; the mesh by tests/test_generate.py (1 and 8 devices, 1e-5),
+tests/test_finetune_run.py (8 devices and FSDP against one) and tests/test_classify_sharding.py.
 """
 
 import functools
@@ -25,7 +25,7 @@ from test_generate import stage_config, tiny_sd_path  # noqa: F401  (a fixture)
 from tiny_clip import IMAGE_SIZE, make_tiny_clip
 from tiny_vlm import build_tiny_vlm
 
-from bobjax import artifacts, config_lib, identity, main, share
+from bobjax import artifacts, config_lib, identity, main, run_folder, share
 from bobjax.artifacts import ArtifactError
 from bobjax.caption import read_caption_bank
 from bobjax.caption import stage as caption_stage
@@ -82,7 +82,7 @@ def test_captions_move_to_a_copy_of_the_data_and_to_a_bucket_with_another_batch(
     calls = in_process_vlm(monkeypatch, tiny_vlm)
     main.run(caption_config(data, tiny_vlm, 4), workdir)
     assert calls and max(calls) == 8  # 4 of the 6 train images x 2 questions.
-    marker = os.path.join(workdir, "captions", artifacts.COMPLETE)
+    marker = os.path.join(workdir, "captions", run_folder.COMPLETE)
     recorded = open(marker).read()
     bank = read_caption_bank(workdir)
     assert "data_dir" not in recorded and "batch_size" not in recorded
@@ -118,7 +118,7 @@ def test_a_marker_in_the_format_before_identities_keeps_resuming(tmp_path, tiny_
     calls = in_process_vlm(monkeypatch, tiny_vlm)
     made = caption_config(data, tiny_vlm, 4)
     main.run(made, workdir)
-    marker = os.path.join(workdir, "captions", artifacts.COMPLETE)
+    marker = os.path.join(workdir, "captions", run_folder.COMPLETE)
     artifacts.write_json(marker, legacy_marker(made, "caption"))
     recorded = open(marker).read()
     assert '"data_dir": "' + data in recorded
@@ -183,7 +183,7 @@ def test_files_count_by_their_content_not_their_path(tmp_path):
 
 def synthetic_images(config, workdir):
     generate.run(config, workdir)
-    source = read_dataset(artifacts.stage_dir(workdir, "generate"))
+    source = read_dataset(run_folder.stage_dir(workdir, "generate"))
     return {source[i]["image_id"]: source[i]["image"] for i in range(len(source))}
 
 

@@ -28,7 +28,7 @@ from absl import logging
 from etils import epath
 from tqdm import tqdm
 
-from bobjax import artifacts, identity, parallel
+from bobjax import artifacts, identity, parallel, run_folder
 from bobjax.caption import answers, bank, prompts, tsv
 from bobjax.caption.answers import AskFn
 from bobjax.caption.cache import ResponseCache
@@ -94,7 +94,7 @@ def _image(train, index: int, image_id: str) -> np.ndarray:
 
 
 def _answers(config, workdir: str) -> ResponseCache:
-    return ResponseCache(artifacts.partial_dir(workdir, "caption"), cache_key(config),
+    return ResponseCache(run_folder.partial_dir(workdir, "caption"), cache_key(config),
                          lambda recorded: not identity.changed(recorded, config, "caption"))
 
 
