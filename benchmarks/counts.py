@@ -116,7 +116,7 @@ def warm_up(folder: str) -> None:
 
 def bookkeeping(per_class: int, resolution: int, classifier: bool, datadream: bool) -> dict:
     """Every stage's work but the models' at ``per_class`` images a class; returns {stage: {s, peak_mb}}."""
-    from bobjax import artifacts, main
+    from bobjax import artifacts, main, run_folder
     from bobjax.caption import stage as caption
     from bobjax.classify import input as classify_input
     from bobjax.classify import stage as classify
@@ -141,7 +141,7 @@ def bookkeeping(per_class: int, resolution: int, classifier: bool, datadream: bo
         main.prepare_workdir(config, workdir)
         measured(results, "caption bank (TSV)", lambda: caption.run(config, workdir))
         splits, planned = measured(results, "plan", lambda: generate.plan_run(config, workdir))
-        out_dir = artifacts.stage_dir(workdir, "generate")
+        out_dir = run_folder.stage_dir(workdir, "generate")
         draw = stand_in(resolution)
 
         def write():
@@ -170,7 +170,7 @@ def bookkeeping(per_class: int, resolution: int, classifier: bool, datadream: bo
         measured(results, f"classifier input: 10 batches of {cfg.batch_size} at {cfg.image_size} px",
                  lambda: [next(batches) for _ in range(10)])
         results["steps per epoch"] = data.phases[0].steps_per_epoch
-        artifacts.write_json(artifacts.stage_dir(workdir, "classify") / "metrics.json",
+        artifacts.write_json(run_folder.stage_dir(workdir, "classify") / "metrics.json",
                              {"class_names": splits.class_names, "validation_top1": None,
                               "test": {"top1": 50.0, "per_class": [50.0] * CLASSES}})
         measured(results, "report", lambda: report.run(config, workdir))

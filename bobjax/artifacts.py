@@ -1,4 +1,4 @@
-"""Atomic artifacts and stage completion: what makes every stage killable at any moment and rerunnable.
+"""Atomic artifacts, local or on Cloud Storage: what makes every stage killable at any moment and rerunnable.
 
 Every path of a run goes through ``etils.epath``, so a workdir or data dir is a local folder or a Cloud Storage
 one (``gs://BUCKET/...``); :func:`storage_path` turns a flag or config value into one and refuses any other
@@ -15,12 +15,8 @@ What "atomic" means, so that a reader never sees half an artifact:
   renamed; on an object store, uploaded file by file with its marker last (``dataset_info.json`` for a TFDS
   dataset), and readers and resume take the folder as complete only once the marker exists.
 
-A stage's folder gets a ``COMPLETE`` file, holding the config fields the stage depends on, only after the stage
-returned; a rerun skips such a stage, and refuses to reuse it when those fields have changed since.
-
-A run of a comparison may hold, instead of a stage's folder, a pointer file to a folder it shares with other runs
-(``synthetic.link``, see :mod:`bobjax.share`); :func:`stage_dir` and :func:`partial_dir` follow it, so stages read,
-write, complete and remove a shared folder exactly as their own.
+Where a run's artifacts go in its workdir, and which stages are complete, is :mod:`bobjax.run_folder`'s and
+:mod:`bobjax.identity`'s; this module only writes and reads them.
 """
 
 from __future__ import annotations
@@ -32,44 +28,15 @@ import pathlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from etils import epath
 
 from bobjax.errors import UserError
 
-COMPLETE = "COMPLETE"
-
 # The object stores a workdir or data dir may be on: Cloud Storage, which every library bobjax writes and reads
 # through (epath, TFDS, ArrayRecord's reader, orbax, TensorBoard's writer) supports.
 SCHEMES = ("gs",)
-
-# Where each stage's artifact lives under the workdir.
-STAGE_DIRS = {"caption": "captions", "finetune": "finetune", "generate": "synthetic", "filter": "filter",
-              "classify": "classify", "report": "report"}
-
-# A run's pointer to the folder that holds a stage folder it shares with other runs (``WORKDIR/synthetic.link``: that
-# folder's path relative to the run's), written by :mod:`bobjax.share` where the run's own stage folder would be.
-LINK_SUFFIX = ".link"
-
-TIMINGS = "timings.json"  # Wall seconds of each completed stage of a run, for the report.
-
-# The finetune stage's LoRA (diffusers/peft layout, so ``load_lora_weights`` in PyTorch reads it), which generate
-# reads: in ``WORKDIR/finetune/``, or in one ``class_NNNN/`` folder per class with ``config.finetune.per_class``.
-LORA_FILE = "pytorch_lora_weights.safetensors"
-
-# The config sections each stage's output depends on (later stages inherit the earlier ones').
-_STAGE_INPUTS = {
-    "caption": ("seed", "data", "caption"),
-    "finetune": ("seed", "data", "caption", "model", "finetune"),
-    "generate": ("seed", "data", "caption", "model", "finetune", "generate"),
-    # The filter's encoder is config.quality's; on the toy world its oracle is sized by config.report's oracle_*.
-    "filter": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "quality", "report"),
-    "classify": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "classify", "method"),
-    "report": ("seed", "data", "caption", "model", "finetune", "generate", "filter", "classify", "method", "compare",
-               "report", "quality"),
-}
-
 
 class ArtifactError(UserError):
     """An artifact cannot be written or reused; the message names the path."""
@@ -202,87 +169,3 @@ def read_json(path: str | os.PathLike):
         return json.loads(epath.Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}); delete it or rerun the stage that writes it") from e
-
-
-def record_timing(workdir: str | os.PathLike, stage: str, seconds: float) -> None:
-    """Sets ``stage``'s wall time in ``WORKDIR/timings.json`` (the seconds of the attempt that completed it)."""
-    path = epath.Path(workdir) / TIMINGS
-    timings = read_json(path) if path.exists() else {}
-    timings[stage] = round(seconds, 1)
-    write_json(path, timings)
-
-
-def stage_inputs(config, stage: str) -> dict:
-    """The part of ``config`` that ``stage``'s artifact depends on, as plain JSON values."""
-    full = json.loads(config.to_json_best_effort())
-    return {key: full[key] for key in _STAGE_INPUTS[stage] if key in full}
-
-
-def _diff(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [prefix.rstrip(".")] if a != b else []
-
-
-def _follow(folder: str | os.PathLike, relative: str) -> epath.Path:
-    """``folder / relative`` with leading ``..`` parts taken as parents: object-store paths are never normalised."""
-    folder, parts = epath.Path(folder), relative.split("/")
-    while parts and parts[0] == "..":
-        folder, parts = folder.parent, parts[1:]
-    return folder.joinpath(*parts)
-
-
-def link_path(workdir: str | os.PathLike, stage: str) -> epath.Path:
-    """Where a run's pointer to the shared folder of ``stage`` goes (:mod:`bobjax.share`)."""
-    return epath.Path(workdir) / (STAGE_DIRS[stage] + LINK_SUFFIX)
-
-
-def stage_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
-    """``WORKDIR/<stage folder>``, or that folder in the shared one its pointer file names."""
-    link = link_path(workdir, stage)
-    home = _follow(workdir, link.read_text().strip()) if link.exists() else epath.Path(workdir)
-    return home / STAGE_DIRS[stage]
-
-
-def class_lora_dir(finetune_dir: str | os.PathLike, label: int) -> epath.Path:
-    """Where class ``label``'s LoRA goes with ``config.finetune.per_class``."""
-    return epath.Path(finetune_dir) / f"class_{label:04d}"
-
-
-def partial_dir(workdir: str | os.PathLike, stage: str) -> epath.Path:
-    """Where a stage keeps work in progress (caches, checkpoints) that ``--redo`` must discard with it: beside its
-    folder, so a shared stage's progress is shared too."""
-    folder = stage_dir(workdir, stage)
-    return folder.parent / (folder.name + ".partial")
-
-
-def is_complete(config, workdir: str | os.PathLike, stage: str) -> bool:
-    """Whether ``stage`` finished in ``workdir`` with the same inputs; a changed input is an error."""
-    marker = stage_dir(workdir, stage) / COMPLETE
-    if not marker.exists():
-        return False
-    recorded = read_json(marker)
-    changed = _diff(recorded, stage_inputs(config, stage))
-    if changed:
-        raise ArtifactError(
-            f"stage {stage!r} is complete in {stage_dir(workdir, stage)} but was made with a different config "
-            f"({', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); rerun with --redo={stage} to remake "
-            "it, or use another --workdir"
-        )
-    return True
-
-
-def mark_complete(config, workdir: str | os.PathLike, stage: str) -> None:
-    write_json(stage_dir(workdir, stage) / COMPLETE, stage_inputs(config, stage))
-
-
-def remove_stage(workdir: str | os.PathLike, stage: str) -> None:
-    """Deletes a stage's artifact and work in progress (for ``--redo``), marker first so a kill midway leaves
-    the stage incomplete. A shared folder is deleted for every run that shares it, and remade once."""
-    folder = stage_dir(workdir, stage)
-    (folder / COMPLETE).unlink(missing_ok=True)
-    folder.rmtree(missing_ok=True)
-    partial_dir(workdir, stage).rmtree(missing_ok=True)

@@ -18,8 +18,8 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from bobjax import (accelerator, artifacts, caption, classify, compare, config_lib, finetune, generate, parallel,
-                    pretrained, report, share)
+from bobjax import (accelerator, artifacts, caption, classify, compare, config_lib, finetune, generate, identity,
+                    parallel, pretrained, report, run_folder, share)
 from bobjax import filter as filter_stage  # Not as "filter": that would shadow the builtin in this module.
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
@@ -41,12 +41,13 @@ STAGE_RUNS = {"caption": caption.run, "finetune": finetune.run, "generate": gene
 
 
 def record_splits(config, workdir: str) -> None:
-    """Writes ``splits.json`` (the image ids of the run); a different existing split is an error."""
+    """Writes ``splits.json`` (the image ids of the run); a different existing split is an error. The dataset's name
+    may differ: an image folder's is its folder's, which a run that moved to a copy of the data may name otherwise."""
     splits = fewshot.make_splits(config.data, config.seed)
     manifest = splits.manifest()
     path = epath.Path(workdir) / "splits.json"
     if path.exists():
-        if artifacts.read_json(path) != manifest:
+        if {**artifacts.read_json(path), "dataset": manifest["dataset"]} != manifest:
             raise artifacts.ArtifactError(f"{path} records another split than this config draws; use another --workdir")
         return
     artifacts.write_json(path, manifest)
@@ -55,8 +56,8 @@ def record_splits(config, workdir: str) -> None:
 
 
 def run_stage(config, workdir: str, stage: str) -> None:
-    if artifacts.is_complete(config, workdir, stage):
-        logging.info("stage %s: complete in %s, skipped", stage, artifacts.stage_dir(workdir, stage))
+    if identity.is_complete(config, workdir, stage):
+        logging.info("stage %s: complete in %s, skipped", stage, run_folder.stage_dir(workdir, stage))
         return
     logging.info("stage %s: running in %s", stage, workdir)
     start = time.perf_counter()
@@ -65,10 +66,10 @@ def run_stage(config, workdir: str, stage: str) -> None:
     # complete, or read it in the next stage, before every host is done with it.
     parallel.wait_for_every_host(f"bobjax: {stage} done in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     if parallel.is_main_process():
-        artifacts.mark_complete(config, workdir, stage)
-        artifacts.record_timing(workdir, stage, time.perf_counter() - start)
+        identity.mark_complete(config, workdir, stage)
+        run_folder.record_timing(workdir, stage, time.perf_counter() - start)
         # Checkpoints and caches are dead weight once the artifact is complete (a CLIP classifier's are GBs).
-        artifacts.partial_dir(workdir, stage).rmtree(missing_ok=True)
+        run_folder.partial_dir(workdir, stage).rmtree(missing_ok=True)
     parallel.wait_for_every_host(f"bobjax: {stage} marked complete in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     logging.info("stage %s: complete", stage)
 
@@ -84,7 +85,7 @@ def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) ->
         if record_split:
             record_splits(config, workdir)
         for stage in redo:
-            artifacts.remove_stage(workdir, stage)
+            run_folder.remove_stage(workdir, stage)
     # The other hosts look for complete stages next: not before host 0 has removed those being redone.
     parallel.wait_for_every_host(f"bobjax: {workdir} prepared", STAGE_BARRIER_TIMEOUT_S)
 
@@ -94,7 +95,7 @@ def _pending_stages(plan, redo) -> list:
     would skip was completed with a different config: found only when its turn came, the error would follow minutes
     to hours of the stages before it."""
     return [(config, workdir, stage) for config, workdir, stage in plan
-            if stage in redo or not artifacts.is_complete(config, workdir, stage)]
+            if stage in redo or not identity.is_complete(config, workdir, stage)]
 
 
 def run(config, workdir: str, redo=()) -> None:

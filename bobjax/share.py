@@ -4,15 +4,16 @@ stream, then caption, fine-tune and generate once.
 
 Where: ``WORKDIR/shared/<stage>-<key>/``, holding the stage's folder under its usual name and its work in progress
 (``shared/generate-3f2a9c1e0b7d/synthetic/``, ``.../synthetic.partial/``), the key being the first 12 hex digits of the
-sha256 of the stage's inputs: the config sections its ``COMPLETE`` marker records
-(:func:`bobjax.artifacts.stage_inputs`). Runs share a folder if and only if those inputs are equal: ``seed`` is one of
-them, so seeds never share; ``method`` is not, but each method's preset is (DataDream's prompts, BOB's context plan),
-so BOB and its within-class ablation share captions and the LoRA, not the synthetic set. Only caption, finetune,
-generate and filter are shared: classify and report are each run's results, and stay in its folder.
+sha256 of the stage's identity, which its ``COMPLETE`` marker records (:func:`bobjax.identity.of`: what changes its
+output, so not where the data is stored, the mesh or a batch size that changes nothing). Runs share a folder if and
+only if those identities are equal: ``seed`` is part of them, so seeds never share; ``method`` is not, but each
+method's preset is (DataDream's prompts, BOB's context plan), so BOB and its within-class ablation share captions and
+the LoRA, not the synthetic set. Only caption, finetune, generate and filter are shared: classify and report are each
+run's results, and stay in its folder.
 
 How: a run's folder holds, where the stage's folder would be, a one-line pointer file (``synthetic.link``) with the
 shared folder's path relative to the run (``../../shared/generate-3f2a9c1e0b7d``), which
-:func:`bobjax.artifacts.stage_dir` follows. So each run stays an ordinary run: its stages, the report and a rerun of
+:func:`bobjax.run_folder.stage_dir` follows. So each run stays an ordinary run: its stages, the report and a rerun of
 the run alone read, write, complete and ``--redo`` the shared folder as their own, and its ``COMPLETE`` marker still
 refuses a changed config. A pointer rather than a symlink because an object store (``gs://``) has neither symlinks
 nor rename: the pointer is one small object written whole. Content keys rather than "reuse the run that made it
@@ -20,7 +21,7 @@ first" because then no run owns an artifact that others read.
 
 Rules: a run that already has a folder of its own for a stage (made before sharing, or as a single run) keeps it;
 a pointer, once written, stays (a changed config is then refused, as in any run) until ``--redo=STAGE`` points it at
-the folder of the current inputs, which the redo then remakes once for every run that shares it. A folder no run
+the folder of the current identity, which the redo then remakes once for every run that shares it. A folder no run
 points at any more (after such a redo) may be deleted by hand. Only host 0 writes pointers; every host waits for them.
 """
 
@@ -29,15 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from bobjax import artifacts, config_lib, parallel
+from bobjax import artifacts, config_lib, identity, parallel, run_folder
 
 SHARED_STAGES = ("caption", "finetune", "generate", "filter")
 STORE = "shared"  # Under the comparison's workdir.
 
 
 def key(config, stage: str) -> str:
-    """The name of ``stage``'s inputs under ``config``: equal inputs, equal key."""
-    inputs = json.dumps(artifacts.stage_inputs(config, stage), sort_keys=True)
+    """The name of ``stage``'s identity under ``config``: equal identities, equal key."""
+    inputs = json.dumps(identity.of(config, stage), sort_keys=True)
     return hashlib.sha256(inputs.encode()).hexdigest()[:12]
 
 
@@ -55,10 +56,10 @@ def link_runs(runs, workdir, redo, timeout_s: int) -> None:
             for stage in config_lib.run_stages(run.config):
                 if stage not in SHARED_STAGES:
                     continue
-                link = artifacts.link_path(run.workdir, stage)
+                link = run_folder.link_path(run.workdir, stage)
                 linked = link.exists()
-                if not linked and (artifacts.stage_dir(run.workdir, stage).exists()
-                                   or artifacts.partial_dir(run.workdir, stage).exists()):
+                if not linked and (run_folder.stage_dir(run.workdir, stage).exists()
+                                   or run_folder.partial_dir(run.workdir, stage).exists()):
                     continue  # A folder of its own, kept.
                 if stage in redo or not linked:
                     artifacts.write_text(link, _pointer(run, workdir, stage) + "\n")
@@ -70,7 +71,7 @@ def shared_folders(runs, workdir) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for run in runs:
         for stage in SHARED_STAGES:
-            folder = artifacts.stage_dir(run.workdir, stage)
+            folder = run_folder.stage_dir(run.workdir, stage)
             if folder.parent != run.workdir:
                 shared = f"{STORE}/{folder.parent.name}/{folder.name}"
                 out.setdefault(shared, []).append(str(run.workdir.relative_to(workdir)))

@@ -17,7 +17,7 @@ import sys
 
 from PIL import Image, ImageDraw, ImageFont
 
-from bobjax import artifacts
+from bobjax import artifacts, run_folder
 from bobjax.generate.stage import FIXED_NOISE_GRID
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,7 +38,7 @@ def _read_grid(run: str, method: str) -> Image.Image:
     if not os.path.isdir(folder):
         raise PictureError(f"{folder} does not exist: expected a comparison with {method!r} "
                            "(e.g. python -m bobjax.main --config=configs/demo.py --workdir=runs/demo)")
-    path = artifacts.stage_dir(folder, "generate") / "grids" / FIXED_NOISE_GRID
+    path = run_folder.stage_dir(folder, "generate") / "grids" / FIXED_NOISE_GRID
     if not path.exists():
         raise PictureError(f"{path} does not exist: expected the grid of {method!r}'s completed generate stage")
     return Image.open(path).convert("RGB")

@@ -23,7 +23,7 @@ from etils.epath import backend, gpath
 from fake_gcs import FakeGcsFileSystem, MediaServer, local
 from orbax.checkpoint._src.path import gcs_utils
 
-from bobjax import artifacts, config_lib, main
+from bobjax import artifacts, config_lib, main, run_folder
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.generate import stage as generate
 from bobjax.training import loop
@@ -95,9 +95,9 @@ def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_
         with pytest.raises(_Killed):
             command(f"--workdir={WORKDIR}", *TINY_ARGS)
     run = local(fake_gcs, WORKDIR)
-    assert os.path.exists(os.path.join(run, "captions", artifacts.COMPLETE))
+    assert os.path.exists(os.path.join(run, "captions", run_folder.COMPLETE))
     assert os.listdir(os.path.join(run, "finetune", "checkpoints")) == ["2"]
-    assert not os.path.exists(os.path.join(run, "finetune", artifacts.COMPLETE))
+    assert not os.path.exists(os.path.join(run, "finetune", run_folder.COMPLETE))
 
     def recorded(self, step, *args, **kwargs):
         saved.append((os.path.basename(os.path.dirname(self.directory)), step))
@@ -110,8 +110,8 @@ def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_
     assert os.listdir(".") == []
     stages = [s for s in config_lib.STAGES if s != "filter"]  # No config.filter.rule: nothing to filter.
     for stage in stages:
-        assert os.path.exists(os.path.join(artifacts.stage_dir(run, stage), artifacts.COMPLETE)), stage
-    for name in ("config.json", "splits.json", "weights.json", "timings.json", "finetune/" + artifacts.LORA_FILE,
+        assert os.path.exists(os.path.join(run_folder.stage_dir(run, stage), run_folder.COMPLETE)), stage
+    for name in ("config.json", "splits.json", "weights.json", "timings.json", "finetune/" + run_folder.LORA_FILE,
                  "classify/metrics.json", "report/index.html", "report/results.json", "synthetic/grids/class_0002.png"):
         assert os.path.isfile(os.path.join(run, name)), name
     assert sorted(artifacts.read_json(f"{WORKDIR}/timings.json")) == sorted(stages)

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from demo_run import cli, demo_config
 from PIL import Image
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.artifacts import ArtifactError
 from bobjax.caption import prompts, read_caption_bank, stage
 from bobjax.data import DataError, make_splits
@@ -121,7 +121,7 @@ def test_unreadable_image_error_gets_the_image_id_when_the_source_left_it_out(tm
 
 
 def cached_ids(workdir):
-    with open(os.path.join(artifacts.partial_dir(workdir, "caption"), "responses.jsonl")) as f:
+    with open(os.path.join(run_folder.partial_dir(workdir, "caption"), "responses.jsonl")) as f:
         return [json.loads(line)["image_id"] for line in f]
 
 
@@ -149,7 +149,7 @@ def test_torn_last_line_after_a_kill_is_dropped(tmp_path):
     config = demo_config(**{"caption.method": "vlm", "caption.batch_size": 4})
     with pytest.raises(RuntimeError):
         stage.run(config, str(tmp_path), make_captioner=lambda: FakeVLM(fail_after=4))
-    with open(os.path.join(artifacts.partial_dir(str(tmp_path), "caption"), "responses.jsonl"), "a") as f:
+    with open(os.path.join(run_folder.partial_dir(str(tmp_path), "caption"), "responses.jsonl"), "a") as f:
         f.write('{"image_id": "toyworld/train/0000')  # A kill in the middle of the next batch's write.
     rerun = FakeVLM()
     stage.run(config, str(tmp_path), make_captioner=lambda: rerun)

@@ -17,7 +17,7 @@ from demo_run import ROOT, cli, demo_config
 from PIL import Image
 from tiny_vlm import build_tiny_vlm
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.caption import prompts, read_caption_bank, stage
 from bobjax.caption.vlm import VLMCaptioner, load_processor
 from bobjax.data import make_splits
@@ -98,7 +98,7 @@ def test_stage_with_the_tiny_vlm_banks_one_record_per_image(tiny_vlm, tmp_path):
     assert stats["images"] == 4 and stats["answers"] == 8 and stats["model"] == tiny_vlm
 
     # The first answers in the cache are the model's answers to the paper's questions about those images.
-    with open(os.path.join(artifacts.partial_dir(str(tmp_path), "caption"), "responses.jsonl")) as f:
+    with open(os.path.join(run_folder.partial_dir(str(tmp_path), "caption"), "responses.jsonl")) as f:
         cached = {r["image_id"]: r for r in map(json.loads, f)}
     images = [splits.train[i]["image"] for i in range(len(splits.train))]
     expected, _ = reference_answers(tiny_vlm, images, [prompts.question("background", "bird")] * len(images))

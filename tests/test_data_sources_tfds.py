@@ -17,7 +17,7 @@ import pytest
 import tfds_builders
 from tiny_sd import make_tiny_sd
 
-from bobjax import artifacts, config_lib, main
+from bobjax import artifacts, config_lib, main, run_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Per dataset: its config, and the first class names the run must use (the builder's, cleaned for prompts).
@@ -119,7 +119,7 @@ def test_each_builders_dataset_through_what_each_stage_reads(name, tiny_sd_path,
     rng = np.random.default_rng(0)
     write_synthetic(str(workdir), names, rng.integers(0, 256, (num_classes, 16, 16, 3), dtype=np.uint8),
                     np.arange(num_classes))
-    synthetic = classify_input.LabelledSource(read_dataset(artifacts.stage_dir(str(workdir), "generate")),
+    synthetic = classify_input.LabelledSource(read_dataset(run_folder.stage_dir(str(workdir), "generate")),
                                               np.arange(num_classes))
     train_input = classify_input.TrainInput(config.classify, splits.train, synthetic, config.seed, 16)
     batch = next(train_input.batches(0))
@@ -129,10 +129,10 @@ def test_each_builders_dataset_through_what_each_stage_reads(name, tiny_sd_path,
     assert set(decoded) <= {(None, None, 3)}, "a segmentation mask (or another image feature) was decoded"
 
     per_class = rng.uniform(0, 100, num_classes).tolist()
-    artifacts.write_json(artifacts.stage_dir(str(workdir), "classify") / "metrics.json",
+    artifacts.write_json(run_folder.stage_dir(str(workdir), "classify") / "metrics.json",
                          {"class_names": names, "validation_top1": None, "test": {"top1": 50.0, "per_class": per_class}})
     report.run(config, str(workdir))
-    out = artifacts.stage_dir(str(workdir), "report")
+    out = run_folder.stage_dir(str(workdir), "report")
     assert (out / "images" / "real.png").exists() and (out / "classes.html").exists() == (num_classes > 12)
 
 
@@ -152,12 +152,12 @@ def test_cub_through_every_stage_that_reads_data_with_tiny_models(tiny_sd_path, 
     assert set(decoded) <= {(None, None, 3)}, "a segmentation mask (or another image feature) was decoded"
     from bobjax.data.tfds_writer import read_dataset
 
-    images = read_dataset(artifacts.stage_dir(str(workdir), "generate"))
+    images = read_dataset(run_folder.stage_dir(str(workdir), "generate"))
     assert len(images) == num_classes and images[0]["image"].shape == (16, 16, 3)
     assert images[0]["source_label"] == images[0]["label"] == 0  # Started from a train image of its own class.
     assert "laysan albatross" in images[1]["prompt"].decode()
-    metrics = artifacts.read_json(artifacts.stage_dir(str(workdir), "classify") / "metrics.json")
+    metrics = artifacts.read_json(run_folder.stage_dir(str(workdir), "classify") / "metrics.json")
     assert metrics["class_names"] == splits["class_names"] and len(metrics["test"]["per_class"]) == num_classes
-    report = artifacts.stage_dir(str(workdir), "report")
+    report = run_folder.stage_dir(str(workdir), "report")
     assert np.isclose(artifacts.read_json(report / "results.json")[config.method]["top1"], metrics["test"]["top1"])
     assert (report / "classes.html").exists()

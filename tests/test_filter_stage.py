@@ -8,7 +8,7 @@ import pytest
 from demo_run import demo_config
 from synthetic_data import write_synthetic
 
-from bobjax import artifacts, compare, config_lib, filter, share, toyworld
+from bobjax import artifacts, compare, config_lib, filter, identity, share, toyworld
 from bobjax.classify import stage as classify_stage
 from bobjax.data import make_splits
 from bobjax.errors import ConfigError
@@ -79,7 +79,7 @@ def test_the_stage_runs_only_with_a_rule_and_shares_like_generate():
     other = demo_config(**{"filter.rule": "top_k"})
     assert share.key(config, "generate") == share.key(other, "generate")  # One synthetic set for both rules...
     assert share.key(config, "filter") != share.key(other, "filter")  # ... filtered twice,
-    assert artifacts.stage_inputs(config, "classify")["filter"]["rule"] == "zero_shot"  # and classified apart.
+    assert identity.of(config, "classify")["filter"]["rule"] == "zero_shot"  # and classified apart.
 
 
 def test_toy_world_filter_drops_mislabelled_images_and_the_classifier_trains_on_the_rest(tmp_path):

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from bobjax import artifacts, config_lib, parallel
+from bobjax import config_lib, parallel, run_folder
 from bobjax.errors import ConfigError
 from bobjax.finetune import stage as finetune
 from bobjax.models import lora_file
@@ -52,7 +52,7 @@ def _run(sd, folder, mesh_shape, **overrides):
     ids = sd.tokenize(PROMPTS)
     trainer = finetune.LoraTrainer(config, sd, finetune.total_steps(config.finetune, len(ids)), mesh)
     trainer.train(IMAGES.__getitem__, ids, str(folder))
-    return lora_file.read_diffusers_lora(os.path.join(folder, artifacts.LORA_FILE))
+    return lora_file.read_diffusers_lora(os.path.join(folder, run_folder.LORA_FILE))
 
 
 def _assert_same(a, b, tol):
@@ -115,7 +115,7 @@ def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, sd, tmp_
         _fail_at_third_batch(patch, killed)
         with pytest.raises(_Killed):
             _run(sd, folder, ONE_DEVICE, checkpoint_every=2)
-    assert os.path.isdir(folder / "checkpoints" / "2") and not os.path.exists(folder / artifacts.LORA_FILE)
+    assert os.path.isdir(folder / "checkpoints" / "2") and not os.path.exists(folder / run_folder.LORA_FILE)
 
     resumed = _run(sd, folder, ONE_DEVICE, checkpoint_every=2, sample_every=3)
     _assert_same(single, resumed, 1e-5)
@@ -132,7 +132,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(sd, tmp_path
     with pytest.raises(loop.TrainingDivergedError, match=r"at step 2: stopped; .*checkpoints"):
         _run(sd, folder, ONE_DEVICE, checkpoint_every=1)
     assert sorted(os.listdir(folder / "checkpoints")) == ["1", "2"]  # Step 3 (index 2) is not saved.
-    assert not os.path.exists(folder / artifacts.LORA_FILE)
+    assert not os.path.exists(folder / run_folder.LORA_FILE)
 
 
 def test_per_class_loras_share_one_compiled_step(tmp_path, monkeypatch, one_device):
@@ -153,7 +153,7 @@ def test_per_class_loras_share_one_compiled_step(tmp_path, monkeypatch, one_devi
                             "finetune.prompt": config_lib.CLASS_PROMPT, "finetune.epochs": 2, "finetune.warmup_steps": 0,
                             "finetune.batch_size": 2, "finetune.resolution": 16, "finetune.sample_every": 0})
     finetune.run(config, str(tmp_path / "run"))
-    files = sorted(glob.glob(str(tmp_path / "run" / "finetune" / "class_*" / artifacts.LORA_FILE)))
+    files = sorted(glob.glob(str(tmp_path / "run" / "finetune" / "class_*" / run_folder.LORA_FILE)))
     assert [os.path.basename(os.path.dirname(f)) for f in files] == ["class_0000", "class_0001", "class_0002"]
     assert len(steps) == 1 and steps[0]._cache_size() == 1
     first, second = (lora_file.read_diffusers_lora(f)["unet"][0] for f in files[:2])

@@ -10,7 +10,7 @@ from test_generate_stage import mesh_of, stage_config
 from test_generate_plan import make
 from tiny_sd import make_tiny_sd
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.data.image_ops import resize_and_center_crop
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
@@ -97,7 +97,7 @@ def test_stage_writes_diff_mix_images_from_their_planned_sources(tiny_sd_path, t
                                            "generate.steps": 4, "generate.negative_prompt": "blurry"})
     generate.run(config, str(tmp_path))
     splits, planned = generate.plan_run(config, str(tmp_path))
-    source = read_dataset(artifacts.stage_dir(str(tmp_path), "generate"))
+    source = read_dataset(run_folder.stage_dir(str(tmp_path), "generate"))
     records = {source[i]["image_id"].decode(): source[i] for i in range(len(source))}
     g = config.generate
     sampler = TextToImage(load_stable_diffusion(tiny_sd_path), scheduler=g.scheduler, steps=g.steps,

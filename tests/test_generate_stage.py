@@ -11,7 +11,7 @@ from demo_run import demo_config
 from ml_collections import ConfigDict
 from tiny_sd import make_tiny_sd
 
-from bobjax import artifacts, parallel
+from bobjax import parallel, run_folder
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.errors import ConfigError
 from bobjax.generate import stage as generate
@@ -97,12 +97,12 @@ def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_pa
     generate.run(config, str(tmp_path))
 
     _, planned = generate.plan_run(config, str(tmp_path))
-    source = read_dataset(artifacts.stage_dir(str(tmp_path), "generate"))
+    source = read_dataset(run_folder.stage_dir(str(tmp_path), "generate"))
     ids = [source[i]["image_id"].decode() for i in range(len(source))]
     assert sorted(ids) == sorted(p.image_id for p in planned) and len(ids) == 9
     record = source[0]
     assert record["image"].shape == (32, 32, 3) and record["prompt"].decode() == planned[0].prompt
-    grids = os.path.join(artifacts.stage_dir(str(tmp_path), "generate"), "grids")
+    grids = os.path.join(run_folder.stage_dir(str(tmp_path), "generate"), "grids")
     assert os.path.exists(os.path.join(grids, "class_0000.png"))
     fixed_noise = np.asarray(Image.open(os.path.join(grids, generate.FIXED_NOISE_GRID)))
     classes = len(generate.plan_run(config, str(tmp_path))[0].class_names)
@@ -123,9 +123,9 @@ def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeyp
     assert len(calls) >= 5  # 9 images in shards of 4, 4 and 1, in batches of 2: 5 calls, then the fixed-noise grid
     os.makedirs(tmp_path / "b")
     generate.run(config, str(tmp_path / "b"))
-    first = read_dataset(artifacts.stage_dir(str(tmp_path / "a"), "generate"))
+    first = read_dataset(run_folder.stage_dir(str(tmp_path / "a"), "generate"))
     # Remove one shard and its metadata, as a kill before finalising would leave it, then resume.
-    folder = artifacts.stage_dir(str(tmp_path / "b"), "generate")
+    folder = run_folder.stage_dir(str(tmp_path / "b"), "generate")
     os.remove(os.path.join(folder, "dataset_info.json"))
     os.remove(generate.ShardedWriter(folder, "synthetic", generate.features(["x"]), "train", 3).shard_path(1))
     generate.run(config, str(tmp_path / "b"))
@@ -166,7 +166,7 @@ def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05
 def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
     import diffusers
 
-    from bobjax.models import lora
+    from bobjax.models import lora_file
 
     path = str(tmp_path / "pytorch_lora_weights.safetensors")
     write_random_lora(tiny_sd_path, path, seed=1)
@@ -199,24 +199,24 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
 def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
     """With ``finetune.per_class``, every image equals the one a pipeline holding only its class's LoRA draws
     for the same prompt and seed (batches of 4 cross class boundaries, so LoRAs are swapped mid-batch)."""
-    from bobjax.models import lora
+    from bobjax.models import lora_file
 
     config = stage_config(tiny_sd_path, **{"generate.plan": "class_only", "finetune.per_class": True,
                                            "generate.batch_size": 4})
-    finetune_dir = artifacts.stage_dir(str(tmp_path), "finetune")
+    finetune_dir = run_folder.stage_dir(str(tmp_path), "finetune")
     for label in range(3):
-        write_random_lora(tiny_sd_path, os.path.join(artifacts.class_lora_dir(finetune_dir, label), artifacts.LORA_FILE),
+        write_random_lora(tiny_sd_path, os.path.join(run_folder.class_lora_dir(finetune_dir, label), run_folder.LORA_FILE),
                           seed=10 + label, std=0.3)  # Strong enough that each class's images tell its LoRA.
     generate.run(config, str(tmp_path))
 
     _, planned = generate.plan_run(config, str(tmp_path))
-    source = read_dataset(artifacts.stage_dir(str(tmp_path), "generate"))
+    source = read_dataset(run_folder.stage_dir(str(tmp_path), "generate"))
     drawn = {source[i]["image_id"].decode(): source[i]["image"] for i in range(len(source))}
     g = config.generate
     for label in range(3):
         sd = load_stable_diffusion(tiny_sd_path)
-        lora_file.fold_file_into_pipeline(sd, os.path.join(artifacts.class_lora_dir(finetune_dir, label),
-                                                           artifacts.LORA_FILE))
+        lora_file.fold_file_into_pipeline(sd, os.path.join(run_folder.class_lora_dir(finetune_dir, label),
+                                                           run_folder.LORA_FILE))
         own = TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                           resolution=g.resolution, mesh=mesh_of(1))
         items = [p for p in planned if p.label == label]

@@ -19,9 +19,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "bobjax"
 # Bottom to top. Within a layer a part may import only the parts listed before it.
 LAYERS = (
     ("errors", "assets", "grid", "prompt_templates"),
-    ("cluster", "accelerator", "artifacts", "parallel", "targets", "config_lib"),
+    ("cluster", "accelerator", "artifacts", "run_folder", "parallel", "targets", "config_lib"),
     ("models", "toyworld", "data"),
-    ("training", "fit", "quality", "toyworld.prior"),
+    ("training", "fit", "identity", "quality", "toyworld.prior"),
     ("caption", "finetune", "generate", "filter", "classify"),
     ("pretrained", "share", "sweep", "compare"),
     ("report",),

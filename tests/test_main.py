@@ -7,7 +7,7 @@ import os
 import pytest
 from demo_run import cli, demo_config
 
-from bobjax import artifacts, config_lib, main
+from bobjax import artifacts, config_lib, main, run_folder
 from bobjax.artifacts import ArtifactError
 from bobjax.errors import ConfigError
 
@@ -20,10 +20,10 @@ class RecordingStage:
 
     def run(self, config, workdir):
         self.calls.append(self.name)
-        os.makedirs(artifacts.partial_dir(workdir, self.name), exist_ok=True)
+        os.makedirs(run_folder.partial_dir(workdir, self.name), exist_ok=True)
         if self.name in self.failing:
             raise RuntimeError("killed")
-        os.makedirs(artifacts.stage_dir(workdir, self.name), exist_ok=True)
+        os.makedirs(run_folder.stage_dir(workdir, self.name), exist_ok=True)
 
 
 @pytest.fixture
@@ -72,11 +72,12 @@ def test_killed_stage_reruns_and_earlier_ones_do_not(tmp_path, recorded):
     failing.add("finetune")
     with pytest.raises(RuntimeError):
         main.run(config, str(tmp_path))
-    assert os.path.isdir(artifacts.partial_dir(str(tmp_path), "finetune")), "a killed stage keeps its progress"
+    assert os.path.isdir(run_folder.partial_dir(str(tmp_path), "finetune")), "a killed stage keeps its progress"
     failing.clear()
     main.run(config, str(tmp_path))
     assert calls == ["caption", "finetune", "finetune", "generate"]
-    assert not any(os.path.exists(artifacts.partial_dir(str(tmp_path), s)) for s in ("caption", "finetune", "generate"))
+    assert not any(os.path.exists(run_folder.partial_dir(str(tmp_path), s))
+                   for s in ("caption", "finetune", "generate"))
 
 
 def test_changed_config_refuses_stale_stage_until_redo(tmp_path, recorded):
@@ -113,12 +114,12 @@ def test_unwritable_workdir_is_named(tmp_path):
 
 
 def test_redo_discards_work_in_progress_too(tmp_path):
-    partial = artifacts.partial_dir(str(tmp_path), "caption")
+    partial = run_folder.partial_dir(str(tmp_path), "caption")
     os.makedirs(partial)
     open(os.path.join(partial, "responses.jsonl"), "w").write("{}\n")
-    os.makedirs(artifacts.stage_dir(str(tmp_path), "caption"))
-    artifacts.remove_stage(str(tmp_path), "caption")
-    assert not os.path.exists(partial) and not os.path.exists(artifacts.stage_dir(str(tmp_path), "caption"))
+    os.makedirs(run_folder.stage_dir(str(tmp_path), "caption"))
+    run_folder.remove_stage(str(tmp_path), "caption")
+    assert not os.path.exists(partial) and not os.path.exists(run_folder.stage_dir(str(tmp_path), "caption"))
 
 
 def test_every_stage_has_its_run_in_pipeline_order():

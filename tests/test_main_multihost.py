@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from multihost import TINY, log, run
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.models import lora_file
 
@@ -26,7 +26,7 @@ STAGES = "--config.stages=caption,finetune,generate,classify"
 
 
 def _lora(workdir):
-    return lora_file.read_diffusers_lora(str(workdir / "finetune" / artifacts.LORA_FILE))
+    return lora_file.read_diffusers_lora(str(workdir / "finetune" / run_folder.LORA_FILE))
 
 
 def _train_losses(workdir) -> list[float]:
@@ -79,7 +79,7 @@ def test_a_killed_host_restarted_with_the_others_resumes(one_process, tmp_path):
     workdir, logs = tmp_path / "killed", str(tmp_path / "killed.log")
     args = [*TINY, "--config.stages=caption,finetune", f"--workdir={workdir}"]
     run(args, processes=2, devices=2, form="slurm", logs=logs, kill_at_save={1: 3})
-    assert not (workdir / "finetune" / artifacts.LORA_FILE).exists()
+    assert not (workdir / "finetune" / run_folder.LORA_FILE).exists()
 
     codes = run(args, processes=2, devices=2, form="slurm", logs=logs)
     assert codes == [0, 0], log(logs, 0)[-3000:] + log(logs, 1)[-3000:]

@@ -7,7 +7,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from bobjax import artifacts, compare, config_lib, report
+from bobjax import artifacts, compare, config_lib, report, run_folder
 from bobjax.generate import stage as generate
 from bobjax.generate.plan import PlannedImage
 from bobjax.grid import spread
@@ -51,12 +51,12 @@ def test_a_200_class_report_summarises_inline_and_links_every_class(tmp_path):
     for run in compare.runs(config, workdir):
         per_class[run.method] = rng.uniform(0, 100, 200).round(1)
         per_class[run.method][7] = 100.0  # In the last histogram band.
-        artifacts.write_json(artifacts.stage_dir(run.workdir, "classify") / "metrics.json",
+        artifacts.write_json(run_folder.stage_dir(run.workdir, "classify") / "metrics.json",
                              {"class_names": NAMES, "validation_top1": None,
                               "test": {"top1": float(per_class[run.method].mean()),
                                        "per_class": per_class[run.method].tolist()}})
         if run.method == "bob":
-            grids = artifacts.stage_dir(run.workdir, "generate") / "grids"
+            grids = run_folder.stage_dir(run.workdir, "generate") / "grids"
             grids.mkdir(parents=True)
             for c in range(200):
                 Image.new("RGB", (16, 16), (c, 0, 0)).save(grids / f"class_{c:04d}.png")
@@ -64,7 +64,7 @@ def test_a_200_class_report_summarises_inline_and_links_every_class(tmp_path):
 
     report.run(config, workdir)
 
-    out = artifacts.stage_dir(workdir, "report")
+    out = run_folder.stage_dir(workdir, "report")
     index, page = (out / "index.md").read_text(), (out / "classes.md").read_text()
     html = (out / "index.html").read_text()
     assert max(markdown_tables(index)) <= 2 * classes.SHOWN, "no 200-row table inline"

@@ -9,7 +9,7 @@ import numpy as np
 from demo_run import demo_config
 from synthetic_data import write_synthetic
 
-from bobjax import artifacts, compare, report, toyworld
+from bobjax import artifacts, compare, report, run_folder, toyworld
 from bobjax.data import make_splits
 from bobjax.filter import keep_list, rules
 from bobjax.quality import measures
@@ -34,7 +34,7 @@ def test_toy_world_report_measures_quality_per_method_and_class(tmp_path):
     class_names = make_splits(config.data, config.seed).class_names
     for k, run in enumerate(runs.values()):
         top1 = [40.0, 50.0, 60.0][k]  # real only < DataDream < BOB
-        artifacts.write_json(os.path.join(artifacts.stage_dir(run.workdir, "classify"), "metrics.json"),
+        artifacts.write_json(os.path.join(run_folder.stage_dir(run.workdir, "classify"), "metrics.json"),
                              {"class_names": class_names, "validation_top1": None,
                               "test": {"top1": top1, "per_class": [top1] * 3}})
     drawn = toyworld.ToyWorldSplit(toyworld.ToyWorldSpec(num_classes=3, image_size=32, seed=5, correlated=False,
@@ -58,9 +58,9 @@ def test_toy_world_report_measures_quality_per_method_and_class(tmp_path):
     assert bob["clip_score"] is None and 0 < bob["diversity"] < 1
     assert bob["filter"] == {"rule": "a test rule", "kept": 20.0, "dropped": 4.0} and dd["filter"] is None
     assert sorted(bob["fd_per_class"]) == sorted(class_names) and bob["images_per_seed"] == 24
-    saved = json.load(open(os.path.join(artifacts.stage_dir(workdir, "report"), "results.json")))
+    saved = json.load(open(os.path.join(run_folder.stage_dir(workdir, "report"), "results.json")))
     assert saved["bob"]["synthetic_quality"]["fd"] == bob["fd"]
-    markdown = open(os.path.join(artifacts.stage_dir(workdir, "report"), "index.md")).read()
+    markdown = open(os.path.join(run_folder.stage_dir(workdir, "report"), "index.md")).read()
     assert "## Synthetic-data quality (toy-world oracle" in markdown
     assert "## Fréchet distance per class" in markdown and "## Diversity per class" in markdown
     assert "Zero-shot fidelity per class" not in markdown  # The class-fidelity table shows it on the toy world.

@@ -10,7 +10,7 @@ from demo_run import demo_config
 from PIL import Image
 from synthetic_data import write_synthetic
 
-from bobjax import artifacts, caption, compare, config_lib, report
+from bobjax import artifacts, caption, compare, config_lib, report, run_folder
 from bobjax import toyworld
 from bobjax.data import make_splits
 from bobjax.report import stage as report_stage
@@ -24,7 +24,7 @@ def _write_metrics(run, class_names, rng):
     per_class = [float(a) for a in rng.uniform(0, 100, len(class_names))]
     metrics = {"class_names": class_names, "validation_top1": None,
                "test": {"top1": float(rng.uniform(0, 100)), "per_class": per_class}}
-    artifacts.write_json(os.path.join(artifacts.stage_dir(run.workdir, "classify"), "metrics.json"), metrics)
+    artifacts.write_json(os.path.join(run_folder.stage_dir(run.workdir, "classify"), "metrics.json"), metrics)
     return metrics
 
 
@@ -37,14 +37,14 @@ def test_report_over_a_comparison(tmp_path):
     written = {run.workdir: _write_metrics(run, class_names, rng) for run in runs}
     bob = next(r for r in runs if r.method == "bob")
     caption.run(bob.config, bob.workdir)  # Oracle captions: the real images' backgrounds.
-    grids = os.path.join(artifacts.stage_dir(bob.workdir, "generate"), "grids")
+    grids = os.path.join(run_folder.stage_dir(bob.workdir, "generate"), "grids")
     os.makedirs(grids)
     Image.fromarray(np.full((16, 48, 3), 90, np.uint8)).save(os.path.join(grids, "class_0000.png"))
-    artifacts.record_timing(bob.workdir, "classify", 12.0)
+    run_folder.record_timing(bob.workdir, "classify", 12.0)
 
     summary = report.run(config, workdir)
 
-    out = artifacts.stage_dir(workdir, "report")
+    out = run_folder.stage_dir(workdir, "report")
     assert json.load(open(os.path.join(out, "results.json"))) == summary
     assert list(summary) == list(METHODS)  # In the comparison's order (results.json sorts its keys).
     for method in METHODS:
@@ -82,13 +82,13 @@ def test_ablation_table_and_fixed_noise_grids(tmp_path):
     rng = np.random.default_rng(1)
     written = {run.workdir: _write_metrics(run, class_names, rng) for run in runs}
     bob = next(r for r in runs if r.method == "bob")
-    grids = os.path.join(artifacts.stage_dir(bob.workdir, "generate"), "grids")
+    grids = os.path.join(run_folder.stage_dir(bob.workdir, "generate"), "grids")
     os.makedirs(grids)
     Image.fromarray(np.full((32, 96, 3), 7, np.uint8)).save(os.path.join(grids, "fixed_noise.png"))
 
     report.run(config, str(tmp_path))
 
-    out = artifacts.stage_dir(str(tmp_path), "report")
+    out = run_folder.stage_dir(str(tmp_path), "report")
     markdown = open(os.path.join(out, "index.md")).read()
     table = [line for line in markdown.split("## Ablation: BOB's two halves")[1].split("##")[0].splitlines()
              if line.startswith("| ") and "---" not in line][1:]
@@ -110,7 +110,7 @@ def test_no_ablation_table_without_an_ablation(tmp_path):
     for run in compare.runs(config, str(tmp_path)):
         _write_metrics(run, class_names, rng)
     report.run(config, str(tmp_path))
-    assert "Ablation" not in open(os.path.join(artifacts.stage_dir(str(tmp_path), "report"), "index.md")).read()
+    assert "Ablation" not in open(os.path.join(run_folder.stage_dir(str(tmp_path), "report"), "index.md")).read()
 
 
 def test_missing_run_names_the_file_and_stage(tmp_path):
@@ -143,7 +143,7 @@ def test_toy_world_report_measures_class_fidelity(tmp_path):
 
     assert "synthetic_class_fidelity" not in summary["real_only"]
     assert summary["bob"]["synthetic_class_fidelity"] >= 80.0 and summary["datadream"]["synthetic_class_fidelity"] <= 15.0
-    markdown = open(os.path.join(artifacts.stage_dir(workdir, "report"), "index.md")).read()
+    markdown = open(os.path.join(run_folder.stage_dir(workdir, "report"), "index.md")).read()
     assert "Class fidelity of the synthetic images" in markdown
     assert f"| bob | {summary['bob']['synthetic_class_fidelity']:.1f} |" in markdown
 
@@ -185,14 +185,14 @@ def test_real_datasets_report_puts_ours_beside_the_paper(tmp_path, data_name, sh
     for run in compare.runs(config, workdir):
         metrics = _write_metrics(run, ["707-320", "727-200"], rng)
         metrics["validation_top1"] = float(rng.uniform(0, 100))
-        artifacts.write_json(os.path.join(artifacts.stage_dir(run.workdir, "classify"), "metrics.json"), metrics)
+        artifacts.write_json(os.path.join(run_folder.stage_dir(run.workdir, "classify"), "metrics.json"), metrics)
         best = chosen.setdefault((run.method, run.seed), (-1.0, None))
         if metrics["validation_top1"] > best[0]:
             chosen[(run.method, run.seed)] = (metrics["validation_top1"], metrics["test"]["top1"])
 
     report.run(config, workdir)
 
-    markdown = open(os.path.join(artifacts.stage_dir(workdir, "report"), "index.md")).read()
+    markdown = open(os.path.join(run_folder.stage_dir(workdir, "report"), "index.md")).read()
     if (data_name, shots) != ("fgvc_aircraft", 5):
         assert "Beside the paper" not in markdown
         return

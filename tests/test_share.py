@@ -10,7 +10,7 @@ import test_artifacts_cloud
 from fake_gcs import local
 from test_main import RecordingStage
 
-from bobjax import artifacts, compare, config_lib, main, share
+from bobjax import artifacts, compare, config_lib, main, run_folder, share
 
 BACKBONES = "classify.backbone=resnet_tiny|resnet18"
 fake_gcs = test_artifacts_cloud.fake_gcs  # gs:// served from a local folder (a fixture).
@@ -51,9 +51,9 @@ def test_runs_with_equal_stage_inputs_make_them_once(tmp_path, monkeypatch):
     bob, ablation = runs["bob", "resnet18"], runs["bob_within_class", "resnet18"]
     pointer = (bob.workdir / "synthetic.link").read_text().strip()
     assert pointer == f"../../../shared/generate-{share.key(bob.config, 'generate')}"
-    assert artifacts.stage_dir(bob.workdir, "generate") == tmp_path / pointer.removeprefix("../../../") / "synthetic"
-    assert artifacts.stage_dir(ablation.workdir, "finetune") == artifacts.stage_dir(bob.workdir, "finetune")
-    assert artifacts.stage_dir(ablation.workdir, "generate") != artifacts.stage_dir(bob.workdir, "generate")
+    assert run_folder.stage_dir(bob.workdir, "generate") == tmp_path / pointer.removeprefix("../../../") / "synthetic"
+    assert run_folder.stage_dir(ablation.workdir, "finetune") == run_folder.stage_dir(bob.workdir, "finetune")
+    assert run_folder.stage_dir(ablation.workdir, "generate") != run_folder.stage_dir(bob.workdir, "generate")
     assert not (bob.workdir / "synthetic").exists() and (bob.workdir / "classify").is_dir()
     assert sorted(os.listdir(tmp_path / "shared")) == sorted(
         [f"caption-{share.key(bob.config, 'caption')}"]
@@ -75,15 +75,15 @@ def test_redo_with_a_changed_config_points_runs_at_a_new_folder(tmp_path, monkey
     calls = _recorded(monkeypatch, tmp_path, lambda name, run: RecordingStage(name, []).run)
     config = demo_config(**{"compare.methods": "bob", "compare.sweep": BACKBONES, "stages": "caption,generate"})
     main.run(config, str(tmp_path))
-    before = artifacts.stage_dir(tmp_path / "bob/seed0/classify.backbone=resnet18", "generate")
+    before = run_folder.stage_dir(tmp_path / "bob/seed0/classify.backbone=resnet18", "generate")
     changed = demo_config(**{"compare.methods": "bob", "compare.sweep": BACKBONES, "stages": "caption,generate",
                              "generate.steps": 7})
     calls.clear()
     main.run(changed, str(tmp_path), redo=["generate"])
-    after = artifacts.stage_dir(tmp_path / "bob/seed0/classify.backbone=resnet18", "generate")
+    after = run_folder.stage_dir(tmp_path / "bob/seed0/classify.backbone=resnet18", "generate")
     assert calls == [("bob/seed0/classify.backbone=resnet_tiny", "generate")]
-    assert after != before and (before / artifacts.COMPLETE).exists(), "the old inputs' folder stays whole"
-    assert json.loads((after / artifacts.COMPLETE).read_text())["generate"]["steps"] == 7
+    assert after != before and (before / run_folder.COMPLETE).exists(), "the old inputs' folder stays whole"
+    assert json.loads((after / run_folder.COMPLETE).read_text())["generate"]["steps"] == 7
 
 
 def test_two_lambdas_generate_once_and_the_report_says_what_is_shared(tmp_path, monkeypatch, one_device):
@@ -115,7 +115,7 @@ def test_two_lambdas_generate_once_and_the_report_says_what_is_shared(tmp_path, 
 def test_pointers_work_in_a_bucket(fake_gcs, monkeypatch):
     """On an object store (no symlinks, no renames) the pointers are objects; nothing is written locally."""
     def writes_its_folder(name, run):
-        return lambda config, workdir: artifacts.write_text(artifacts.stage_dir(workdir, name) / "artifact", name)
+        return lambda config, workdir: artifacts.write_text(run_folder.stage_dir(workdir, name) / "artifact", name)
 
     calls = _recorded(monkeypatch, "gs://fake-bucket/cmp", writes_its_folder)
     config = demo_config(**{"compare.methods": "bob", "compare.sweep": BACKBONES, "stages": "caption,finetune"})
@@ -124,7 +124,7 @@ def test_pointers_work_in_a_bucket(fake_gcs, monkeypatch):
                      ("bob/seed0/classify.backbone=resnet_tiny", "finetune")]
     bob = compare.runs(config, "gs://fake-bucket/cmp")[1]
     folder = f"finetune-{share.key(bob.config, 'finetune')}/finetune"
-    assert os.path.isfile(local(fake_gcs, f"gs://fake-bucket/cmp/shared/{folder}/{artifacts.COMPLETE}"))
-    assert str(artifacts.stage_dir(bob.workdir, "finetune")) == f"gs://fake-bucket/cmp/shared/{folder}"
+    assert os.path.isfile(local(fake_gcs, f"gs://fake-bucket/cmp/shared/{folder}/{run_folder.COMPLETE}"))
+    assert str(run_folder.stage_dir(bob.workdir, "finetune")) == f"gs://fake-bucket/cmp/shared/{folder}"
     main.run(config, "gs://fake-bucket/cmp")
     assert len(calls) == 2 and os.listdir(".") == []

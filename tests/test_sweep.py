@@ -9,7 +9,7 @@ import pytest
 from demo_run import demo_config
 from test_share import _recorded
 
-from bobjax import artifacts, compare, config_lib, main, report, sweep
+from bobjax import artifacts, compare, config_lib, main, report, run_folder, sweep
 from bobjax.errors import ConfigError
 from bobjax.training import loop
 
@@ -73,7 +73,7 @@ def test_demo_sweep_arg_sweeps_lr_and_lambda_and_the_default_demo_does_not():
 
 def _write_metrics(run, validation, test):
     class_names = ["a", "b"]
-    artifacts.write_json(artifacts.stage_dir(run.workdir, "classify") / "metrics.json",
+    artifacts.write_json(run_folder.stage_dir(run.workdir, "classify") / "metrics.json",
                          {"class_names": class_names, "validation_top1": validation,
                           "test": {"top1": test, "per_class": [test, test]}})
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from demo_run import demo_config
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax import toyworld
 from bobjax.caption import stage as caption_stage
 from bobjax.data.tfds_writer import read_dataset
@@ -24,7 +24,7 @@ def test_each_image_is_its_planned_class_background_and_pose(tmp_path):
     generate.run(config, str(tmp_path))  # No finetune/ in the workdir: the renderer needs no LoRA.
 
     _, planned = generate.plan_run(config, str(tmp_path))
-    source = read_dataset(artifacts.stage_dir(str(tmp_path), "generate"))
+    source = read_dataset(run_folder.stage_dir(str(tmp_path), "generate"))
     assert len(source) == len(planned) == 4 * config.data.toyworld.num_classes
     classes = toyworld.toy_classes(config.data.toyworld.num_classes)
     by_id = {p.image_id: p for p in planned}

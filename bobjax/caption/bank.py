@@ -14,7 +14,7 @@ import os
 import numpy as np
 from etils import epath
 
-from bobjax import artifacts
+from bobjax import artifacts, run_folder
 from bobjax.artifacts import ArtifactError
 from bobjax.caption import tsv
 
@@ -44,7 +44,7 @@ class CaptionBank:
 
 
 def bank_path(workdir) -> epath.Path:
-    return artifacts.stage_dir(workdir, "caption")
+    return run_folder.stage_dir(workdir, "caption")
 
 
 def _features(all_class_names: list[str]):

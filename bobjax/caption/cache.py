@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from etils import epath
 
@@ -21,13 +21,14 @@ from bobjax.artifacts import ArtifactError
 
 
 class ResponseCache:
-    """``image_id -> record`` of every image answered so far, for the config described by ``key`` (JSON values)."""
+    """``image_id -> record`` of every image answered so far, for the config described by ``key`` (JSON values);
+    answers whose recorded key ``accepts`` refuses are another config's (default: any key but ``key``)."""
 
-    def __init__(self, folder, key: dict):
+    def __init__(self, folder, key: dict, accepts: Callable[[dict], bool] | None = None):
         self.path = epath.Path(folder) / "responses.jsonl"
         key_path = epath.Path(folder) / "responses.config.json"
         if key_path.exists():
-            if artifacts.read_json(key_path) != key:
+            if not (accepts or key.__eq__)(artifacts.read_json(key_path)):
                 raise ArtifactError(
                     f"{self.path} holds answers made with another caption config ({key_path}); rerun with "
                     "--redo=caption to discard them, or restore that config"

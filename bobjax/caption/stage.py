@@ -28,7 +28,7 @@ from absl import logging
 from etils import epath
 from tqdm import tqdm
 
-from bobjax import artifacts, parallel
+from bobjax import artifacts, identity, parallel, run_folder
 from bobjax.caption import answers, bank, prompts, tsv
 from bobjax.caption.answers import AskFn
 from bobjax.caption.cache import ResponseCache
@@ -78,11 +78,9 @@ def _vlm_factory(config) -> Callable[[], AskFn]:
 
 
 def cache_key(config) -> dict:
-    """What the cached answers depend on: the data, the seed and the caption settings but the batch size, so a
-    run that ran out of memory can resume with a smaller batch."""
-    key = artifacts.stage_inputs(config, "caption")
-    del key["caption"]["batch_size"]
-    return key
+    """What the cached answers depend on: the caption stage's identity (the data, the seed and the caption settings
+    but the batch size, so a run that ran out of memory can resume with a smaller batch)."""
+    return identity.of(config, "caption")
 
 
 def _image(train, index: int, image_id: str) -> np.ndarray:
@@ -96,7 +94,8 @@ def _image(train, index: int, image_id: str) -> np.ndarray:
 
 
 def _answers(config, workdir: str) -> ResponseCache:
-    return ResponseCache(artifacts.partial_dir(workdir, "caption"), cache_key(config))
+    return ResponseCache(run_folder.partial_dir(workdir, "caption"), cache_key(config),
+                         lambda recorded: not identity.changed(recorded, config, "caption"))
 
 
 def vlm_captions(config, splits: Splits, workdir: str, make_captioner: Callable[[], AskFn] | None = None):

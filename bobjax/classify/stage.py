@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 
-from bobjax import artifacts, fit, parallel
+from bobjax import artifacts, fit, parallel, run_folder
 from bobjax.classify import backbones, metrics, programs
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
@@ -38,7 +38,7 @@ LOG_EVERY = 10  # Steps between TensorBoard training scalars.
 def _synthetic(config, workdir: str):
     if config.classify.mixing == "real_only":
         return None
-    folder = artifacts.stage_dir(workdir, "generate")
+    folder = run_folder.stage_dir(workdir, "generate")
     if not is_finished(folder):
         raise artifacts.ArtifactError(
             f"config.classify.mixing={config.classify.mixing!r} needs the synthetic images of the generate stage in "
@@ -60,7 +60,7 @@ def _synthetic(config, workdir: str):
 
 def checkpoints(workdir: str) -> loop.Checkpoints:
     """The run's checkpoints: after each epoch, the state, the best weights so far and the epoch bookkeeping."""
-    return loop.Checkpoints(artifacts.partial_dir(workdir, "classify") / "checkpoints", max_to_keep=1)
+    return loop.Checkpoints(run_folder.partial_dir(workdir, "classify") / "checkpoints", max_to_keep=1)
 
 
 def _evaluate(eval_step, weights, frozen, source, mesh, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +130,7 @@ def run(config, workdir: str) -> dict:
         return train_steps[phase.kind]
 
     # Loop: epochs of steps, validation and a checkpoint after each epoch.
-    out_dir = artifacts.stage_dir(workdir, "classify")
+    out_dir = run_folder.stage_dir(workdir, "classify")
     writer = loop.writer(out_dir / "tensorboard")
     window = loop.MetricWindow()
     total_epochs = sum(p.epochs for p in data.phases)

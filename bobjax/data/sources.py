@@ -38,12 +38,13 @@ class RecordSource(Protocol):
 
 @dataclasses.dataclass
 class Source:
-    """A dataset: its class names, its object descriptor and its splits."""
+    """A dataset: its class names, its object descriptor and its splits (and, for TFDS, the prepared version)."""
 
     name: str
     class_names: list[str]
     descriptor: str
     splits: dict[str, RecordSource]
+    version: str = ""
 
     def split(self, name: str) -> RecordSource:
         if name not in self.splits:
@@ -297,7 +298,7 @@ def tfds_source(name: str, data_dir: str, descriptor: str, image_key: str = "ima
                             f"rebuild it with --file_format=array_record") from e
         splits[split] = TfdsSplit(ds, name, split, class_names, image_key, label_key)
     class_names += _class_names(name, info.features[label_key], splits)
-    return Source(name, class_names, descriptor, splits)
+    return Source(name, class_names, descriptor, splits, str(info.version))
 
 
 # ---------------------------------------------------------------------------------------------- toy world

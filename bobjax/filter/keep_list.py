@@ -12,13 +12,13 @@ import math
 
 import numpy as np
 
-from bobjax import artifacts
+from bobjax import artifacts, run_folder
 
 KEEP_FILE = "keep.json"
 
 
 def path(workdir):
-    return artifacts.stage_dir(workdir, "filter") / KEEP_FILE
+    return run_folder.stage_dir(workdir, "filter") / KEEP_FILE
 
 
 def _number(value: float) -> float | None:

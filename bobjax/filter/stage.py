@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import logging
 
-from bobjax import artifacts, parallel
+from bobjax import parallel, run_folder
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.filter import keep_list, rules
@@ -25,7 +25,7 @@ def run(config, workdir: str) -> dict:
         return {}
     splits = make_splits(config.data, config.seed)
     encoder = encoders.make_encoder(config, splits.class_names, splits.descriptor)
-    features, fields = encoder.encode(read_dataset(artifacts.stage_dir(workdir, "generate")))
+    features, fields = encoder.encode(read_dataset(run_folder.stage_dir(workdir, "generate")))
     real_features, _ = encoder.encode(splits.train)
     labels = [int(f["label"]) for f in fields]
     decision = rules.decide(config.filter, labels, features, encoder.class_logits(features), real_features,

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from bobjax import artifacts, assets, fit, parallel
+from bobjax import assets, fit, parallel, run_folder
 from bobjax.data import fewshot
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
@@ -42,13 +42,13 @@ def run(config, workdir: str) -> None:
                                remat=c.remat)
     input_ids = sd.tokenize(prompts)
 
-    folder = artifacts.stage_dir(workdir, "finetune")
-    groups = ([(artifacts.class_lora_dir(folder, k), np.flatnonzero(train.labels() == k))
+    folder = run_folder.stage_dir(workdir, "finetune")
+    groups = ([(run_folder.class_lora_dir(folder, k), np.flatnonzero(train.labels() == k))
                for k in range(len(splits.class_names))] if c.per_class
               else [(folder, np.arange(len(train)))])
     trainers: dict[int, LoraTrainer] = {}  # By step count: classes of equal size share one compiled step.
     for folder, indices in groups:
-        if (folder / artifacts.LORA_FILE).exists() or not len(indices):
+        if (folder / run_folder.LORA_FILE).exists() or not len(indices):
             continue
         steps = total_steps(c, len(indices))
         if steps not in trainers:
@@ -148,4 +148,4 @@ class LoraTrainer:
             parts = {"unet": (unet, self.lora_configs["unet"])}
             if "text_encoder" in self.lora_configs:
                 parts["text_encoder"] = (text_encoder, self.lora_configs["text_encoder"])
-            lora_file.save_diffusers_lora(folder / artifacts.LORA_FILE, parts)
+            lora_file.save_diffusers_lora(folder / run_folder.LORA_FILE, parts)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from flax import nnx
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.generate.inputs import SamplerInputs
 from bobjax.generate.plan import PlannedImage
 from bobjax.models.sd.text_to_image import TextToImage
@@ -39,7 +39,7 @@ class PerClassLoras:
             variable.set_value(value)
         self._folded = None  # Until the fold below succeeds, the weights are the base model's.
         lora_file.fold_file_into_pipeline(self.generator.sd,
-                                          artifacts.class_lora_dir(self.finetune_dir, label) / artifacts.LORA_FILE,
+                                          run_folder.class_lora_dir(self.finetune_dir, label) / run_folder.LORA_FILE,
                                      scale=self.scale)
         self.generator.refresh_weights()
         self._folded = label

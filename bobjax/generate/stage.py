@@ -17,7 +17,7 @@ from etils import epath
 from PIL import Image
 from tqdm import tqdm
 
-from bobjax import artifacts, assets, fit, parallel
+from bobjax import artifacts, assets, fit, parallel, run_folder
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
@@ -88,7 +88,7 @@ def load_generator(config, workdir: str, mesh):
         from bobjax.models import lora_file
 
         if not config.finetune.per_class:
-            lora_file.fold_file_into_pipeline(sd, artifacts.stage_dir(workdir, "finetune") / artifacts.LORA_FILE,
+            lora_file.fold_file_into_pipeline(sd, run_folder.stage_dir(workdir, "finetune") / run_folder.LORA_FILE,
                                          scale=g.lora_scale)
     return TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
                        resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt,
@@ -119,7 +119,7 @@ def make_generate_fn(config, workdir: str, mesh, train_source):
     if config.finetune.per_class and g.plan != "zero_shot":
         from bobjax.generate.per_class import PerClassLoras
 
-        return PerClassLoras(generator, artifacts.stage_dir(workdir, "finetune"), g.lora_scale, inputs)
+        return PerClassLoras(generator, run_folder.stage_dir(workdir, "finetune"), g.lora_scale, inputs)
     return lambda planned: generator(**inputs(planned))
 
 
@@ -168,7 +168,7 @@ def export_png(directory, source) -> None:
 
 def run(config, workdir: str) -> None:
     g = config.generate
-    out_dir = artifacts.stage_dir(workdir, "generate")
+    out_dir = run_folder.stage_dir(workdir, "generate")
     splits, planned = plan_run(config, workdir)
     shards = [planned[k : k + SHARD_SIZE] for k in range(0, max(len(planned), 1), SHARD_SIZE)]
     writer = ShardedWriter(out_dir, "synthetic", features(splits.class_names), "train", num_shards=len(shards))

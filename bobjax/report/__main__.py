@@ -3,7 +3,7 @@
 
 import sys
 
-from bobjax import artifacts
+from bobjax import artifacts, run_folder
 from bobjax.report import paper, render
 
 
@@ -12,7 +12,7 @@ def collect(workdirs: list[str]) -> dict[paper.Cell, dict[str, paper.Score]]:
     ours = {}
     for workdir in workdirs:
         folder = artifacts.storage_path(workdir, "WORKDIR")
-        results = artifacts.stage_dir(folder, "report") / "results.json"
+        results = run_folder.stage_dir(folder, "report") / "results.json"
         if not results.exists():
             print(f"{folder}: no {results.name} (its report stage has not run), skipped", file=sys.stderr)
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import is_finished, read_dataset
 from bobjax.errors import ConfigError
@@ -30,7 +30,7 @@ RANKED = (("fd", "FD", True), ("diversity", "diversity", False), ("fidelity", "f
 
 def synthetic_workdirs(results: Results) -> dict[str, list]:
     """``{method: [run folders (one per seed) with a finished synthetic set]}``; methods without one are left out."""
-    out = {m.method: [d for d in m.workdirs if is_finished(artifacts.stage_dir(d, "generate"))] for m in results.methods}
+    out = {m.method: [d for d in m.workdirs if is_finished(run_folder.stage_dir(d, "generate"))] for m in results.methods}
     return {method: folders for method, folders in out.items() if folders}
 
 
@@ -45,7 +45,7 @@ def _reference_source(config, splits):
 
 
 def _one_set(folder, encoder, reference) -> dict:
-    features, fields = encoder.encode(read_dataset(artifacts.stage_dir(folder, "generate")))
+    features, fields = encoder.encode(read_dataset(run_folder.stage_dir(folder, "generate")))
     labels = np.array([int(f["label"]) for f in fields], np.int64)
     cosines = None
     if encoder.text_features is not None:

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 from etils import epath
 
-from bobjax import artifacts, compare, share, sweep
+from bobjax import artifacts, compare, run_folder, share, sweep
 from bobjax.caption import bank as bank_lib
 
 
@@ -73,7 +73,7 @@ class Results:
 
 
 def _metrics(run: compare.Run) -> dict:
-    path = artifacts.stage_dir(run.workdir, "classify") / "metrics.json"
+    path = run_folder.stage_dir(run.workdir, "classify") / "metrics.json"
     if not path.exists():
         raise artifacts.ArtifactError(f"the report needs {path}, which does not exist; run the classify stage of "
                                       f"method {run.method!r} (seed {run.seed}) first")
@@ -95,7 +95,7 @@ def _synthetic_contexts(run: compare.Run, class_names: list[str]) -> dict[str, c
 
     from bobjax.data.tfds_writer import is_finished
 
-    folder = artifacts.stage_dir(run.workdir, "generate")
+    folder = run_folder.stage_dir(run.workdir, "generate")
     if not is_finished(folder):
         return None
     source = tfds.builder_from_directory(folder).as_data_source(
@@ -140,7 +140,7 @@ def collect(config, workdir: str) -> Results:
     timings = {}
     workdir = epath.Path(workdir)
     for folder in sorted({workdir, *(r.workdir for r in runs)}):
-        path = folder / artifacts.TIMINGS
+        path = folder / run_folder.TIMINGS
         if path.exists():
             timings[str(folder.relative_to(workdir))] = artifacts.read_json(path)
     return Results(dataset=config.data.name, class_names=class_names, methods=list(by_method.values()), runs=runs,

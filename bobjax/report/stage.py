@@ -19,7 +19,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from bobjax import artifacts, parallel, toyworld
+from bobjax import artifacts, parallel, run_folder, toyworld
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import read_dataset
 from bobjax.generate.outputs import FIXED_NOISE_CLASSES, FIXED_NOISE_GRID
@@ -53,7 +53,7 @@ def _real_rows(results: Results, shown: list[int]) -> list[list[np.ndarray]]:
 
 def _synthetic_rows(workdir: str, shown: list[int]) -> list[list[np.ndarray]] | None:
     """The generate stage's per-class grid rows of the ``shown`` classes, cut back into images."""
-    folder = artifacts.stage_dir(workdir, "generate") / "grids"
+    folder = run_folder.stage_dir(workdir, "generate") / "grids"
     if not folder.is_dir():
         return None
     rows = []
@@ -87,7 +87,7 @@ def _class_fidelity(oracle: fidelity.Oracle, results: Results) -> dict[str, dict
     for method, workdirs in quality_section.synthetic_workdirs(results).items():
         scores = []
         for folder in workdirs:
-            source = read_dataset(artifacts.stage_dir(folder, "generate"))
+            source = read_dataset(run_folder.stage_dir(folder, "generate"))
             records = [source[i] for i in range(len(source))]
             images = np.stack([np.asarray(r["image"]) for r in records])
             labels = np.array([int(r["label"]) for r in records])
@@ -102,7 +102,7 @@ def _fixed_noise_grids(results: Results, out_dir: str) -> list[tuple[str, str]]:
     """Each method's fixed-noise grid (first seed), copied into ``out_dir/images``: (caption, relative path)."""
     images = []
     for method in results.methods:
-        source = artifacts.stage_dir(method.workdirs[0], "generate") / "grids" / FIXED_NOISE_GRID
+        source = run_folder.stage_dir(method.workdirs[0], "generate") / "grids" / FIXED_NOISE_GRID
         if source.exists():
             path = os.path.join("images", f"fixed_noise_{method.method}.png")
             with open(os.path.join(out_dir, path), "wb") as f:
@@ -115,7 +115,7 @@ def run(config, workdir: str) -> dict:
     if not parallel.is_main_process():  # One page from one host; the others wait at the stage's end.
         return {}
     results = collect(config, workdir)
-    out_dir = artifacts.stage_dir(workdir, "report")
+    out_dir = run_folder.stage_dir(workdir, "report")
     summary = {m.method: m.as_json(results.class_names) for m in results.methods}
     oracle = _oracle(config, results)
     class_fidelity = _class_fidelity(oracle, results) if oracle is not None else None

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bobjax import artifacts
+from bobjax import run_folder
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.generate.stage import features
 
@@ -19,7 +19,7 @@ def write_synthetic(workdir: str, class_names, images: np.ndarray, labels, sourc
     spec = features(class_names)
     if old_format:
         spec = tfds.features.FeaturesDict({k: v for k, v in spec.items() if k not in SOFT_LABEL_FIELDS})
-    writer = ShardedWriter(artifacts.stage_dir(workdir, "generate"), "synthetic", spec, "train", 1)
+    writer = ShardedWriter(run_folder.stage_dir(workdir, "generate"), "synthetic", spec, "train", 1)
     n = len(labels)
     sources = np.full(n, -1) if source_labels is None else source_labels
     weights = np.zeros(n) if source_weights is None else source_weights
