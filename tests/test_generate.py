@@ -74,7 +74,7 @@ def test_same_images_on_one_and_eight_devices(tiny_sd_path):
 def stage_config(tiny_sd_path, **overrides):
     return demo_config(**{
         "model.sd": tiny_sd_path, "generate.plan": "zero_shot", "generate.prompt": "a {descriptor} photo of a {class_name}",
-        "generate.images_per_class": 3, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size": 2,
+        "generate.images_per_class": 3, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size_per_device": 1,
         "data.toyworld.num_classes": 3, **overrides})
 
 
@@ -137,7 +137,7 @@ def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeyp
 def test_a_generation_call_that_cannot_fit_stops_the_stage_before_its_first_image(tiny_sd_path, tmp_path,
                                                                                    fake_accelerator):
     fake_accelerator(1e-5)  # 10 KiB
-    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*config.generate.batch_size"):
+    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*config.generate.batch_size_per_device"):
         generate.run(stage_config(tiny_sd_path), str(tmp_path))
 
 
@@ -201,7 +201,7 @@ def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
     from bobjax.models import lora
 
     config = stage_config(tiny_sd_path, **{"generate.plan": "class_only", "finetune.per_class": True,
-                                           "generate.batch_size": 4})
+                                           "generate.batch_size_per_device": 4})
     finetune_dir = artifacts.stage_dir(str(tmp_path), "finetune")
     for label in range(3):
         write_random_lora(tiny_sd_path, os.path.join(artifacts.class_lora_dir(finetune_dir, label), artifacts.LORA_FILE),
