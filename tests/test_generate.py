@@ -78,6 +78,22 @@ def stage_config(tiny_sd_path, **overrides):
         "data.toyworld.num_classes": 3, **overrides})
 
 
+def test_the_synthetic_set_does_not_depend_on_the_batch_per_device(tiny_sd_path, tmp_path, one_device):
+    """1 and 4 images per device per call (9 images: calls of 1, or of 4, 4 and a padded 1): each image's noise comes
+    from its own seed, so the set is the same, to one uint8 level (floats agree to 1e-5; rounding may land either
+    side)."""
+    sets = []
+    for per_device in (1, 4):
+        workdir = str(tmp_path / f"per_device_{per_device}")
+        generate.run(stage_config(tiny_sd_path, **{"generate.batch_size_per_device": per_device}), workdir)
+        sets.append(read_dataset(artifacts.stage_dir(workdir, "generate")))
+    assert len(sets[0]) == len(sets[1]) == 9
+    for i in range(9):
+        assert sets[0][i]["image_id"] == sets[1][i]["image_id"]
+        assert np.abs(sets[0][i]["image"].astype(int) - sets[1][i]["image"].astype(int)).max() <= 1, i
+    assert len({sets[0][i]["image"].tobytes() for i in range(9)}) == 9  # Images differ: a broken seed would not.
+
+
 def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_path, monkeypatch):
     config = stage_config(tiny_sd_path)
     monkeypatch.setattr(generate, "SHARD_SIZE", 4)
