@@ -17,6 +17,7 @@ the first (``bobjax.main``, ``bobjax.aot``).
 from __future__ import annotations
 
 import jax
+from absl import logging
 from jax.sharding import Mesh
 
 from bobjax import parallel
@@ -73,6 +74,8 @@ def stage_mesh(config, stage: str, devices=None) -> Mesh:
             f"{shape['data']} that config.mesh {dict(config.mesh)} makes; set config.mesh.data=-1 and "
             f"config.mesh.fsdp=-1 (each stage puts the largest divisor of its batch on data, the rest on fsdp), or "
             f"{_SETTINGS[stage]} to a multiple of {shape['data']}")
+    logging.info("%s: mesh data %d x fsdp %d for a global batch of %d (over %s)", where, shape["data"], shape["fsdp"],
+                 batch, "+".join(parallel.batch_axes(batch, shape)))
     return parallel.make_mesh(config.mesh, devices, batch)
 
 
