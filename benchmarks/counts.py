@@ -156,7 +156,7 @@ def bookkeeping(per_class: int, resolution: int, classifier: bool, datadream: bo
         measured(results, "per-class grids", lambda: generate.write_grids(out_dir / "grids", planned, source))
         measured(results, "fixed-noise grid", lambda: generate.write_fixed_noise_grid(
             out_dir / "grids" / generate.FIXED_NOISE_GRID, planned, splits.class_names, splits.descriptor,
-            config.generate.prompt, draw, config.generate.batch_size))
+            config.generate.prompt, draw, config.generate.batch_size_per_device))
         measured(results, "PNG export", lambda: generate.export_png(out_dir / "png", source))
         measured(results, "read synthetic set", lambda: sum(source[i]["image"].size for i in range(len(source))))
         synthetic = measured(results, "classifier's label scan", lambda: classify._synthetic(config, workdir))
@@ -206,21 +206,22 @@ def classifier_wait(config, splits, synthetic, steps: int = 4) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from bobjax import parallel
+    from bobjax import meshes, parallel
     from bobjax.classify import augment, backbones, optim
     from bobjax.classify import input as classify_input
     from bobjax.classify import step as step_lib
 
     cfg = config.classify
     cfg.backbone, cfg.checkpoint, cfg.batch_size = "resnet50", "random", 32
-    mesh = parallel.make_mesh(config.mesh)
+    mesh = meshes.stage_mesh(config, "classify")
     classifier = backbones.build(cfg, None, splits.class_names, "bird", rngs=nnx.Rngs(0))
     graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
     tx = optim.optimizer(cfg, params, optim.schedule(cfg, 100, 100))
     state = jax.device_put({"step": jnp.zeros((), jnp.int32), "params": params, "stats": stats,
                             "opt_state": tx.init(params)}, parallel.replicated(mesh))
-    data = classify_input.TrainInput(cfg, splits.train, synthetic, config.seed, cfg.image_size)
+    data = classify_input.TrainInput(cfg, splits.train, synthetic, config.seed, cfg.image_size,
+                                     parallel.host_rows(cfg.batch_size, mesh))
     parts = data.parts(data.phases[0])
     prepare = step_lib.make_prepare(mesh, seed=0, spec=augment.spec_from_config(cfg), parts=parts,
                                     num_classes=len(splits.class_names), mix_prob=cfg.mix_prob)
@@ -231,7 +232,7 @@ def classifier_wait(config, splits, synthetic, steps: int = 4) -> dict:
     batches, waits, computes = data.batches(0), [], []
     for k in range(steps + 1):  # The first step compiles: not counted.
         start = time.perf_counter()
-        batch = parallel.global_batch(next(batches), mesh)
+        batch = parallel.global_batch(next(batches), mesh, cfg.batch_size)
         waited = time.perf_counter() - start
         state, metrics = train_step(state, frozen, batch)
         jax.block_until_ready(metrics["loss"])

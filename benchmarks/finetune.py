@@ -55,8 +55,9 @@ def ours_step(path: str, args, pixels, input_ids):
     step_fn = lora_step.make_train_step(graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer, lr,
                                         seed=0, lora_dropout=0.0)
     state = [lora_step.init_state(trainable, optimizer)]
-    batch = parallel.global_batch({"pixels": pixels, "input_ids": input_ids}, mesh)
-    compiled = lora_step.jit_train_step(step_fn, state[0], frozen, mesh).lower(state[0], frozen, batch).compile()
+    batch = parallel.global_batch({"pixels": pixels, "input_ids": input_ids}, mesh, len(pixels))
+    jitted = lora_step.jit_train_step(step_fn, state[0], frozen, mesh, len(pixels))
+    compiled = jitted.lower(state[0], frozen, batch).compile()
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
 

@@ -41,7 +41,7 @@ def stage_config(args):
     if args.config == "tiny":
         size = image_size("tiny")
         config.finetune.resolution = config.generate.resolution = size
-        config.finetune.batch_size = config.generate.batch_size = 2
+        config.finetune.batch_size = config.generate.batch_size_per_device = 2
         config.generate.steps = 3
         config.classify.backbone, config.classify.image_size, config.classify.batch_size = "resnet_tiny", 32, 4
     return config
@@ -62,11 +62,11 @@ def ours(args) -> dict:
     """The stage's program compiled here and called ``--calls`` times on random values of its arguments' shapes."""
     import jax
 
-    from bobjax import parallel
+    from bobjax import meshes, parallel
     from bobjax.aot import compiled_figures, stage_programs
 
     config = stage_config(args)
-    mesh = parallel.make_mesh(config.mesh)
+    mesh = meshes.stage_mesh(config, args.stage)
     program = next(p for p in getattr(stage_programs, args.stage)(config, mesh) if p.name == PROGRAM[args.stage])
     start = time.perf_counter()
     with jax.set_mesh(mesh):
@@ -112,6 +112,8 @@ def torch_side(args) -> dict:
     elif args.stage == "generate":
         from diffusers import StableDiffusionPipeline
 
+        from bobjax import meshes
+
         g = config.generate
         pipe = StableDiffusionPipeline.from_pretrained(
             path, torch_dtype=torch.bfloat16 if device == "cuda" else torch.float32, safety_checker=None,
@@ -119,8 +121,9 @@ def torch_side(args) -> dict:
         pipe.set_progress_bar_config(disable=True)
 
         def step():
-            pipe(["a bird photo of a crimson forkedtail"] * g.batch_size, num_inference_steps=g.steps,
-                 guidance_scale=g.guidance_scale, height=g.resolution, width=g.resolution, output_type="np")
+            pipe(["a bird photo of a crimson forkedtail"] * meshes.generation_batch(config, 1),
+                 num_inference_steps=g.steps, guidance_scale=g.guidance_scale, height=g.resolution,
+                 width=g.resolution, output_type="np")
     else:
         from classify import make_torch_step
 

@@ -135,7 +135,8 @@ def classify(args) -> dict:
                                                          dtype=np.uint8),
                                    "label": rng.integers(0, args.classes, cfg.batch_size).astype(np.int32),
                                    "source_label": np.full(cfg.batch_size, -1, np.int32),  # Hard labels.
-                                   "source_weight": np.zeros(cfg.batch_size, np.float32)}, mesh)
+                                   "source_weight": np.zeros(cfg.batch_size, np.float32)}, mesh,
+                                  cfg.batch_size)
     ready = time.perf_counter() - start
     box = [state]
 

@@ -103,7 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
         num_classes=6, image_size=64, seed=0, train_per_class=40, val_per_class=10, test_per_class=30,
         correlated=True, correlation=0.9, num_backgrounds=6))
 
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: every device not used by other axes.
+    # Both -1: each stage's own, for its batch: the largest divisor of the batch that divides the devices on data, the
+    # rest on fsdp (bobjax/meshes.py). One -1: the devices the other axis leaves.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=-1))
 
     c.caption = ml_collections.ConfigDict()
     c.caption.method = "vlm"  # vlm | oracle | tsv
@@ -136,7 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.finetune.grad_clip_norm = 1.0
     c.finetune.warmup_steps = 100
     c.finetune.epochs = 400
-    c.finetune.batch_size = 8  # Global (split over every device), as every batch_size in bobjax.
+    c.finetune.batch_size = 8  # Global (split over every device), as every batch_size in bobjax but generation's.
     c.finetune.resolution = 512
     c.finetune.random_flip = False
     c.finetune.checkpoint_every = 500
@@ -168,7 +170,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.generate.lora_scale = 1.0
     c.generate.merge_lora = True
     c.generate.resolution = 512
-    c.generate.batch_size = 8  # Images per sampler call, split over the devices of the host that draws them.
+    # Images per device per sampler call: a call fills every chip of the host that draws it (8 x 8 on a v5e-8, 8 on
+    # one GPU); an image does not depend on its batch.
+    c.generate.batch_size_per_device = 8
     c.generate.export_png = False
     # diffusion: the fine-tuned Stable Diffusion. toyworld: the toy world draws each planned (class, background,
     # pose) exactly, a perfect generator that tells what the plan gives from what the prior can render.

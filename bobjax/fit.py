@@ -26,7 +26,7 @@ HEADROOM = 0.10  # A real config should leave this share of what JAX may use fre
 SETTINGS = {
     "finetune": "config.mesh.fsdp (shard the frozen weights over the slice), config.finetune.batch_size or "
                 "config.finetune.remat",
-    "generate": "config.generate.batch_size",
+    "generate": "config.generate.batch_size_per_device",
     "classify": "config.classify.batch_size",
     "quality": "config.quality.batch_size",
 }

@@ -12,7 +12,7 @@ between machines (captions made on a GPU with the data on a local disk, the rest
 - files by their content: ``caption.tsv_dir``'s two TSV files, ``generate.contexts_file``;
 - left out, as they leave every output unchanged (each claim has a test in tests/test_identity.py): ``mesh`` (never
   recorded), ``model.attention`` (every kernel computes the same attention), ``caption.batch_size`` (greedy
-  decoding of a left-padded batch gives each image the answers it gets alone), ``generate.batch_size`` (each
+  decoding of a left-padded batch gives each image the answers it gets alone), ``generate.batch_size_per_device`` (each
   image's noise comes from its own seed) and ``quality.batch_size`` (the encoders embed each image alone).
   The classifier's and fine-tuning's batch sizes change training, and count.
 
@@ -53,7 +53,7 @@ SECTIONS = {
 # Fields of those sections that are not in an identity: where things are stored (files are identified by their
 # content instead), and settings that leave every output unchanged.
 LEFT_OUT = ("data.data_dir", "data.split_file", "caption.tsv_dir", "generate.contexts_file", "model.attention",
-            "caption.batch_size", "generate.batch_size", "quality.batch_size")
+            "caption.batch_size", "generate.batch_size", "generate.batch_size_per_device", "quality.batch_size")
 
 
 def _sections(config, stage: str) -> dict:

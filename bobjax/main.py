@@ -19,7 +19,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from bobjax import (accelerator, artifacts, caption, classify, compare, config_lib, finetune, generate, identity,
-                    parallel, pretrained, report, run_folder, share)
+                    meshes, parallel, pretrained, report, run_folder, share)
 from bobjax import filter as filter_stage  # Not as "filter": that would shadow the builtin in this module.
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
@@ -98,15 +98,36 @@ def _pending_stages(plan, redo) -> list:
             if stage in redo or not identity.is_complete(config, workdir, stage)]
 
 
+def _mesh_check(pending):
+    """``before(stage)``: checks, once, that every pending JAX stage's mesh holds its batch (``bobjax.meshes``), so
+    a setting that cannot work stops the run before its first stage. Counting the devices starts JAX's backend,
+    which must wait for a pending VLM caption stage (it needs the GPU's memory first): then the check runs after
+    the captions, before the first JAX stage."""
+    checked = []
+
+    def before(stage: str | None) -> None:
+        """``stage`` None: before any stage."""
+        if checked or (vlm_first and stage in (None, "caption")):
+            return
+        meshes.check([(config, stage) for config, _, stage in pending])
+        checked.append(True)
+
+    vlm_first = any(stage == "caption" and config.caption.method == "vlm" for config, _, stage in pending)
+    return before
+
+
 def run(config, workdir: str, redo=()) -> None:
     """Runs ``config.stages``: in ``workdir``, or, for a comparison, in each run's folder and then the report
     over all runs in ``workdir``."""
     stages = config_lib.run_stages(config)
     if not compare.is_comparison(config):
         pending = _pending_stages([(config, workdir, stage) for stage in stages], redo)
+        check_meshes = _mesh_check(pending)
+        check_meshes(None)
         prepare_workdir(config, workdir, redo)
         pretrained.record(workdir, pretrained.resolve_all(pending).get(workdir, {}))
         for stage in stages:
+            check_meshes(stage)
             run_stage(config, workdir, stage)
         return
     runs = compare.runs(config, workdir)
@@ -114,6 +135,8 @@ def run(config, workdir: str, redo=()) -> None:
     pending = _pending_stages([(one.config, one.workdir, stage) for one in runs
                                for stage in config_lib.run_stages(one.config)]
                               + ([(config, workdir, "report")] if "report" in stages else []), redo)
+    check_meshes = _mesh_check(pending)
+    check_meshes(None)
     prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     weights = pretrained.resolve_all(pending)
     for one in runs:
@@ -125,6 +148,7 @@ def run(config, workdir: str, redo=()) -> None:
     for k, one, stage in sorted(plan, key=lambda item: item[2] != "caption"):
         logging.info("comparison run %d/%d (method %s, seed %d): %s in %s", k + 1, len(runs), one.method, one.seed,
                      stage, one.workdir)
+        check_meshes(stage)
         run_stage(one.config, one.workdir, stage)
     if "report" in stages:
         run_stage(config, workdir, "report")

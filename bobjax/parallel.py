@@ -1,14 +1,15 @@
 """Devices, hosts and the named mesh every stage shards over.
 
-One mesh with axes ``("data", "fsdp")``: batches split over both (every device sees different examples),
-parameters either replicated or split over ``fsdp``. The mesh is built with ``jax.sharding.Mesh`` (Auto axes),
-so jit propagates shardings from the inputs' ``NamedSharding``s; bobjax never uses pmap.
+One mesh with axes ``("data", "fsdp")`` per stage: batches split over both (every device sees different examples)
+or, where a stage's batch is smaller than the slice, over ``data`` only; parameters either replicated or split over
+``fsdp``. The mesh is built with ``jax.sharding.Mesh`` (Auto axes), so jit propagates shardings from the inputs'
+``NamedSharding``s; bobjax never uses pmap.
 
 Multi-host: :func:`initialize` calls ``jax.distributed.initialize()`` when the environment describes a cluster
 (a Cloud TPU VM, SLURM, or explicit ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``), and
-each host feeds its own consecutive slice of the global batch through :func:`global_batch`, so the global batch is
-the same for any number of hosts. Stages meet at :func:`wait_for_every_host` barriers where one host's writes
-must be seen by the others (``bobjax.main.run_stage``), and every host takes part in every collective.
+each host feeds the rows of the global batch that its devices hold (:func:`host_rows`, :func:`global_batch`), so
+the global batch is the same for any number of hosts. Stages meet at :func:`wait_for_every_host` barriers where one
+host's writes must be seen by the others (``bobjax.main.run_stage``), and every host takes part in every collective.
 
 Which host this is, and the barrier :func:`wait_for_every_host`, come from the cluster's coordination service
 where no JAX backend has started yet, so that they do not start one: a backend takes 75 % of the GPU's memory
@@ -19,6 +20,7 @@ state ``jax.distributed`` keeps in ``jax._src.distributed``, as ``jax.experiment
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import jax
@@ -32,7 +34,6 @@ from bobjax import cluster
 from bobjax.errors import ConfigError
 
 AXES = ("data", "fsdp")
-BATCH = PartitionSpec(AXES)  # Leading (batch) dimension over every device.
 REPLICATED = PartitionSpec()
 
 
@@ -90,21 +91,32 @@ def wait_for_every_host(name: str, timeout_s: int) -> None:
         client.wait_at_barrier(name, timeout_s * 1000)
 
 
-def make_mesh(mesh_config, devices=None) -> Mesh:
-    """``config.mesh`` (``data``, ``fsdp`` sizes; one may be -1 for "the rest") -> a device mesh."""
-    devices = list(jax.devices() if devices is None else devices)
+def mesh_shape(mesh_config, num_devices: int, batch_size: int | None = None) -> dict[str, int]:
+    """``config.mesh`` over ``num_devices`` -> ``{"data": ..., "fsdp": ...}``, arithmetic only.
+
+    Both -1 (the default): the stage's mesh is chosen for its global batch: ``data`` is the largest divisor of
+    ``batch_size`` that divides the device count, ``fsdp`` the rest (every device when there is no batch). One -1:
+    that axis takes the devices the other leaves. The batch is not checked here (:func:`batch_axes` does)."""
     sizes = {axis: int(mesh_config[axis]) for axis in AXES}
-    unknown = [axis for axis, size in sizes.items() if size == -1]
-    if len(unknown) > 1:
-        raise ConfigError(f"config.mesh: at most one axis may be -1, got {sizes}")
-    known = int(np.prod([s for s in sizes.values() if s != -1]))
-    if any(s == 0 or s < -1 for s in sizes.values()) or len(devices) % known:
-        raise ConfigError(f"config.mesh {sizes} does not divide the {len(devices)} available devices")
-    if unknown:
-        sizes[unknown[0]] = len(devices) // known
-    if int(np.prod(list(sizes.values()))) != len(devices):
-        raise ConfigError(f"config.mesh {sizes} uses {int(np.prod(list(sizes.values())))} devices; "
-                          f"{len(devices)} are available")
+    if any(s == 0 or s < -1 for s in sizes.values()):
+        raise ConfigError(f"config.mesh {sizes}: sizes are positive, or -1")
+    if all(s == -1 for s in sizes.values()):
+        data = num_devices if batch_size is None else math.gcd(int(batch_size), num_devices)
+        return {"data": data, "fsdp": num_devices // data}
+    known = math.prod(s for s in sizes.values() if s != -1)
+    if num_devices % known:
+        raise ConfigError(f"config.mesh {sizes} does not divide the {num_devices} available devices")
+    sizes = {axis: num_devices // known if s == -1 else s for axis, s in sizes.items()}
+    if math.prod(sizes.values()) != num_devices:
+        raise ConfigError(f"config.mesh {sizes} uses {math.prod(sizes.values())} devices; {num_devices} are available")
+    return sizes
+
+
+def make_mesh(mesh_config, devices=None, batch_size: int | None = None) -> Mesh:
+    """``config.mesh`` (:func:`mesh_shape`; ``batch_size``: the global batch the mesh is for) -> a device mesh.
+    Stages get theirs from :func:`bobjax.meshes.stage_mesh`."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = mesh_shape(mesh_config, len(devices), batch_size)
     grid = np.asarray(devices).reshape([sizes[a] for a in AXES])
     return Mesh(grid, AXES)
 
@@ -142,8 +154,24 @@ def under_mesh(mesh: Mesh, fun):
     return traced_under_mesh
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, BATCH)
+def batch_axes(batch_size: int, shape: dict[str, int]) -> tuple[str, ...] | None:
+    """The mesh axes a global batch of ``batch_size`` rows splits over (``shape``: the mesh's axis sizes): every
+    device when it can, else ``data`` only (a stage whose batch is smaller than the slice holds the rest of the
+    devices on ``fsdp``: its rows repeat over that axis); None when not even ``data`` divides it."""
+    if batch_size % math.prod(shape.values()) == 0:
+        return AXES
+    if batch_size % shape["data"] == 0:
+        return ("data",)
+    return None
+
+
+def batch_sharding(mesh: Mesh, batch_size: int) -> NamedSharding:
+    """Where a global batch of ``batch_size`` rows lives (:func:`batch_axes`)."""
+    axes = batch_axes(batch_size, dict(mesh.shape))
+    if axes is None:
+        raise ConfigError(f"a global batch of {batch_size} does not split over the mesh's data axis of "
+                          f"{mesh.shape['data']} (config.mesh {dict(mesh.shape)})")
+    return NamedSharding(mesh, PartitionSpec(axes))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -162,21 +190,27 @@ def fsdp_sharding(shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*[("fsdp" if d == axis else None) for d in range(len(shape))]))
 
 
-def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-    """The part of a global batch this host feeds; the batch must split evenly over the devices."""
-    if global_batch_size % mesh.size:
-        raise ConfigError(f"global batch size {global_batch_size} does not split over {mesh.size} devices")
-    return global_batch_size // jax.process_count()
+def host_rows(batch_size: int, mesh: Mesh) -> np.ndarray:
+    """The rows of a global batch of ``batch_size`` that this host feeds, in order: those of its devices' shards.
+    A host whose devices hold only part of the ``data`` axis feeds only that part; hosts whose devices share
+    ``data`` positions (the axis spans fewer hosts than there are processes) feed the same rows."""
+    indices = batch_sharding(mesh, batch_size).addressable_devices_indices_map((batch_size,))
+    return np.asarray(sorted({row for index in indices.values() for row in range(*index[0].indices(batch_size))}))
 
 
-def global_batch(local_batch, mesh: Mesh):
-    """This host's slice of a batch (a pytree of numpy arrays, batch-major) -> global ``jax.Array``s."""
-    sharding = batch_sharding(mesh)
+def local_batch_size(batch_size: int, mesh: Mesh) -> int:
+    """How many rows of a global batch this host feeds (:func:`host_rows`)."""
+    return len(host_rows(batch_size, mesh))
+
+
+def global_batch(local_batch, mesh: Mesh, batch_size: int):
+    """This host's rows (:func:`host_rows`) of a global batch of ``batch_size`` (a pytree of numpy arrays,
+    batch-major) -> global ``jax.Array``s."""
+    sharding = batch_sharding(mesh, batch_size)
 
     def to_global(x):
         x = np.asarray(x)
-        global_shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
-        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+        return jax.make_array_from_process_local_data(sharding, x, (batch_size, *x.shape[1:]))
 
     return jax.tree.map(to_global, local_batch)
 

@@ -55,7 +55,7 @@ def get_config(arg=None):
     config.generate.images_per_class = 40
     config.generate.steps = 20
     config.generate.resolution = 64
-    config.generate.batch_size = 16
+    config.generate.batch_size_per_device = 16  # The demo runs on one CPU device.
     config.generate.contexts_file = "bobjax:toyworld_contexts.tsv"  # For bob_listed_contexts.
 
     config.classify.backbone = "resnet_tiny"

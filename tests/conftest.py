@@ -73,9 +73,9 @@ def one_device(monkeypatch):
 
     import jax
 
-    from bobjax import parallel
+    from bobjax import meshes
 
-    monkeypatch.setattr(parallel, "make_mesh", functools.partial(parallel.make_mesh, devices=jax.devices()[:1]))
+    monkeypatch.setattr(meshes, "stage_mesh", functools.partial(meshes.stage_mesh, devices=jax.devices()[:1]))
 
 
 @pytest.fixture

@@ -47,7 +47,8 @@ from bobjax.aot.compile import compile_stage
 rows = []
 for stage, backbone in {stages!r}:
     config = tiny_config({sd!r}, {clip!r}, backbone)
-    config.finetune.batch_size = config.generate.batch_size = config.classify.batch_size = {batch}
+    config.finetune.batch_size = config.classify.batch_size = {batch}
+    config.generate.batch_size_per_device = 1
     target, figures = compile_stage(stage, config, {target!r}, log=lambda *a, **k: print(*a, file=sys.stderr),
                                     only=None if stage != "classify" else ("train step",))
     rows += [dataclasses.asdict(f) | {{"total": f.total, "hosts": target.num_hosts,
@@ -105,9 +106,9 @@ def _cpu_figures(config, stage="finetune"):
 
 def test_doubling_the_batch_raises_the_temporaries(tiny_models):
     config = tiny_config(*tiny_models)
-    config.generate.batch_size = 8  # One image per device of the test's eight.
+    config.generate.batch_size_per_device = 1  # 8 images a call over the test's eight devices.
     small = _cpu_figures(config, "generate")
-    config.generate.batch_size = 16
+    config.generate.batch_size_per_device = 2
     large = _cpu_figures(config, "generate")
     assert large.temporaries > 1.5 * small.temporaries, (small, large)
     assert large.flops > 1.8 * small.flops

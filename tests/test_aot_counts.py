@@ -9,8 +9,11 @@ def test_cub_defaults_call_each_program_as_the_stages_would():
     config = config_lib.load_config_file("configs/cub.py")
     data = counts.dataset(config)
     assert counts.lora_steps(config, data) == 400 * 125  # 400 epochs of 1,000 images (5 shots x 200) in batches of 8
-    # 20,000 images in 78 shards of 256 and one of 32, each cut into calls of 8.
-    assert counts.generation_calls(config, data) == (20_000, 78 * 32 + 4)
+    # 20,000 images in 78 shards of 256 and one of 32, each cut into calls of 8 (8 per device on one device), of 64
+    # on a v5e-8; on a v5e-16 (4 hosts of 4 chips, calls of 32) host 0 draws shards 0, 4, ..., 76: 20 full ones.
+    assert counts.generation_calls(config, data, 8) == (20_000, 78 * 32 + 4)
+    assert counts.generation_calls(config, data, 64) == (20_000, 78 * 4 + 1)
+    assert counts.generation_calls(config, data, 32, hosts=4) == (20_000, 20 * 8)
     # Lambda mixing: each real image repeated 100 // 5 = 20 times beside the 20,000 synthetic ones, batches of 64;
     # a validation pass (2,000 images) per epoch and one test pass (5,794).
     assert counts.classifier_steps(config, data) == (100 * 625, 100 * 32 + 91)

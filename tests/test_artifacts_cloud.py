@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"data.toyworld.num_classes": 3, "data.shots": 2, "data.toyworld.val_per_class": 1,
         "data.toyworld.test_per_class": 2, "finetune.epochs": 2, "finetune.batch_size": 2, "finetune.resolution": 32,
         "finetune.warmup_steps": 0, "finetune.checkpoint_every": 2, "finetune.sample_every": 0,
-        "generate.images_per_class": 2, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size": 6,
+        "generate.images_per_class": 2, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size_per_device": 6,
         "classify.epochs": 2, "classify.steps_per_epoch": 1, "classify.batch_size": 8, "classify.image_size": 32,
         "classify.warmup_epochs": 0, "report.oracle_steps": 0}
 TINY_ARGS = ("--config.compare.methods=", *(f"--config.{key}={value}" for key, value in TINY.items()))

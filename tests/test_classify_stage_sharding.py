@@ -6,7 +6,7 @@ import functools
 import jax
 import numpy as np
 
-from bobjax import classify, parallel
+from bobjax import classify, meshes
 from classify_run import saved_state, small_config
 
 
@@ -18,7 +18,7 @@ def test_eight_devices_equal_one_device_after_three_steps(tmp_path, monkeypatch)
     assert jax.device_count() == 8
     config = small_config(**{"classify.epochs": 1})  # 3 steps: MixUp/CutMix on every batch, BatchNorm, AdamW.
     classify.run(config, str(tmp_path / "eight"))  # config.mesh: every device on the data axis.
-    monkeypatch.setattr(parallel, "make_mesh", functools.partial(parallel.make_mesh, devices=jax.devices()[:1]))
+    monkeypatch.setattr(meshes, "stage_mesh", functools.partial(meshes.stage_mesh, devices=jax.devices()[:1]))
     classify.run(config, str(tmp_path / "one"))
     single, sharded = saved_state(str(tmp_path / "one")), saved_state(str(tmp_path / "eight"))
     assert int(single["step"]) == int(sharded["step"]) == 3

@@ -14,7 +14,7 @@ IDS = np.arange(7, dtype=np.int32)[:, None].repeat(4, axis=1)
 
 
 def _batches(n, **kw):
-    args = dict(resolution=24, random_flip=True, seed=3, local_batch_size=2)
+    args = dict(resolution=24, random_flip=True, seed=3, batch_size=2)
     args.update(kw)
     return [{k: v.copy() for k, v in b.items()} for b in itertools.islice(finetune_batches(IMAGES.__getitem__, IDS, **args), n)]
 
@@ -65,10 +65,13 @@ def test_resumed_stream_is_the_same_stream():
 
 
 def test_processes_split_each_global_batch_in_order():
-    """Two hosts feeding 2 each make, host 0's then host 1's, exactly the batches one host feeding 4 makes, pixels
-    included: the training step's noise follows an example's position in the global batch."""
-    single = _batches(5, local_batch_size=4)
-    hosts = [_batches(5, process_index=p, process_count=2) for p in range(2)]
+    """Two hosts feeding 2 rows each make, host 0's then host 1's, exactly the batches one host feeding 4 makes,
+    pixels included (the training step's noise follows an example's position in the global batch); a host whose
+    devices hold rows 1 and 3 of a stage's mesh gets exactly those."""
+    single = _batches(5, batch_size=4)
+    hosts = [_batches(5, batch_size=4, rows=[2 * p, 2 * p + 1]) for p in range(2)]
+    scattered = _batches(5, batch_size=4, rows=[1, 3])
     for step in range(5):
         for key in ("input_ids", "pixels"):
             np.testing.assert_array_equal(np.concatenate([h[step][key] for h in hosts]), single[step][key])
+            np.testing.assert_array_equal(scattered[step][key], single[step][key][[1, 3]])

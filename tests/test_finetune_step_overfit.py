@@ -39,7 +39,7 @@ def test_training_loss_of_the_real_step_falls_by_half_on_four_images(sd):
     step_fn = lora_step.make_train_step(graphs, NoiseSchedule.from_config(sd.scheduler_config), optimizer, lr,
                                         seed=0, lora_dropout=0.0)
     state = lora_step.init_state(trainable, optimizer)
-    train_step = lora_step.jit_train_step(step_fn, state, frozen, mesh)
+    train_step = lora_step.jit_train_step(step_fn, state, frozen, mesh, 4)
 
     rng = np.random.default_rng(0)
     prompts = ["a bird photo of a crow", "a bird photo of a gull", "a bird photo of an owl", "a bird photo of a wren"]

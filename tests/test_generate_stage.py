@@ -74,8 +74,24 @@ def test_same_images_on_one_and_eight_devices(tiny_sd_path):
 def stage_config(tiny_sd_path, **overrides):
     return demo_config(**{
         "model.sd": tiny_sd_path, "generate.plan": "zero_shot", "generate.prompt": "a {descriptor} photo of a {class_name}",
-        "generate.images_per_class": 3, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size": 2,
+        "generate.images_per_class": 3, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size_per_device": 1,
         "data.toyworld.num_classes": 3, **overrides})
+
+
+def test_the_synthetic_set_does_not_depend_on_the_batch_per_device(tiny_sd_path, tmp_path, one_device):
+    """1 and 4 images per device per call (9 images: calls of 1, or of 4, 4 and a padded 1): each image's noise comes
+    from its own seed, so the set is the same, to one uint8 level (floats agree to 1e-5; rounding may land either
+    side)."""
+    sets = []
+    for per_device in (1, 4):
+        workdir = str(tmp_path / f"per_device_{per_device}")
+        generate.run(stage_config(tiny_sd_path, **{"generate.batch_size_per_device": per_device}), workdir)
+        sets.append(read_dataset(run_folder.stage_dir(workdir, "generate")))
+    assert len(sets[0]) == len(sets[1]) == 9
+    for i in range(9):
+        assert sets[0][i]["image_id"] == sets[1][i]["image_id"]
+        assert np.abs(sets[0][i]["image"].astype(int) - sets[1][i]["image"].astype(int)).max() <= 1, i
+    assert len({sets[0][i]["image"].tobytes() for i in range(9)}) == 9  # Images differ: a broken seed would not.
 
 
 def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_path, monkeypatch):
@@ -137,7 +153,7 @@ def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeyp
 def test_a_generation_call_that_cannot_fit_stops_the_stage_before_its_first_image(tiny_sd_path, tmp_path,
                                                                                    fake_accelerator):
     fake_accelerator(1e-5)  # 10 KiB
-    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*config.generate.batch_size"):
+    with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*config.generate.batch_size_per_device"):
         generate.run(stage_config(tiny_sd_path), str(tmp_path))
 
 
@@ -202,7 +218,7 @@ def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
     from bobjax.models import lora_file
 
     config = stage_config(tiny_sd_path, **{"generate.plan": "class_only", "finetune.per_class": True,
-                                           "generate.batch_size": 4})
+                                           "generate.batch_size_per_device": 4})
     finetune_dir = run_folder.stage_dir(str(tmp_path), "finetune")
     for label in range(3):
         write_random_lora(tiny_sd_path, os.path.join(run_folder.class_lora_dir(finetune_dir, label), run_folder.LORA_FILE),

@@ -155,7 +155,7 @@ def test_runs_that_differ_in_storage_mesh_or_batch_sizes_that_change_nothing_sha
     config = folder_config(data)
     other = folder_config(str(shutil.copytree(data, tmp_path / "copy")))
     other.mesh.data, other.mesh.fsdp, other.model.attention = 1, 8, "chunked"
-    other.caption.batch_size, other.generate.batch_size, other.quality.batch_size = 2, 3, 5
+    other.caption.batch_size, other.generate.batch_size_per_device, other.quality.batch_size = 2, 3, 5
     for stage in ("caption", "finetune", "generate", "filter"):
         assert share.key(config, stage) == share.key(other, stage), stage
     other.finetune.batch_size = 4  # Training depends on it.
@@ -189,7 +189,7 @@ def synthetic_images(config, workdir):
 
 def test_generation_batch_size_and_attention_kernel_leave_the_images_unchanged(tiny_sd_path, tmp_path):  # noqa: F811
     made = synthetic_images(stage_config(tiny_sd_path, **{"model.attention": "xla"}), str(tmp_path / "a"))
-    for name, overrides in (("batch", {"model.attention": "xla", "generate.batch_size": 3}),
+    for name, overrides in (("batch", {"model.attention": "xla", "generate.batch_size_per_device": 3}),
                             ("kernel", {"model.attention": "chunked"})):
         other = synthetic_images(stage_config(tiny_sd_path, **overrides), str(tmp_path / name))
         assert sorted(other) == sorted(made) and len(made) == 9

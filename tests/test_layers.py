@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "bobjax"
 # Bottom to top. Within a layer a part may import only the parts listed before it.
 LAYERS = (
     ("errors", "assets", "grid", "prompt_templates"),
-    ("cluster", "accelerator", "artifacts", "run_folder", "parallel", "targets", "config_lib"),
+    ("cluster", "accelerator", "artifacts", "run_folder", "parallel", "targets", "config_lib", "meshes"),
     ("models", "toyworld", "data"),
     ("training", "fit", "identity", "quality", "toyworld.prior"),
     ("caption", "finetune", "generate", "filter", "classify"),

@@ -23,7 +23,7 @@ REDUCED = (
     "--config.finetune.epochs=1", "--config.finetune.batch_size=6", "--config.finetune.resolution=32",
     "--config.finetune.warmup_steps=0", "--config.finetune.sample_every=0",
     "--config.generate.images_per_class=2", "--config.generate.steps=2", "--config.generate.resolution=32",
-    "--config.generate.batch_size=6",
+    "--config.generate.batch_size_per_device=6",
     "--config.classify.epochs=1", "--config.classify.steps_per_epoch=1", "--config.classify.batch_size=4",
     "--config.classify.image_size=32", "--config.classify.warmup_epochs=0",
 )

@@ -15,7 +15,7 @@ from bobjax.generate import stage as generate
 
 def renderer_config(**overrides):
     return demo_config(**{"generate.renderer": "toyworld", "generate.plan": "bob", "generate.images_per_class": 4,
-                          "generate.resolution": 32, "generate.batch_size": 3, **overrides})
+                          "generate.resolution": 32, "generate.batch_size_per_device": 3, **overrides})
 
 
 def test_each_image_is_its_planned_class_background_and_pose(tmp_path):

@@ -5,13 +5,14 @@
     python -m bobjax.aot --config=configs/cub.py --target=cpu     # this machine's devices, to compare with a run
 
 Targets are ``bobjax.targets`` names (Cloud TPU slices, NVIDIA cards and nodes) or ``cpu``. The models are built on
-abstract values from the checkpoint's config files only (a few KB fetched; ``config.model.sd`` may be a local
-folder holding them), over a mesh of the target's devices (``config.mesh``), traced under that mesh so that kernels
-are chosen for the target, and compiled: minutes each at real size on a CPU (a TPU target's LoRA step or
+abstract values from the checkpoint's config files only (a few KB fetched; ``config.model.sd`` may be a local folder
+holding them), over each stage's mesh of the target's devices (``bobjax.meshes``), traced under that mesh so that
+kernels are chosen for the target, and compiled: minutes each at real size on a CPU (a TPU target's LoRA step or
 sampler call: 15-60 minutes on 2 cores), so run one stage per process and join the rows (``--rows_from``). For an
 NVIDIA target it sets the XLA flags that compiling without a GPU needs (``bobjax.targets.compile_flags``). Prints a
-line for each program that does not fit its device, naming the setting to change, then the table; ``--json`` writes
-the rows.
+line for each program that does not fit its device, naming the setting to change, then the table and generation's
+bound per image; ``--json`` writes the rows. A setting that cannot work on the target (a ``config.mesh`` that cannot
+hold a stage's batch, an unknown target) is one line, before anything compiles.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ _CACHE = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/bobjax/ao
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from bobjax.errors import UserError
+
+    try:
+        _compile_and_report()
+    except UserError as e:  # A setting (target, mesh, batch) that cannot work: one line, no traceback.
+        print(f"bobjax.aot: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _compile_and_report() -> None:
     from bobjax import targets
 
     needed = targets.compile_flags(_TARGET.value)
@@ -45,7 +56,7 @@ def main(argv) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {needed}".strip()
     import jax
 
-    from bobjax import fit
+    from bobjax import fit, meshes
     from bobjax.aot import cell, compiled_figures, stage_programs
     from bobjax.aot.compile import compile_stage
 
@@ -56,7 +67,7 @@ def main(argv) -> None:
     unknown = [s for s in _STAGES.value if s not in stage_programs.STAGES]
     if unknown:
         raise app.UsageError(f"--stages: unknown {unknown}; expected some of {stage_programs.STAGES}")
-    rows, problems, target = [], [], None
+    rows, problems = [], []
     for path in _ROWS_FROM.value:
         with open(path) as f:
             earlier = json.load(f)
@@ -64,6 +75,8 @@ def main(argv) -> None:
             raise app.UsageError(f"--rows_from {path} is for target {earlier['target']}, not {_TARGET.value}")
         rows += earlier["rows"]
         problems += earlier["does_not_fit"]
+    devices = targets.get(_TARGET.value).devices if _TARGET.value != "cpu" else jax.devices()
+    meshes.check([(config, stage) for stage in _STAGES.value], devices)  # Every stage's mesh before any compile.
     for stage in _STAGES.value:
         target, figures = compile_stage(stage, config, _TARGET.value)
         for f in figures:
@@ -75,14 +88,20 @@ def main(argv) -> None:
                 print(f"TIGHT: {line}", flush=True)
             rows.append(compiled_figures.row(f, target))
         _write_json(rows, problems, None)  # After each stage: a long run killed later keeps what it compiled.
-    if target is None and _TARGET.value != "cpu":  # Only joined rows, nothing compiled here.
-        target = targets.get(_TARGET.value)
-    title = f"bobjax.aot {_TARGET.value} ({len(target.devices) if target else jax.device_count()} devices): " \
-            f"{' '.join(sys.argv[1:])}"
+    title = f"bobjax.aot {_TARGET.value} ({len(devices)} devices): {' '.join(sys.argv[1:])}"
     for problem in problems:
         print(f"DOES NOT FIT: {problem}")
     print(compiled_figures.table(rows, title))
-    bound = cell.cell_bound(config, rows)
+    host_devices = len(meshes.stage_devices("generate", devices))
+    hosts = len({d.process_index for d in devices})
+    for r in rows:
+        if (r["stage"], r["program"]) == ("generate", "sampler call") and r["bound_s"] is not None:
+            per_call = meshes.generation_batch(config, host_devices)
+            print(f"generate: {per_call} images per sampler call per host ({config.generate.batch_size_per_device} "
+                  f"per device x {host_devices}), {hosts} host(s) at once: roofline bound "
+                  f"{r['bound_s'] / per_call:.4f} s per image per host, {r['bound_s'] / per_call / hosts:.4f} s per "
+                  f"image on {_TARGET.value}")
+    bound = cell.cell_bound(config, rows, (host_devices, hosts))
     if bound is not None:
         stages_h = ", ".join(f"{stage} {s / 3600:.1f} h" for stage, s in bound["by_stage"].items())
         missing = f"; not compiled, so not counted: {', '.join(bound['missing'])}" if bound["missing"] else ""

@@ -9,24 +9,27 @@ only the counts differ (``real_only`` trains on the real images alone). The capt
 
 from __future__ import annotations
 
-from bobjax import compare, config_lib, sweep
+from bobjax import compare, config_lib, meshes, sweep
 from bobjax.aot import counts
 
-# A program's calls in one run, by (stage, program): from the run's config and the dataset's sizes.
+# A program's calls in one run, by (stage, program): from the run's config, the dataset's sizes and the slice's
+# (devices per host, hosts).
 _CALLS = {
-    ("finetune", "LoRA step"): lambda c, d: counts.lora_steps(c, d),
-    ("generate", "sampler call"): lambda c, d: counts.generation_calls(c, d)[1],
-    ("classify", "prepare"): lambda c, d: counts.classifier_steps(c, d)[0],
-    ("classify", "train step"): lambda c, d: counts.classifier_steps(c, d)[0],
-    ("classify", "eval step"): lambda c, d: counts.classifier_steps(c, d)[1],
+    ("finetune", "LoRA step"): lambda c, d, s: counts.lora_steps(c, d),
+    ("generate", "sampler call"): lambda c, d, s: counts.generation_calls(c, d, meshes.generation_batch(c, s[0]),
+                                                                          s[1])[1],
+    ("classify", "prepare"): lambda c, d, s: counts.classifier_steps(c, d)[0],
+    ("classify", "train step"): lambda c, d, s: counts.classifier_steps(c, d)[0],
+    ("classify", "eval step"): lambda c, d, s: counts.classifier_steps(c, d)[1],
 }
 _SHARED_BY_POINTS = ("finetune", "generate")
 
 
-def cell_bound(config, rows: list[dict]) -> dict | None:
+def cell_bound(config, rows: list[dict], slice_shape: tuple[int, int] = (1, 1)) -> dict | None:
     """``{"seconds": bound of the comparison on one slice, "runs": ..., "by_stage": {...}, "missing": [...]}``;
     None when ``config`` is no comparison or its dataset's sizes are unknown. ``rows``: ``compiled_figures.row``s of
-    this config's programs on one target; stages without a row are listed as missing (not compiled)."""
+    this config's programs on one target, ``slice_shape`` its (devices per host, hosts); stages without a row are
+    listed as missing (not compiled)."""
     data = counts.dataset(config)
     if data is None or not compare.is_comparison(config):
         return None
@@ -44,7 +47,7 @@ def cell_bound(config, rows: list[dict]) -> dict | None:
                     if (stage, program) not in bounds:
                         missing.add(f"{stage} {program}")
                         continue
-                    s = bounds[(stage, program)] * calls(run, data)
+                    s = bounds[(stage, program)] * calls(run, data, slice_shape)
                     seconds += s
                     by_stage[stage] = by_stage.get(stage, 0.0) + s
     return {"seconds": seconds, "runs": runs, "by_stage": by_stage, "missing": sorted(missing)}

@@ -7,11 +7,11 @@ import time
 
 
 def target_and_mesh(name: str, config, stage: str):
-    """(target or None for ``cpu``, the stage's mesh): generation runs on one host's devices, the quality
-    encoder on one device, as their stages do."""
+    """(target or None for ``cpu``, the stage's mesh: ``bobjax.meshes.stage_mesh``, as the stage builds it; the
+    quality encoder on one device, as the report and filter stages run it)."""
     import jax
 
-    from bobjax import parallel
+    from bobjax import meshes, parallel
 
     if name == "cpu":
         target, devices = None, jax.devices()
@@ -20,12 +20,9 @@ def target_and_mesh(name: str, config, stage: str):
 
         target = targets.get(name)
         devices = list(target.devices)
-    if stage == "generate":
-        devices = [d for d in devices if d.process_index == devices[0].process_index]
     if stage == "quality":
-        devices = devices[:1]
-    mesh_config = config.mesh if stage not in ("quality",) else {"data": 1, "fsdp": 1}
-    return target, parallel.make_mesh(mesh_config, devices)
+        return target, parallel.make_mesh({"data": 1, "fsdp": 1}, devices[:1])
+    return target, meshes.stage_mesh(config, stage, devices)
 
 
 # Stages whose attention kernels (Pallas, cuDNN) are custom calls that XLA's cost analysis cannot count: their FLOPs

@@ -2,7 +2,8 @@
 without the data: what turns a step's roofline bound into the stage's.
 
 The counts follow the stages' own rules: LoRA steps ``epochs * ceil(images / batch)`` (per class with
-``finetune.per_class``), generated images by ``generate.plan.images_per_class`` in shards of ``SHARD_SIZE``, the
+``finetune.per_class``), generated images by ``generate.plan.images_per_class`` in shards of ``SHARD_SIZE`` (the
+busiest host's calls: hosts generate at once), the
 classifier's steps per epoch by its mixing phases (``classify.mixing``), plus one validation pass per epoch and a
 test pass. Only the paper's datasets are known (``bobjax.data.paper_datasets``); another dataset gets no totals,
 only per-step figures.
@@ -46,12 +47,13 @@ def synthetic_counts(config, data: PaperDataset) -> list[int]:
     return images_per_class(train_counts(config, data), g.images_per_class, g.long_tail_total, g.long_tail_m)
 
 
-def generation_calls(config, data: PaperDataset) -> tuple[int, int]:
-    """(images, sampler calls): shards of ``SHARD_SIZE`` images, each cut into ``generate.batch_size`` calls."""
+def generation_calls(config, data: PaperDataset, per_call: int, hosts: int = 1) -> tuple[int, int]:
+    """(images, sampler calls of the busiest host): shards of ``SHARD_SIZE`` images dealt to ``hosts`` round-robin,
+    each host cutting its shards into calls of ``per_call`` images (``bobjax.meshes.generation_batch``). Hosts draw
+    at once, so the stage takes as long as its busiest host."""
     images = sum(synthetic_counts(config, data))
-    full, rest = divmod(images, SHARD_SIZE)
-    batch = config.generate.batch_size
-    return images, full * math.ceil(SHARD_SIZE / batch) + math.ceil(rest / batch)
+    shards = [min(SHARD_SIZE, images - k) for k in range(0, images, SHARD_SIZE)]
+    return images, max(sum(math.ceil(n / per_call) for n in shards[h::hosts]) for h in range(hosts))
 
 
 def classifier_steps(config, data: PaperDataset) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bobjax import parallel
+from bobjax import meshes, parallel
 from bobjax.aot import abstract, counts
 
 STAGES = ("finetune", "generate", "classify", "quality")
@@ -66,11 +66,13 @@ def generate(config, mesh) -> list[Program]:
                           resolution=g.resolution, mesh=mesh, negative_prompt=g.negative_prompt,
                           strength=g.strength if g.real_guidance else None, mix_weight=g.mvc_weight,
                           place_weights=False)
-    calls = counts.generation_calls(config, data)[1] if data else None
+    batch = meshes.generation_batch(config, mesh.size)
+    calls = counts.generation_calls(config, data, batch)[1] if data else None
     steps = sampler.sampler.num_steps
-    return [Program("generate", "sampler call", lambda: sampler.lower(g.batch_size), calls,
+    return [Program("generate", "sampler call", lambda: sampler.lower(batch), calls,
                     f"{steps} {g.scheduler} steps (guidance {g.guidance_scale}) + decode, {g.resolution}px "
-                    f"batch {g.batch_size}", loop=(lambda: sampler.lower_denoise(g.batch_size), steps - 1))]
+                    f"batch {batch} ({g.batch_size_per_device} per device)",
+                    loop=(lambda: sampler.lower_denoise(batch), steps - 1))]
 
 
 def classify(config, mesh) -> list[Program]:
@@ -95,7 +97,8 @@ def classify(config, mesh) -> list[Program]:
         frozen=frozen, mean=mean, std=std, lora_dropout=dropout, dtype=dtype, seed=config.seed, num_classes=len(names))
     eval_step = step_lib.make_eval_step(eval_graph, mesh, mean=mean, std=std, dtype=dtype)
     batch, (images, targets, labels) = step_lib.batch_shapes(cfg, len(names), realmix=cfg.mixing == "realmix")
-    shard = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.batch_sharding(mesh))  # noqa: E731
+    shard = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,  # noqa: E731
+                                           sharding=parallel.batch_sharding(mesh, cfg.batch_size))
     replicate = lambda tree: jax.tree.map(  # noqa: E731
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), tree)
     work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"

@@ -1,9 +1,9 @@
 """The classifier's host input: the mixing streams of ``bobjax.classify.mixing`` cut into per-step batches.
 
-Batch ``s`` of a phase is a pure function of (seed, s): a resumed run starts at its step and sees the same
-images. Each host decodes only its consecutive slice of the global batch (rows ``[p*b, (p+1)*b)``), so the global
-batch, row by row, does not depend on the number of hosts. Images are resized (shorter side) and centre-cropped
-to ``image_size`` here; the random augmentation happens on the device (``bobjax.classify.augment``).
+Batch ``s`` of a phase is a pure function of (seed, s): a resumed run starts at its step and sees the same images.
+Each host decodes only the rows of the global batch its devices hold (``bobjax.parallel.host_rows``), so the global
+batch, row by row, does not depend on the number of hosts or the mesh. Images are resized (shorter side) and
+centre-cropped to ``image_size`` here; the random augmentation happens on the device (``bobjax.classify.augment``).
 
 With ``lambda`` mixing a global batch is its real rows then its synthetic rows; :attr:`TrainInput.parts` gives
 the global row indices of each part, which the loss weights and MixUp/CutMix keep apart.
@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable, Iterator
 
 import grain
-import jax
 import numpy as np
 
 from bobjax.classify import mixing
@@ -84,14 +83,13 @@ def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grai
     return mixing.materialize(stream, real, synthetic).map(prepare)
 
 
-def _host_rows(parts: list[grain.MapDataset], global_size: int) -> Callable[[int], list[dict]]:
+def _host_rows(parts: list[grain.MapDataset], global_size: int, rows: np.ndarray) -> Callable[[int], list[dict]]:
     """``step -> this host's records of that step``. A global batch is the next rows of each part side by side (an
-    equal share each: BOB's real and synthetic halves), and host ``p`` reads its ``p``-th consecutive slice of it, so
-    the global batch, row by row, is the same for any number of hosts (augmentation draws by row)."""
+    equal share each: BOB's real and synthetic halves), and a host reads its ``rows`` of it
+    (``bobjax.parallel.host_rows``), so the global batch, row by row, is the same for any number of hosts and any
+    mesh (augmentation draws by row)."""
     share = global_size // len(parts)
-    local = global_size // jax.process_count()
-    offset = jax.process_index() * local
-    return lambda step: [parts[r // share][step * share + r % share] for r in range(offset, offset + local)]
+    return lambda step: [parts[r // share][step * share + r % share] for r in rows]
 
 
 def _stack(records: list[dict]) -> dict[str, np.ndarray]:
@@ -120,8 +118,10 @@ def batch_parts(kind: str, batch_size: int) -> list[np.ndarray]:
 class TrainInput:
     """Every phase of the configured mixing scheme, and the batch layout the loss needs."""
 
-    def __init__(self, cfg, real, synthetic, seed: int, image_size: int):
+    def __init__(self, cfg, real, synthetic, seed: int, image_size: int, rows=None):
+        """``rows``: the rows of each global batch this host reads (all by default; ``parallel.host_rows``)."""
         self.batch_size = cfg.batch_size
+        rows = np.arange(cfg.batch_size) if rows is None else np.asarray(rows)
         real = ResizedCache(real, image_size)
         real_labels = real.labels()
         synthetic_labels = synthetic.labels() if synthetic is not None else np.zeros(0, np.int64)
@@ -135,7 +135,7 @@ class TrainInput:
                     raise ConfigError(f"config.classify.batch_size={cfg.batch_size} must split into equal real and "
                                       "synthetic halves")
                 streams = mixing.lambda_streams(real_labels, synthetic_labels, seed)
-                rows = _host_rows([_records(s, real, synthetic, image_size) for s in streams], cfg.batch_size)
+                host = _host_rows([_records(s, real, synthetic, image_size) for s in streams], cfg.batch_size, rows)
                 epoch_size = len(mixing.repeated_real_indices(real_labels, synthetic_labels)) + len(synthetic_labels)
             else:
                 if kind == "alpha":
@@ -147,11 +147,11 @@ class TrainInput:
                 else:
                     refs = mixing.real_stream(real_labels, seed)
                     epoch_size = len(real_labels)
-                rows = _host_rows([_records(refs, real, synthetic, image_size)], cfg.batch_size)
+                host = _host_rows([_records(refs, real, synthetic, image_size)], cfg.batch_size, rows)
             if cfg.steps_per_epoch < 0:
                 raise ConfigError(f"config.classify.steps_per_epoch must be >= 0 (0: one pass), got {cfg.steps_per_epoch}")
             steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(epoch_size / cfg.batch_size))
-            self.phases.append(Phase(kind, epochs, steps_per_epoch, lambda step, rows=rows: _stack(rows(step))))
+            self.phases.append(Phase(kind, epochs, steps_per_epoch, lambda step, host=host: _stack(host(step))))
 
     @property
     def total_steps(self) -> int:
@@ -179,16 +179,14 @@ class TrainInput:
             step += phase.steps - within
 
 
-def eval_batches(source, image_size: int, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-    """This host's rows of each global evaluation batch, padded with repeats of the last image at the end;
-    yields (batch, number of real rows in the global batch)."""
+def eval_batches(source, image_size: int, batch_size: int, rows=None) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """This host's ``rows`` (all by default; ``bobjax.parallel.host_rows``) of each global evaluation batch, padded
+    with repeats of the last image at the end; yields (batch, number of real rows in the global batch)."""
     n = len(source)
-    local = batch_size // jax.process_count()
-    offset = jax.process_index() * local
+    rows = np.arange(batch_size) if rows is None else np.asarray(rows)
 
     def load(k: int):
-        rows = [min(k * batch_size + offset + j, n - 1) for j in range(local)]
-        records = [source[i] for i in rows]
+        records = [source[min(k * batch_size + int(r), n - 1)] for r in rows]
         return {"image": np.stack([image_ops.resize_and_center_crop(np.asarray(r["image"]), image_size)
                                    for r in records]),
                 "label": np.asarray([r["label"] for r in records], np.int32)}, min(batch_size, n - k * batch_size)

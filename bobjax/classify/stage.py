@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 
-from bobjax import artifacts, fit, parallel, run_folder
+from bobjax import artifacts, fit, meshes, parallel, run_folder
 from bobjax.classify import backbones, metrics, programs
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
@@ -66,8 +66,8 @@ def checkpoints(workdir: str) -> loop.Checkpoints:
 def _evaluate(eval_step, weights, frozen, source, mesh, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and labels of ``source`` with ``weights`` (``{"params", "stats"}``)."""
     predictions, labels = [], []
-    for batch, valid in input_lib.eval_batches(source, image_size, batch_size):
-        batch = parallel.global_batch(batch, mesh)
+    for batch, valid in input_lib.eval_batches(source, image_size, batch_size, parallel.host_rows(batch_size, mesh)):
+        batch = parallel.global_batch(batch, mesh, batch_size)
         predictions.append(np.asarray(eval_step(weights["params"], weights["stats"], frozen, batch["image"]))[:valid])
         labels.append(parallel.to_host(batch["label"])[:valid])
     return np.concatenate(predictions), np.concatenate(labels)
@@ -83,11 +83,11 @@ def run(config, workdir: str) -> dict:
     cfg = config.classify
     checkpoint = backbones.resolve_checkpoint(cfg)  # First: weights that cannot be fetched fail before any work.
     # Mesh and data.
-    mesh = parallel.make_mesh(config.mesh)
-    parallel.local_batch_size(cfg.batch_size, mesh)  # Checks that the batch splits over the devices.
+    mesh = meshes.stage_mesh(config, "classify")
     splits = make_splits(config.data, config.seed)
     num_classes = len(splits.class_names)
-    data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size)
+    data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size,
+                                parallel.host_rows(cfg.batch_size, mesh))
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
     # Model and optimizer: parameters and optimiser state in float32, computation in ``dtype``.
@@ -141,7 +141,7 @@ def run(config, workdir: str) -> dict:
         for epoch in range(meta["epoch"], total_epochs):
             phase, _ = data.phase_at(step)
             for _ in range(phase.steps_per_epoch):
-                batch = parallel.global_batch(next(batches), mesh)
+                batch = parallel.global_batch(next(batches), mesh, cfg.batch_size)
                 prepare, train_step = step_fns(phase)
                 if step == 0:  # The first batch as the model sees it, once.
                     images, _ = prepare(state["step"], batch)

@@ -86,7 +86,7 @@ def make_prepare(mesh, *, seed: int, spec, parts, num_classes: int, mix_prob: fl
     def prepare_at(step, batch):
         return prepare(jax.random.fold_in(jax.random.key(seed), step), batch, spec, parts, num_classes, mix_prob)
 
-    batch = parallel.batch_sharding(mesh)
+    batch = parallel.batch_sharding(mesh, sum(len(p) for p in parts))
     return jax.jit(prepare_at, in_shardings=(parallel.replicated(mesh), batch), out_shardings=(batch, batch))
 
 
@@ -115,7 +115,7 @@ def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax
         return new_state, {"loss": loss, "accuracy": accuracy}
 
     replicate = lambda tree: jax.tree.map(lambda _: parallel.replicated(mesh), tree)  # noqa: E731
-    batch = parallel.batch_sharding(mesh)
+    batch = parallel.batch_sharding(mesh, len(weights))
     update = jax.jit(parallel.under_mesh(mesh, update),
                      in_shardings=(replicate(state_template), replicate(frozen_template), batch, batch, batch),
                      out_shardings=(replicate(state_template), parallel.replicated(mesh)), donate_argnums=0)

@@ -9,6 +9,7 @@ element's index), so a resumed run sees exactly the batches the killed run would
 from __future__ import annotations
 
 import string
+import sys
 from collections.abc import Callable, Iterator, Sequence
 
 import grain
@@ -73,30 +74,33 @@ def finetune_batches(
     resolution: int,
     random_flip: bool,
     seed: int,
-    local_batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
+    batch_size: int,
+    rows: Sequence[int] | None = None,
     start_step: int = 0,
     num_threads: int = 4,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """This process's part of every global batch from ``start_step`` on (endless; the loop counts steps).
+    """This process's rows of every global batch from ``start_step`` on (endless; the loop counts steps).
 
     ``load_image(i)`` gives training image ``i`` (uint8 HxWx3) and ``input_ids[i]`` its tokenized prompt.
-    Each global batch is the next ``local_batch_size * process_count`` elements of the shuffled, repeated stream,
-    and process ``p`` feeds its ``p``-th consecutive slice: the global batch, in order, is the same for any number
-    of processes (per-example noise follows an example's position in it).
+    Each global batch is the next ``batch_size`` elements of the shuffled, repeated stream, and this process feeds
+    its ``rows`` of it (all by default; ``bobjax.parallel.host_rows`` on a cluster): the global batch, in order, is
+    the same for any number of processes and any mesh (per-example noise follows an example's position in it).
     """
     num_images = len(input_ids)
     if num_images == 0:
         raise ConfigError("the fine-tuning split has no training images")
+    rows = np.arange(batch_size) if rows is None else np.asarray(rows)
 
     def element(index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         pixels = resize_crop_flip(load_image(index), resolution, rng, random_flip)
         return {"pixels": pixels, "input_ids": np.asarray(input_ids[index], np.int32)}
 
-    ds = grain.MapDataset.range(num_images).shuffle(seed=seed).repeat(None).random_map(element, seed=seed + 1)
-    ds = ds.batch(local_batch_size, drop_remainder=True)[process_index::process_count]
-    ds = ds[start_step:]
-    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * local_batch_size)
-    return iter(ds.to_iter_dataset(options))
+    elements = grain.MapDataset.range(num_images).shuffle(seed=seed).repeat(None).random_map(element, seed=seed + 1)
 
+    def host_batch(step: int) -> dict[str, np.ndarray]:
+        items = [elements[step * batch_size + int(r)] for r in rows]
+        return {key: np.stack([item[key] for item in items]) for key in items[0]}
+
+    steps = grain.MapDataset.range(start_step, sys.maxsize).map(host_batch)
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=num_threads)
+    return iter(steps.to_iter_dataset(options))

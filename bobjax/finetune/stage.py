@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from bobjax import assets, fit, parallel, run_folder
+from bobjax import assets, fit, meshes, parallel, run_folder
 from bobjax.data import fewshot
 from bobjax.finetune import step as lora_step
 from bobjax.finetune.adapters import add_adapters, lora_configs
@@ -31,7 +31,7 @@ def run(config, workdir: str) -> None:
     from bobjax.models.sd import load_stable_diffusion
 
     c = config.finetune
-    mesh = parallel.make_mesh(config.mesh)
+    mesh = meshes.stage_mesh(config, "finetune")
     splits = fewshot.make_splits(config.data, config.seed)
     train = splits.train
     class_names = [splits.class_names[int(label)] for label in train.labels()]
@@ -109,9 +109,8 @@ class LoraTrainer:
 
         # Data and logs.
         batches = finetune_batches(load_image, input_ids, resolution=c.resolution, random_flip=c.random_flip,
-                                   seed=self.config.seed, local_batch_size=parallel.local_batch_size(c.batch_size, mesh),
-                                   process_index=jax.process_index(), process_count=jax.process_count(),
-                                   start_step=start)
+                                   seed=self.config.seed, batch_size=c.batch_size,
+                                   rows=parallel.host_rows(c.batch_size, mesh), start_step=start)
         writer = loop.writer(folder / "tb")
         window = loop.MetricWindow()
 
@@ -124,7 +123,8 @@ class LoraTrainer:
         with checkpoints, loop.progress_bar(total, start, "finetune") as bar:
             for step in range(start, total):
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    state, metrics = self.train_step(state, frozen, parallel.global_batch(next(batches), mesh))
+                    batch = parallel.global_batch(next(batches), mesh, c.batch_size)
+                    state, metrics = self.train_step(state, frozen, batch)
                 if pending is not None:  # The previous step's loss: checking one step behind keeps the device busy.
                     check(*pending)
                 pending = (step, metrics["loss"])

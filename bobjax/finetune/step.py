@@ -128,12 +128,13 @@ def frozen_sharding(frozen: Frozen, mesh: Mesh) -> Frozen:
     return jax.tree.map(lambda x: parallel.fsdp_sharding(x.shape, mesh), frozen)
 
 
-def jit_train_step(step_fn, state: TrainState, frozen: Frozen, mesh: Mesh):
-    """One ``jax.jit`` with named shardings: batch over every device, adapters and AdamW state replicated,
-    frozen weights replicated or FSDP; the state's buffers are donated to the next state."""
+def jit_train_step(step_fn, state: TrainState, frozen: Frozen, mesh: Mesh, batch_size: int):
+    """One ``jax.jit`` with named shardings: the global batch of ``batch_size`` over the devices
+    (``parallel.batch_sharding``), adapters and AdamW state replicated, frozen weights replicated or FSDP; the
+    state's buffers are donated to the next state."""
     replicated = parallel.replicated(mesh)
     state_sharding = jax.tree.map(lambda _: replicated, state)
-    batch_sharding = parallel.batch_sharding(mesh)
+    batch_sharding = parallel.batch_sharding(mesh, batch_size)
     return jax.jit(
         parallel.under_mesh(mesh, step_fn),
         in_shardings=(state_sharding, frozen_sharding(frozen, mesh), batch_sharding),
@@ -156,7 +157,7 @@ def build_step(finetune_config, unet: nnx.Module, text_encoder: nnx.Module, vae:
     step_fn = make_train_step(graphs, NoiseSchedule.from_config(scheduler_config), optimizer, learning_rate, seed=seed,
                               lora_dropout=c.lora_dropout)
     state_template = jax.eval_shape(lambda t: init_state(t, optimizer), trainable)
-    return graphs, trainable, frozen, optimizer, jit_train_step(step_fn, state_template, frozen, mesh)
+    return graphs, trainable, frozen, optimizer, jit_train_step(step_fn, state_template, frozen, mesh, c.batch_size)
 
 
 def batch_shapes(finetune_config, text_length: int) -> dict:

@@ -1,10 +1,10 @@
 """BOB step 3: context-marginalized generation into a synthetic TFDS dataset, sharded and resumable.
 
 Reads the caption bank (``captions/``) and the fine-tuned LoRA (``finetune/``), plans every synthetic image
-(``bobjax.generate.plan``), and writes ``synthetic/`` (TFDS, ArrayRecord) shard by shard. Shards are dealt to
-hosts round-robin and each host samples its shards on its own devices, so generation needs no cross-host
-traffic; a killed run rewrites only the missing shards. Each image's noise comes from its plan entry's seed, so
-the output does not depend on devices, batch size or restarts.
+(``bobjax.generate.plan``), and writes ``synthetic/`` (TFDS, ArrayRecord) shard by shard. Shards are dealt to hosts
+round-robin and each host samples its shards on its own devices, ``config.generate.batch_size_per_device`` images
+per device per call, so generation needs no cross-host traffic; a killed run rewrites only the missing shards. Each
+image's noise comes from its plan entry's seed, so the output does not depend on devices, batch size or restarts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from etils import epath
 from PIL import Image
 from tqdm import tqdm
 
-from bobjax import artifacts, assets, fit, parallel, run_folder
+from bobjax import artifacts, assets, fit, meshes, parallel, run_folder
 from bobjax.data import make_splits
 from bobjax.data.tfds_writer import ShardedWriter
 from bobjax.errors import ConfigError
@@ -113,8 +113,9 @@ def make_generate_fn(config, workdir: str, mesh, train_source):
     if renderer != "diffusion":
         raise ConfigError(f"config.generate.renderer must be 'diffusion' or 'toyworld', got {renderer!r}")
     generator = load_generator(config, workdir, mesh)
-    generator.use_program(g.batch_size, fit.program_to_run(generator.jitted, lambda: generator.lower(g.batch_size),
-                                                           "a generation call", "generate"))
+    per_call = meshes.generation_batch(config, mesh.size)
+    generator.use_program(per_call, fit.program_to_run(generator.jitted, lambda: generator.lower(per_call),
+                                                       "a generation call", "generate"))
     inputs = SamplerInputs(train_source, g.resolution, real_guided=bool(g.real_guidance), mixed=g.mvc_weight != 1.0)
     if config.finetune.per_class and g.plan != "zero_shot":
         from bobjax.generate.per_class import PerClassLoras
@@ -177,10 +178,10 @@ def run(config, workdir: str) -> None:
     grid_path = out_dir / "grids" / FIXED_NOISE_GRID
     grid_due = parallel.is_main_process() and not grid_path.exists()
     if mine or grid_due:
-        mesh = parallel.make_mesh(config.mesh, devices=jax.local_devices())
+        mesh = meshes.stage_mesh(config, "generate")
         generate = make_generate_fn(config, workdir, mesh, splits.train)
+        batch = meshes.generation_batch(config, mesh.size)
     if mine:
-        batch = g.batch_size
         with tqdm(total=sum(len(shards[k]) for k in mine), desc="generate", unit="img") as progress:
             for k in mine:
                 images = []
@@ -199,6 +200,6 @@ def run(config, workdir: str) -> None:
         write_grids(out_dir / "grids", planned, source)
         if grid_due:
             write_fixed_noise_grid(grid_path, planned, splits.class_names, splits.descriptor, g.prompt, generate,
-                                   g.batch_size)
+                                   batch)
         if g.export_png:
             export_png(out_dir / "png", source)

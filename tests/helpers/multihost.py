@@ -20,7 +20,8 @@ from demo_run import ROOT, xla_flags
 TINY = ("--config=configs/demo.py", "--config.compare.methods=", "--config.data.toyworld.num_classes=3",
         "--config.data.shots=4", "--config.data.toyworld.test_per_class=4", "--config.data.toyworld.val_per_class=2",
         "--config.finetune.epochs=2", "--config.finetune.batch_size=4", "--config.finetune.checkpoint_every=1",
-        "--config.generate.images_per_class=2", "--config.generate.steps=2", "--config.generate.batch_size=2",
+        "--config.generate.images_per_class=2", "--config.generate.steps=2",
+        "--config.generate.batch_size_per_device=1",
         "--config.classify.epochs=2", "--config.classify.steps_per_epoch=2", "--config.classify.batch_size=8")
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")

@@ -34,5 +34,5 @@ def compile_lora_step(sd_path: str, target: str, *, attention: str = "auto", res
     batch = {"pixels": jax.ShapeDtypeStruct((batch_size, resolution, resolution, 3), jnp.float32),
              "input_ids": jax.ShapeDtypeStruct((batch_size, 77), jnp.int32)}
     with jax.set_mesh(mesh):
-        jitted = lora_step.jit_train_step(step_fn, state, frozen, mesh)
+        jitted = lora_step.jit_train_step(step_fn, state, frozen, mesh, batch_size)
         return jitted.trace(state, frozen, batch).lower().compile()

@@ -62,7 +62,8 @@ class TextToImage:
         self.guidance_scale = float(guidance_scale)
         self.negative_ids = sd.tokenize([negative_prompt])
         self._graphdef = nnx.graphdef((sd.unet, sd.vae, sd.text_encoder))
-        self._replicated, self._batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+        # Calls are padded to a multiple of the device count (:meth:`_padded`), so they split over every device.
+        self._replicated, self._batch = parallel.replicated(mesh), parallel.batch_sharding(mesh, mesh.size)
         if place_weights:
             self.refresh_weights()
         # Every per-image input (a dict) is split over the devices: one sharding serves the whole dict.
