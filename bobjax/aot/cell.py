@@ -4,9 +4,10 @@ and sweep point, each stage's compiled programs times how often that run calls t
 A grid over classifier settings shares the fine-tuning and generation of a method and seed (``bobjax.share``), so
 those count once per method and seed, the classifier once per point, at the sweep's schedule; a two-phase sweep
 (``bobjax.compare.two_phase``, the paper's) adds one full-length classifier run per method and seed, the chosen
-point's (any point counts alike: the counts do not depend on the values swept). The programs' shapes do not change between
-methods (the prompt length, batches and resolutions are the config's), so one compile per program serves every run;
-only the counts differ (``real_only`` trains on the real images alone). The caption stage (PyTorch) is not included.
+point's (any point counts alike: the counts do not depend on the values swept). The programs' shapes do not change
+between methods (the prompt length, batches and resolutions are the config's), so one compile per program serves
+every run; only the counts differ (``real_only`` trains on the real images alone). The caption stage (PyTorch) is
+not included.
 """
 
 from __future__ import annotations
