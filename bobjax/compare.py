@@ -2,6 +2,12 @@
 seeds (and each point of ``config.compare.sweep``, see :mod:`bobjax.sweep`), each a complete run of its own in
 ``WORKDIR/<method>/seed<k>/`` (``.../seed<k>/<point>/`` in a sweep).
 
+A sweep with ``config.compare.sweep_epochs`` (the paper's protocol: ``configs/paper.py``) has two phases: every point
+trains that many epochs, then the point chosen on validation per method and seed trains ``classify.epochs`` in
+``.../seed<k>/final/``, a run of its own whose results the report shows (a point's folder always holds ``=``, so
+``final`` is never one). The second phase is known only once the first has finished (the choice reads the points'
+``classify/metrics.json``), and a rerun makes the same choice from the same files, so either phase resumes.
+
 Why separate run folders: each run is then an ordinary bobjax run (its own config.json, splits, completion markers
 and resume), so a killed comparison is finished by rerunning the same command, and any one run can be inspected or
 rerun alone. Runs whose earlier stages would be made from the same inputs share them through pointer files
@@ -15,8 +21,10 @@ import dataclasses
 import ml_collections
 from etils import epath
 
-from bobjax import config_lib, sweep
+from bobjax import artifacts, config_lib, run_folder, sweep
 from bobjax.errors import ConfigError
+
+FINAL = "final"  # The chosen point's full-length run, beside the points' folders.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +34,18 @@ class Run:
     workdir: epath.Path
     config: ml_collections.ConfigDict
     point: str = ""  # Its point of the comparison's sweep ("" without one).
+    final: bool = False  # The second phase of a two-phase sweep: the chosen point at full length.
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One method and seed of a sweep: its points' runs with their ``classify/metrics.json``, and the chosen one."""
+    points: list[tuple[Run, dict]]
+    index: int
+
+    @property
+    def chosen(self) -> Run:
+        return self.points[self.index][0]
 
 
 def methods(config) -> list[str]:
@@ -46,6 +66,15 @@ def is_comparison(config) -> bool:
     return bool(methods(config))
 
 
+def two_phase(config) -> bool:
+    """Whether the sweep trains its points for ``compare.sweep_epochs`` and the chosen one again at full length."""
+    short, full = config.compare.sweep_epochs, config.classify.epochs
+    if short < 0 or (short and short >= full):
+        raise ConfigError(f"config.compare.sweep_epochs is {short}; expected 0 (every point trains classify.epochs, "
+                          f"{full}) or fewer epochs than classify.epochs for the sweep's short runs")
+    return bool(short) and bool(config.compare.sweep.strip())
+
+
 def run_config(config, method: str, seed: int, point: sweep.Point) -> ml_collections.ConfigDict:
     """``config`` as one run of the comparison: the method's preset and stages (those of ``config.stages`` the
     method needs), that seed and sweep point, no report of its own and no nested comparison."""
@@ -61,12 +90,56 @@ def run_config(config, method: str, seed: int, point: sweep.Point) -> ml_collect
     return single
 
 
+def point_config(config, method: str, seed: int, point: sweep.Point) -> ml_collections.ConfigDict:
+    """A sweep point's run: :func:`run_config`, trained ``compare.sweep_epochs`` in a two-phase sweep."""
+    single = run_config(config, method, seed, point)
+    if two_phase(config):
+        single.classify.epochs = config.compare.sweep_epochs
+    return single
+
+
 def runs(config, workdir) -> list[Run]:
-    """The runs of ``config``: the comparison's, method-major then seed then sweep point, or the single run in
-    ``workdir`` itself."""
+    """The runs of ``config``: the comparison's (the sweep's first phase), method-major then seed then sweep point, or
+    the single run in ``workdir`` itself."""
     if not is_comparison(config):
         return [Run(config.method, config.seed, epath.Path(workdir), config)]
     grid = sweep.points(config)
+    two_phase(config)  # Its errors before any run.
     return [Run(method, config.seed + k, epath.Path(workdir) / method / f"seed{k}" / point.name,
-                run_config(config, method, config.seed + k, point), point.name)
+                point_config(config, method, config.seed + k, point), point.name)
             for method in methods(config) for k in range(config.compare.seeds) for point in grid]
+
+
+def metrics(run: Run) -> dict:
+    """The run's ``classify/metrics.json``."""
+    path = run_folder.stage_dir(run.workdir, "classify") / "metrics.json"
+    if not path.exists():
+        raise artifacts.ArtifactError(f"{path} does not exist; run the classify stage of method {run.method!r} "
+                                      f"(seed {run.seed}{', point ' + run.point if run.point else ''}) first")
+    return artifacts.read_json(path)
+
+
+def choices(points: list[Run]) -> list[Choice]:
+    """Per method and seed of ``points`` (:func:`runs`), in their order, the point chosen by validation."""
+    by_seed: dict[tuple[str, int], list[tuple[Run, dict]]] = {}
+    for run in points:
+        by_seed.setdefault((run.method, run.seed), []).append((run, metrics(run)))
+    return [Choice(group, sweep.choose([r.point for r, _ in group], [m["validation_top1"] for _, m in group]))
+            for group in by_seed.values()]
+
+
+def final_run(config, choice: Choice) -> Run | None:
+    """The chosen point's full-length run of a two-phase sweep; None in a one-phase one."""
+    if not two_phase(config):
+        return None
+    chosen = choice.chosen
+    point = next(p for p in sweep.points(config) if p.name == chosen.point)
+    return Run(chosen.method, chosen.seed, chosen.workdir.parent / FINAL,
+               run_config(config, chosen.method, chosen.seed, point), chosen.point, final=True)
+
+
+def final_runs(config, workdir) -> list[Run]:
+    """The second phase of a two-phase sweep, per method and seed; needs the first phase's ``classify`` done."""
+    if not is_comparison(config) or not two_phase(config):
+        return []
+    return [final_run(config, choice) for choice in choices(runs(config, workdir))]

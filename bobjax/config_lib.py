@@ -66,7 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
     # A side-by-side comparison: run each method (config_lib.METHODS) with each of `seeds` seeds (config.seed,
     # config.seed + 1, ...) in WORKDIR/<method>/seed<k>/, then one report over all. "" runs config.method once.
     # sweep: a grid chosen by validation, "field=v1|v2;field=v1|v2", each point a run (bobjax/sweep.py).
-    c.compare = ml_collections.ConfigDict(dict(methods="", seeds=1, sweep=""))
+    # sweep_epochs: 0 trains every point for classify.epochs and reports the chosen point's run; N > 0 trains every
+    # point for N epochs, then the chosen point again for classify.epochs in .../seed<k>/final/ (the paper's protocol).
+    c.compare = ml_collections.ConfigDict(dict(methods="", seeds=1, sweep="", sweep_epochs=0))
     # Toy world only: an oracle classifier trained on oracle_per_class balanced real images per class for
     # oracle_steps steps measures how much class detail each method's synthetic images carry (0 steps: skip).
     c.report = ml_collections.ConfigDict(dict(oracle_steps=300, oracle_per_class=200))

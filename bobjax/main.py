@@ -131,13 +131,22 @@ def run(config, workdir: str, redo=()) -> None:
             run_stage(config, workdir, stage)
         return
     runs = compare.runs(config, workdir)
+    prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
+    _run_all(runs, workdir, redo, [(config, workdir, "report")] if "report" in stages else [])
+    if compare.two_phase(config) and "classify" in stages:  # The second phase: the chosen points at full length.
+        _run_all(compare.final_runs(config, workdir), workdir, redo, [])
+    if "report" in stages:
+        run_stage(config, workdir, "report")
+
+
+def _run_all(runs, workdir, redo, later) -> None:
+    """Runs the stages of each of ``runs`` (one phase of a comparison), every run's captions first; ``later``: the
+    comparison's own stages still to come, whose weights are resolved (and missing ones named) now."""
     share.link_runs(runs, workdir, redo, STAGE_BARRIER_TIMEOUT_S)
     pending = _pending_stages([(one.config, one.workdir, stage) for one in runs
-                               for stage in config_lib.run_stages(one.config)]
-                              + ([(config, workdir, "report")] if "report" in stages else []), redo)
+                               for stage in config_lib.run_stages(one.config)] + later, redo)
     check_meshes = _mesh_check(pending)
     check_meshes(None)
-    prepare_workdir(config, workdir, [s for s in redo if s == "report"], record_split=False)
     weights = pretrained.resolve_all(pending)
     for one in runs:
         prepare_workdir(one.config, one.workdir, [s for s in redo if s != "report"])
@@ -146,12 +155,10 @@ def run(config, workdir: str, redo=()) -> None:
     # once a JAX stage has started it (see bobjax.caption.stage).
     plan = [(k, one, stage) for k, one in enumerate(runs) for stage in config_lib.run_stages(one.config)]
     for k, one, stage in sorted(plan, key=lambda item: item[2] != "caption"):
-        logging.info("comparison run %d/%d (method %s, seed %d): %s in %s", k + 1, len(runs), one.method, one.seed,
-                     stage, one.workdir)
+        logging.info("comparison run %d/%d (method %s, seed %d%s): %s in %s", k + 1, len(runs), one.method, one.seed,
+                     ", the chosen point's full run" if one.final else "", stage, one.workdir)
         check_meshes(stage)
         run_stage(one.config, one.workdir, stage)
-    if "report" in stages:
-        run_stage(config, workdir, "report")
 
 
 def main(argv) -> None:

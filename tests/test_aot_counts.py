@@ -27,18 +27,42 @@ def test_the_long_tail_counts_follow_the_imbalance():
     assert counts.synthetic_counts(config, data)[0] == 200 - 30 * 6
 
 
-def test_a_paper_cell_counts_every_method_seed_and_point_once_and_shares_generation():
+PROGRAMS = [("finetune", "LoRA step"), ("generate", "sampler call"), ("classify", "prepare"),
+            ("classify", "train step"), ("classify", "eval step")]
+ROWS = [{"stage": s, "program": p, "bound_s": 1.0} for s, p in PROGRAMS]  # One second a call: the bound counts calls.
+
+
+def test_a_paper_cell_counts_short_points_and_one_full_run_per_method_and_seed_and_shares_generation():
+    """The paper's protocol: every point 10 epochs, then the chosen one 100 (docs/paper.md: "100 epochs (10 in sweeps)")."""
     config = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=clip")
-    programs = [("finetune", "LoRA step"), ("generate", "sampler call"), ("classify", "prepare"),
-                ("classify", "train step"), ("classify", "eval step")]
-    rows = [{"stage": s, "program": p, "bound_s": 1.0} for s, p in programs]
-    bound = cell.cell_bound(config, rows)
+    bound = cell.cell_bound(config, ROWS)
     points = 4 * 2 * 2  # CLIP's grid: learning rate x weight decay x lambda
     per_seed = (2 * 50_000 + 2 * 2_500  # DataDream's and BOB's LoRA and generation, once per seed
-                + 2 * points * 2 * 62_500  # their classifiers: prepare + train step per point
-                + points * 2 * 100 * 16  # real only: 1,000 real images a epoch, 16 steps
-                + 3 * points * 3_291)  # every run's evaluation
-    assert bound["runs"] == 3 * 3 * points
+                + 2 * (points * 2 * 10 * 625 + 2 * 100 * 625)  # their classifiers: prepare + train step, 625 a epoch
+                + points * 2 * 10 * 16 + 2 * 100 * 16  # real only: 1,000 real images a epoch, 16 steps
+                # every run's evaluation: a validation pass (32 calls) per epoch and a test pass (91)
+                + 3 * (points * (10 * 32 + 91) + 100 * 32 + 91))
+    assert bound["runs"] == 3 * 3 * (points + 1)
     assert bound["seconds"] == 3 * per_seed
     assert not bound["missing"]
-    assert cell.cell_bound(config, rows[2:])["missing"] == ["finetune LoRA step", "generate sampler call"]
+    assert cell.cell_bound(config, ROWS[2:])["missing"] == ["finetune LoRA step", "generate sampler call"]
+
+
+def test_the_full_length_grid_counts_every_point_at_100_epochs_and_no_final_run():
+    config = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=clip")
+    config.compare.sweep_epochs = 0
+    bound = cell.cell_bound(config, ROWS)
+    points = 4 * 2 * 2
+    per_seed = (2 * 50_000 + 2 * 2_500 + 2 * points * 2 * 62_500 + points * 2 * 100 * 16 + 3 * points * 3_291)
+    assert bound["runs"] == 3 * 3 * points
+    assert bound["seconds"] == 3 * per_seed
+
+
+def test_the_two_phases_cut_the_rn50_cells_classifier_work_about_six_fold():
+    """RN50's grid has 18 points: 18 x 10 + 100 = 280 epochs per method and seed against 18 x 100 = 1,800."""
+    config = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=rn50")
+    rows = [r for r in ROWS if r["stage"] == "classify" and r["program"] == "train step"]
+    short = cell.cell_bound(config, rows)["seconds"]
+    config.compare.sweep_epochs = 0
+    full = cell.cell_bound(config, rows)["seconds"]
+    assert full / short == 1800 / 280

@@ -3,6 +3,7 @@ iteration: the numbers mean nothing here (the suite shares the cores), the scrip
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -65,3 +66,12 @@ def test_cpu_kernels_and_the_step_profiles_print_their_tables():
     stdout = _run("profile_steps.py", "--workload=unet", "--unet-config=tiny", "--batch=1", "--steps=1", "--top=5")
     jax_table, torch_table = stdout.split("diffusers unet:")
     assert "bobjax unet:" in jax_table and "aten::" in torch_table
+
+
+def test_step_bytes_splits_the_compiled_steps_bytes_and_its_sum_meets_xlas_total():
+    """The demo's tiny ResNet step on this CPU: the instructions' bytes add up to XLA's own figure (within 10 %: the
+    script charges whole operands), and the split names the kinds of a ResNet step."""
+    stdout = _run("step_bytes.py", "--config=../configs/demo.py", "--target=cpu")
+    ratio = float(re.search(r"sum over instructions [\d.]+ GB \(([\d.]+)x\)", stdout).group(1))
+    assert 0.9 <= ratio <= 1.1, stdout
+    assert "fusion: convolution/dot" in stdout and "convolution" in stdout.split("by op kind:")[1], stdout

@@ -18,7 +18,7 @@ from bobjax.classify import backbones
 from bobjax.classify import stage as classify
 from bobjax.classify import step as step_lib
 from bobjax.errors import ConfigError
-from bobjax.models import clip, resnet, vit
+from bobjax.models import clip, lora, resnet, vit
 
 RELATIVE_TOLERANCE = 0.05
 _MATMULS = ("dot_general", "conv_general_dilated")
@@ -133,3 +133,35 @@ def test_stage_in_bfloat16_keeps_parameters_and_optimiser_state_in_float32(tmp_p
     floats = {x.dtype for x in jax.tree.leaves((state["params"], state["stats"], state["opt_state"]))
               if np.issubdtype(x.dtype, np.floating) or x.dtype == jnp.bfloat16}
     assert floats == {np.dtype(np.float32)}
+
+
+def test_the_lora_clip_classifier_attends_in_bfloat16_close_to_float32():
+    """The classifier's CLIP carries float32 LoRA adapters on q_proj and v_proj (classify.backbones); their products
+    must not promote the bfloat16 model's attention to float32 (the log's 'self-attention of 197 queries ...
+    float32' at real size). Same tolerance as above: 5 % of the largest float32 logit."""
+    reference, model = same_weights_in(jnp.bfloat16, "clip")
+    example = jnp.zeros((1, 32, 32, 3), jnp.float32)
+    adapters = lora.LoraConfig(rank=4, alpha=8.0, targets=backbones.CLIP_LORA_TARGETS)
+    with_lora = {}
+    for name, m in (("reference", reference), ("model", model)):
+        with_lora[name] = lora.add_lora(m, adapters, example, rngs=nnx.Rngs(3))
+    lora_params = nnx.state(with_lora["reference"], nnx.LoRAParam)
+    keys = iter(jax.random.split(jax.random.key(4), len(jax.tree.leaves(lora_params))))  # B is zero: make it count
+    nnx.update(with_lora["reference"], jax.tree.map(lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape),
+                                                    lora_params))
+    nnx.update(with_lora["model"], nnx.state(with_lora["reference"]))
+    x = jax.random.uniform(jax.random.key(2), (4, 32, 32, 3), jnp.float32, -1.0, 1.0)
+
+    fn, state = forward(with_lora["model"])
+    matmuls = matmul_input_dtypes(fn, state, x.astype(jnp.bfloat16))
+    in_float32 = [m for m in matmuls if "float32" in m]
+    # Float32 on purpose: each adapter's x @ A and @ B (q_proj and v_proj, 2 layers, 2 towers: 8 adapters) and the
+    # cosine logits. Before the cast, each layer's q.k and p.v were float32 too: 8 more.
+    assert len(in_float32) == 2 * 8 + 1, matmuls
+    assert matmuls.count(("bfloat16", "bfloat16")) == len(matmuls) - len(in_float32) >= 4 * (4 + 2), matmuls
+
+    logits = np.asarray(fn(state, x.astype(jnp.bfloat16)).astype(jnp.float32))
+    ref_fn, ref_state = forward(with_lora["reference"])
+    expected = np.asarray(ref_fn(ref_state, x))
+    error = np.max(np.abs(logits - expected))
+    assert 0 < error <= RELATIVE_TOLERANCE * np.max(np.abs(expected)), (error, np.max(np.abs(expected)))

@@ -21,7 +21,7 @@ import pytest
 from demo_run import ROOT, xla_flags
 from multihost import TINY
 
-from bobjax import artifacts
+from bobjax import run_folder
 
 # Two SLURM jobs of the tiny pipeline (minutes on 2 cores): CI runs them after the default suite.
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_sbatch_runs_two_tasks_as_one_cluster(slurm, tmp_path):
     assert job.returncode == 0, job.stderr + output[-4000:]
     assert "as process 0 of 2" in output and "as process 1 of 2" in output, output[-4000:]
     assert output.count("stage finetune: complete") == 2, output[-4000:]
-    assert (workdir / "finetune" / artifacts.LORA_FILE).exists()
+    assert (workdir / "finetune" / run_folder.LORA_FILE).exists()
 
 
 def test_sbatch_stops_where_it_finds_no_gpu(slurm, tmp_path):

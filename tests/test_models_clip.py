@@ -106,3 +106,29 @@ def test_full_clip_vit_b16_classifier_matches_transformers(tmp_path):
     assert got.shape == expected.shape == (2, 3)
     # Relative to the logits' own scale: random towers give cosines near 0, so |logits| stays below 1.
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+
+
+def test_class_prompts_are_split_over_the_devices_with_equal_logits():
+    """Under an 8-device mesh each device encodes 2 of the 13 prompts (padded to 16), not all 13; the logits equal
+    the unsharded model's (fp32: 1e-5 of the largest)."""
+    from bobjax import parallel
+
+    assert jax.device_count() == 8
+    config = {"text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                              "num_attention_heads": 4, "max_position_embeddings": 16, "vocab_size": 1000,
+                              "eos_token_id": EOS},
+              "vision_config": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
+                                "num_attention_heads": 4, "patch_size": 8, "image_size": 32},
+              "projection_dim": 24}
+    graph, state = nnx.split(clip.CLIPClassifier(config, _prompt_ids(13), 32, rngs=nnx.Rngs(0)))
+    images = jax.random.uniform(jax.random.key(1), (8, 32, 32, 3))
+    forward = lambda state, images: nnx.merge(graph, state)(images)  # noqa: E731
+    expected = jax.jit(forward)(state, images)
+    mesh = parallel.make_mesh({"data": -1, "fsdp": 1})
+    sharded = jax.jit(parallel.under_mesh(mesh, forward))
+    images = jax.device_put(images, parallel.batch_sharding(mesh))
+    logits = sharded(state, images)
+    assert logits.shape == (8, 13)
+    np.testing.assert_allclose(logits, expected, atol=1e-5 * float(np.abs(expected).max()))
+    hlo = sharded.lower(state, images).compile().as_text()
+    assert "f32[2,16,32]" in hlo and "f32[13,16,32]" not in hlo  # per device: 2 prompts x 16 tokens x width 32

@@ -142,3 +142,103 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
     results = json.loads((tmp_path / "report" / "results.json").read_text())["bob"]
     assert results["sweep"][0]["chosen"] == os.path.basename(points[chosen])
     assert results["top1"] == metrics[chosen]["test"]["top1"]
+
+
+def test_a_two_phase_sweep_trains_points_short_and_the_chosen_point_in_final(tmp_path):
+    """compare.sweep_epochs: every point trains that many epochs; the chosen point's full-length run has a folder of
+    its own that no point's name can take (a point's name always holds '=') and classify.epochs."""
+    config = _sweep("classify.learning_rate=1e-2|3e-3|1e-3", **{"compare.methods": "real_only", "compare.seeds": 2,
+                                                               "compare.sweep_epochs": 5, "classify.epochs": 20})
+    points = compare.runs(config, str(tmp_path))
+    assert [r.config.classify.epochs for r in points] == [5] * 6
+    for run, validation in zip(points, (50.0, 70.0, 60.0, 10.0, 20.0, 90.0)):
+        _write_metrics(run, validation, 0.0)
+    finals = compare.final_runs(config, str(tmp_path))
+    assert [(str(r.workdir.relative_to(tmp_path)), r.point, r.final) for r in finals] == [
+        (f"real_only/seed{s}/{compare.FINAL}", points[3 * s + k].point, True) for s, k in ((0, 1), (1, 2))]
+    assert [(r.config.classify.epochs, r.config.classify.learning_rate, r.config.seed) for r in finals] == [
+        (20, 3e-3, 0), (20, 1e-3, 1)]
+    assert all("=" in p.name for p in sweep.points(config)) and compare.FINAL.find("=") < 0
+    assert not {r.workdir for r in finals} & {r.workdir for r in points}
+    config.compare.sweep_epochs = 0  # The full-length grid: no second phase.
+    assert [r.config.classify.epochs for r in compare.runs(config, str(tmp_path))] == [20] * 6
+    assert compare.final_runs(config, str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("epochs", [-1, 20, 30])
+def test_sweep_epochs_must_be_fewer_than_the_full_schedule(epochs):
+    with pytest.raises(ConfigError, match=rf"config.compare.sweep_epochs is {epochs}; expected 0 .* fewer"):
+        compare.runs(_sweep("classify.learning_rate=1e-2|3e-3", **{"compare.sweep_epochs": epochs,
+                                                                  "classify.epochs": 20}), "/w")
+
+
+def test_the_report_shows_the_sweep_at_its_schedule_and_the_chosen_points_full_run(tmp_path):
+    config = _sweep("classify.learning_rate=1e-2|3e-3", **{"compare.methods": "real_only", "report.oracle_steps": 0,
+                                                          "compare.sweep_epochs": 2, "classify.epochs": 20})
+    points = compare.runs(config, str(tmp_path))
+    _write_metrics(points[0], 40.0, 90.0)
+    _write_metrics(points[1], 50.0, 30.0)
+    with pytest.raises(artifacts.ArtifactError, match=r"real_only/seed0/final/classify/metrics.json does not exist"):
+        report.run(config, str(tmp_path))
+    _write_metrics(compare.final_runs(config, str(tmp_path))[0], 65.0, 70.0)
+    summary = report.run(config, str(tmp_path))["real_only"]
+    assert summary["top1"] == 70.0
+    assert summary["sweep"][0]["chosen"] == points[1].point
+    assert summary["sweep"][0]["final"] == {"point": points[1].point, "validation_top1": 65.0, "test_top1": 70.0}
+    markdown = (tmp_path / "report" / "index.md").read_text()
+    assert f"| real_only | 0 | {points[1].point} | 50.0 | 30.0 | yes |" in markdown
+    assert f"| real_only | 0 | {points[1].point} | 65.0 | 70.0 | final run |" in markdown
+    assert "The points train 2 epochs" in markdown and "again for 20 epochs" in markdown
+
+
+@pytest.mark.parametrize("kill", ["during the sweep", "between the phases", "during the final run"])
+def test_a_killed_two_phase_sweep_resumes_at_any_point(tmp_path, monkeypatch, one_device, kill):
+    """Killed in the second point's classifier, after the sweep before the final run, or after the final run's first
+    epoch: the rerun finishes what was left (never a finished point again) and the report shows the final run."""
+    calls = _recorded(monkeypatch, tmp_path, lambda name, run: run)
+    config = _sweep("classify.learning_rate=3e-3|1e-3", **{
+        "stages": "caption,generate,classify,report", "generate.renderer": "toyworld",
+        "generate.images_per_class": 4, "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
+        "data.toyworld.test_per_class": 4, "data.toyworld.val_per_class": 2, "classify.image_size": 32,
+        "classify.epochs": 2, "compare.sweep_epochs": 1, "classify.steps_per_epoch": 2, "classify.batch_size": 8,
+        "report.oracle_steps": 0})
+    points = [os.path.relpath(r.workdir, tmp_path) for r in compare.runs(config, str(tmp_path))]
+    final = f"bob/seed0/{compare.FINAL}"
+    saves, save = [], loop.Checkpoints.save  # The epoch of each checkpoint saved: 1 and 1 (points), 1, 2 (final).
+    kill_at_save = {"during the sweep": 2, "during the final run": 3}.get(kill)
+
+    def save_then_die(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        saves.append(args[0])
+        if len(saves) == kill_at_save:
+            raise _Killed
+
+    final_runs = compare.final_runs
+
+    def die_before_the_second_phase(*args):
+        raise _Killed
+
+    monkeypatch.setattr(loop.Checkpoints, "save", save_then_die)
+    if kill == "between the phases":
+        monkeypatch.setattr(compare, "final_runs", die_before_the_second_phase)
+    with pytest.raises(_Killed):
+        main.run(config, str(tmp_path))
+    monkeypatch.setattr(compare, "final_runs", final_runs)
+    first = {"during the sweep": [(points[1], "classify")], "between the phases": [(points[1], "classify")],
+             "during the final run": [(points[1], "classify"), (final, "classify")]}[kill]
+    assert calls == [(points[0], "caption"), (points[0], "generate"), (points[0], "classify")] + first
+
+    calls.clear()
+    main.run(config, str(tmp_path))
+    again = {"during the sweep": [(points[1], "classify"), (final, "classify")],
+             "between the phases": [(final, "classify")], "during the final run": [(final, "classify")]}[kill]
+    assert calls == again + [(".", "report")]  # The final run shares the points' captions and synthetic set.
+    assert saves[-1] == 2 and saves.count(2) == 1, "the final run trains 2 epochs once, resumed where it was killed"
+    metrics = [json.loads((tmp_path / p / "classify" / "metrics.json").read_text()) for p in points + [final]]
+    assert (metrics[0]["epochs"], metrics[1]["epochs"], metrics[2]["epochs"]) == (1, 1, 2)
+    chosen = int(np.argmax([m["validation_top1"] for m in metrics[:2]]))
+    assert json.loads((tmp_path / final / "config.json").read_text())["classify"]["learning_rate"] == \
+        (3e-3, 1e-3)[chosen]
+    results = json.loads((tmp_path / "report" / "results.json").read_text())["bob"]
+    assert results["sweep"][0]["chosen"] == os.path.basename(points[chosen])
+    assert results["top1"] == metrics[2]["test"]["top1"]

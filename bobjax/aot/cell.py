@@ -2,9 +2,12 @@
 and sweep point, each stage's compiled programs times how often that run calls them.
 
 A grid over classifier settings shares the fine-tuning and generation of a method and seed (``bobjax.share``), so
-those count once per method and seed, the classifier once per point. The programs' shapes do not change between
-methods (the prompt length, batches and resolutions are the config's), so one compile per program serves every run;
-only the counts differ (``real_only`` trains on the real images alone). The caption stage (PyTorch) is not included.
+those count once per method and seed, the classifier once per point, at the sweep's schedule; a two-phase sweep
+(``bobjax.compare.two_phase``, the paper's) adds one full-length classifier run per method and seed, the chosen
+point's (any point counts alike: the counts do not depend on the values swept). The programs' shapes do not change
+between methods (the prompt length, batches and resolutions are the config's), so one compile per program serves
+every run; only the counts differ (``real_only`` trains on the real images alone). The caption stage (PyTorch) is
+not included.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ def cell_bound(config, rows: list[dict], slice_shape: tuple[int, int] = (1, 1)) 
     seconds, by_stage, missing, runs = 0.0, {}, set(), 0
     for method in compare.methods(config):
         for seed in range(config.seed, config.seed + config.compare.seeds):
-            for k, point in enumerate(points):
-                run = compare.run_config(config, method, seed, point)
+            phases = [compare.point_config(config, method, seed, point) for point in points]
+            if compare.two_phase(config):
+                phases.append(compare.run_config(config, method, seed, points[0]))
+            for k, run in enumerate(phases):
                 runs += 1
                 for (stage, program), calls in _CALLS.items():
                     if stage not in config_lib.run_stages(run) or (k and stage in _SHARED_BY_POINTS):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from bobjax.models import weights
 from bobjax.models.clip_encoder import CLIPEncoder, activation
@@ -82,6 +83,18 @@ def _normalize(x):
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def _spread_over_devices(input_ids):
+    """The prompts split over every device of the mesh in context (padded with copies of the first to a multiple of
+    the devices), so that each device encodes its share: left replicated, the class prompts (200 for CUB) ran through
+    the text tower, forward and backward, on every device at every step."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return input_ids
+    pad = -input_ids.shape[0] % mesh.size
+    padded = jnp.concatenate([input_ids, jnp.broadcast_to(input_ids[:1], (pad, input_ids.shape[1]))])
+    return jax.lax.with_sharding_constraint(padded, PartitionSpec(mesh.axis_names))
+
+
 class CLIPClassifier(nnx.Module):
     def __init__(self, config: Mapping[str, Any], prompt_ids: np.ndarray, image_size: int, *,
                  attention: str = "auto", dtype=jnp.float32, rngs: nnx.Rngs):
@@ -97,7 +110,9 @@ class CLIPClassifier(nnx.Module):
         return _normalize(self.visual_projection(self.vision_model(images)))
 
     def text_embeds(self, input_ids):
-        return _normalize(self.text_projection(self.text_model.encode(input_ids).pooler_output))
+        count = input_ids.shape[0]
+        input_ids = _spread_over_devices(input_ids)
+        return _normalize(self.text_projection(self.text_model.encode(input_ids).pooler_output))[:count]
 
     def __call__(self, images):
         """NHWC images (CLIP-normalised) -> class logits [B, num_prompts]."""

@@ -37,6 +37,7 @@ class CLIPAttention(nnx.Module):
             raise ValueError(f"CLIP hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
         self.num_heads = num_heads
         self.attention = attention
+        self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_proj = nnx.Linear(hidden_size, hidden_size, **kw)
         self.k_proj = nnx.Linear(hidden_size, hidden_size, **kw)
@@ -45,7 +46,10 @@ class CLIPAttention(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
         batch, length, width = x.shape
-        heads = lambda t: t.reshape(batch, length, self.num_heads, width // self.num_heads)  # noqa: E731
+        # LoRA's float32 adapters (the classifier's, on q_proj and v_proj) promote their projections to float32; peft's
+        # LoRA layers cast back to the layer's dtype, and so does this, so a bfloat16 model attends in bfloat16.
+        dtype = self.dtype or x.dtype
+        heads = lambda t: t.astype(dtype).reshape(batch, length, self.num_heads, width // self.num_heads)  # noqa: E731
         out = dot_product_attention(
             heads(self.q_proj(x)),
             heads(self.k_proj(x)),

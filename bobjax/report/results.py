@@ -1,6 +1,7 @@
 """What the report shows, gathered from the run folders: accuracy per method over seeds, per-class accuracy,
 the contexts of the real and synthetic training images, wall times, which runs share which stages, and, for a
-sweep, each method and seed's grid with the point its validation top-1 chose (:func:`bobjax.sweep.choose`).
+sweep, each method and seed's grid with the point its validation top-1 chose (:func:`bobjax.sweep.choose`) and, in a
+two-phase sweep (:func:`bobjax.compare.two_phase`), that point's full-length run, whose results stand for the method.
 
 Everything is read from artifacts (``classify/metrics.json``, the caption bank, the synthetic dataset,
 ``timings.json``), never recomputed, so the report describes exactly the runs on disk.
@@ -14,7 +15,7 @@ import dataclasses
 import numpy as np
 from etils import epath
 
-from bobjax import artifacts, compare, run_folder, share, sweep
+from bobjax import artifacts, compare, run_folder, share
 from bobjax.caption import bank as bank_lib
 
 
@@ -34,6 +35,7 @@ class MethodResult:
     workdirs: list[epath.Path]  # Per seed, the chosen point's in a sweep.
     grids: list[list[SweepPoint]]  # Per seed, every point of the sweep (none without one).
     chosen: list[str]  # Per seed, the chosen point.
+    finals: list[SweepPoint | None]  # Per seed, the chosen point's full-length run (a two-phase sweep's).
 
     @property
     def top1_mean(self) -> float:
@@ -52,8 +54,9 @@ class MethodResult:
         out = {"top1": self.top1_mean, "top1_std": self.top1_std, "top1_per_seed": self.top1, "seeds": self.seeds,
                "per_class": dict(zip(class_names, self.per_class_mean()))}
         if any(self.grids):
-            out["sweep"] = [{"seed": seed, "chosen": chosen, "points": [dataclasses.asdict(p) for p in grid]}
-                            for seed, chosen, grid in zip(self.seeds, self.chosen, self.grids)]
+            out["sweep"] = [{"seed": seed, "chosen": chosen, "points": [dataclasses.asdict(p) for p in grid],
+                             **({"final": dataclasses.asdict(final)} if final else {})}
+                            for seed, chosen, grid, final in zip(self.seeds, self.chosen, self.grids, self.finals)]
         return out
 
 
@@ -66,18 +69,11 @@ class Results:
     timings: dict[str, dict[str, float]]  # Run folder (relative) -> stage -> seconds.
     contexts: dict[str, dict[str, collections.Counter]]  # "real train" / method -> class -> background counts.
     shared: dict[str, list[str]]  # Shared stage folder -> the run folders that use it (bobjax.share).
+    phases: tuple[int, int] | None = None  # A two-phase sweep's epochs: (each point's, the chosen point's full run).
 
     @property
     def wall_seconds(self) -> float:
         return float(sum(sum(t.values()) for t in self.timings.values()))
-
-
-def _metrics(run: compare.Run) -> dict:
-    path = run_folder.stage_dir(run.workdir, "classify") / "metrics.json"
-    if not path.exists():
-        raise artifacts.ArtifactError(f"the report needs {path}, which does not exist; run the classify stage of "
-                                      f"method {run.method!r} (seed {run.seed}) first")
-    return artifacts.read_json(path)
 
 
 def _real_contexts(run: compare.Run) -> dict[str, collections.Counter] | None:
@@ -108,25 +104,28 @@ def _synthetic_contexts(run: compare.Run, class_names: list[str]) -> dict[str, c
 
 
 def collect(config, workdir: str) -> Results:
-    runs = compare.runs(config, workdir)
-    by_seed: dict[tuple[str, int], list[tuple[compare.Run, dict]]] = {}  # The points of each method and seed.
-    for run in runs:
-        by_seed.setdefault((run.method, run.seed), []).append((run, _metrics(run)))
+    points = compare.runs(config, workdir)
+    runs = list(points)
     by_method: dict[str, MethodResult] = {}
     first_runs = {}  # The first seed's (chosen) run of each method: its images and contexts stand for the method.
     class_names: list[str] = []
-    for (method, seed), points in by_seed.items():
-        chosen, metrics = points[sweep.choose([r.point for r, _ in points], [m["validation_top1"] for _, m in points])]
+    for choice in compare.choices(points):
+        chosen = choice.chosen
+        final = compare.final_run(config, choice)
+        shown, metrics = (final, compare.metrics(final)) if final else choice.points[choice.index]
+        runs += [final] if final else []
         class_names = metrics["class_names"]
-        result = by_method.setdefault(method, MethodResult(method, [], [], [], [], [], []))
-        result.seeds.append(seed)
+        result = by_method.setdefault(chosen.method, MethodResult(chosen.method, [], [], [], [], [], [], []))
+        result.seeds.append(chosen.seed)
         result.top1.append(float(metrics["test"]["top1"]))
         result.per_class.append(metrics["test"]["per_class"])
-        result.workdirs.append(chosen.workdir)
+        result.workdirs.append(shown.workdir)
         result.chosen.append(chosen.point)
         result.grids.append([SweepPoint(r.point, m["validation_top1"], float(m["test"]["top1"]))
-                             for r, m in points if r.point])
-        first_runs.setdefault(method, chosen)
+                             for r, m in choice.points if r.point])
+        result.finals.append(SweepPoint(final.point, metrics["validation_top1"], float(metrics["test"]["top1"]))
+                             if final else None)
+        first_runs.setdefault(chosen.method, shown)
 
     contexts: dict[str, dict[str, collections.Counter]] = {}
     real = next((c for c in map(_real_contexts, first_runs.values()) if c is not None), None)
@@ -144,4 +143,5 @@ def collect(config, workdir: str) -> Results:
         if path.exists():
             timings[str(folder.relative_to(workdir))] = artifacts.read_json(path)
     return Results(dataset=config.data.name, class_names=class_names, methods=list(by_method.values()), runs=runs,
-                   timings=timings, contexts=contexts, shared=share.shared_folders(runs, workdir))
+                   timings=timings, contexts=contexts, shared=share.shared_folders(runs, workdir),
+                   phases=(config.compare.sweep_epochs, config.classify.epochs) if compare.two_phase(config) else None)

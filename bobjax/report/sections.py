@@ -23,6 +23,29 @@ def shown(names: Sequence[str], indices: Sequence[int]) -> str:
             + ", ".join(names[c] for c in indices))
 
 
+def _sweep_section(results: Results) -> Section:
+    """Every point of the grid scored on validation, and in a two-phase sweep the chosen point's full-length run."""
+    text = ("Every point of the grid trains on the train split and is scored on the validation split; per method and "
+            "seed the point with the best validation top-1 (the first in grid order among equals) is chosen")
+    if results.phases:
+        short, full = results.phases
+        text += (f". The points train {short} epochs (the sweep's schedule); the chosen point then trains again for "
+                 f"{full} epochs in its own folder (<method>/seed<k>/final/, the rows marked 'final run'), and that "
+                 "run's test top-1 is what the other tables show.")
+    else:
+        text += ", and its test top-1 is what the other tables show."
+    rows = []
+    for m in results.methods:
+        for seed, chosen, grid, final in zip(m.seeds, m.chosen, m.grids, m.finals):
+            rows += [[m.method, str(seed), p.point, pct(p.validation_top1), pct(p.test_top1),
+                      "yes" if p.point == chosen else ""] for p in grid]
+            if final:
+                rows.append([m.method, str(seed), final.point, pct(final.validation_top1), pct(final.test_top1),
+                             "final run"])
+    return Section("Sweep: each point scored on validation", text=text + " Test accuracy takes no part in the choice.",
+                   header=["method", "seed", "point", "validation top-1", "test top-1", "chosen"], rows=rows)
+
+
 def sections(results: Results, images: list[tuple[str, str]], config_json: str,
              class_fidelity: dict[str, dict] | None = None, paper: Section | None = None,
              ablation: Section | None = None, fixed_noise: list[tuple[str, str]] = (),
@@ -43,15 +66,7 @@ def sections(results: Results, images: list[tuple[str, str]], config_json: str,
               for m in results.methods], svg=bar_chart_svg(results))]
     out += [s for s in (paper, ablation) if s is not None]
     if any(grid for m in results.methods for grid in m.grids):
-        out.append(Section(
-            "Sweep: each point scored on validation",
-            text="Every point of the grid trains on the train split and is scored on the validation split; per method "
-                 "and seed the point with the best validation top-1 (the first in grid order among equals) is chosen, "
-                 "and its test top-1 is what the other tables show. Test accuracy takes no part in the choice.",
-            header=["method", "seed", "point", "validation top-1", "test top-1", "chosen"],
-            rows=[[m.method, str(seed), p.point, pct(p.validation_top1), pct(p.test_top1),
-                   "yes" if p.point == chosen else ""]
-                  for m in results.methods for seed, chosen, grid in zip(m.seeds, m.chosen, m.grids) for p in grid]))
+        out.append(_sweep_section(results))
     out.append(PerClass("Per-class accuracy (%, mean over seeds)", names,
                         {m.method: m.per_class_mean() for m in results.methods}, pct, percent=True))
     if class_fidelity is not None:
