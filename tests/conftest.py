@@ -68,14 +68,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def one_device(monkeypatch):
-    """Stages build their mesh over the first device only (faster on a CPU than 8 forced host devices)."""
-    import functools
-
+    """Stages build their mesh over the first device only (faster on a CPU than 8 forced host devices), and the
+    run's up-front mesh check sees the same device."""
     import jax
 
     from bobjax import meshes
 
-    monkeypatch.setattr(meshes, "stage_mesh", functools.partial(meshes.stage_mesh, devices=jax.devices()[:1]))
+    monkeypatch.setattr(meshes, "stage_devices", lambda stage, devices=None: jax.devices()[:1])
 
 
 @pytest.fixture

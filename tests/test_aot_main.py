@@ -66,7 +66,10 @@ def test_rows_from_earlier_runs_are_joined_in_order_and_printed(tmp_path):
     assert lines[title + 4].split()[:16] == [
         "generate", "sampler", "call", "2.00", "0.25", "0.25", "14.00", "0.00", "15.50", "97%", "661.954", "40.0",
         "3.500", "-", "-", "12"]
-    assert lines[title + 5:] == []  # configs/cub.py is one run, not a comparison: no roofline bound of a cell
+    # The sampler call's bound per image: 3.5 s for 8 images per device x 8 devices of one host.
+    assert lines[title + 5] == ("generate: 64 images per sampler call per host (8 per device x 8), 1 host(s) at once: "
+                                "roofline bound 0.0547 s per image per host, 0.0547 s per image on v5e:2x4")
+    assert lines[title + 6:] == []  # configs/cub.py is one run, not a comparison: no roofline bound of a cell
 
     joined = json.load(open(out))
     assert joined["target"] == "v5e:2x4"
