@@ -76,7 +76,7 @@ def generate(config, mesh) -> list[Program]:
 def classify(config, mesh) -> list[Program]:
     """The classifier's prepare, update and evaluation programs (``classify.stage.run``), for BOB's lambda batch
     layout (or the config's own)."""
-    from bobjax.classify import augment, optim
+    from bobjax.classify import optim
     from bobjax.classify import step as step_lib
 
     cfg, data = config.classify, counts.dataset(config)
@@ -92,8 +92,7 @@ def classify(config, mesh) -> list[Program]:
     lambda_layout = cfg.mixing in ("lambda",)
     parts = np.split(np.arange(cfg.batch_size), 2) if lambda_layout else [np.arange(cfg.batch_size)]
     weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if lambda_layout else None)
-    prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=augment.spec_from_config(cfg), parts=parts,
-                                    num_classes=len(names), mix_prob=cfg.mix_prob)
+    prepare = step_lib.make_prepare(mesh, seed=config.seed, parts=parts, num_classes=len(names), mix_prob=cfg.mix_prob)
     train_step = step_lib.make_train_step(graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
                                           state_template=state, frozen_template=frozen, seed=config.seed,
                                           lora_dropout=dropout, dtype=dtype)
@@ -105,7 +104,7 @@ def classify(config, mesh) -> list[Program]:
     work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"
     return [
         Program("classify", "prepare", lambda: prepare.lower(state["step"], batch), steps,
-                "augmentation, MixUp/CutMix"),
+                "MixUp/CutMix (augmentation: on the host)"),
         Program("classify", "train step", lambda: train_step.update.lower(state, frozen, images, targets, labels),
                 steps, work),
         Program("classify", "eval step", lambda: eval_step.lower(

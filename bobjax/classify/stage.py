@@ -22,7 +22,7 @@ from flax import nnx
 
 from bobjax import artifacts, parallel
 from bobjax.aot.report import compiled_if_it_fits
-from bobjax.classify import augment, backbones, metrics, optim
+from bobjax.classify import backbones, metrics, optim
 from bobjax.classify import input as input_lib
 from bobjax.classify import step as step_lib
 from bobjax.data import make_splits
@@ -88,7 +88,8 @@ def run(config, workdir: str) -> dict:
     parallel.local_batch_size(cfg.batch_size, mesh)  # Checks that the batch splits over the devices.
     splits = make_splits(config.data, config.seed)
     num_classes = len(splits.class_names)
-    data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size)
+    workers = input_lib.worker_count(cfg.input_workers, mesh.devices.flat[0].platform)
+    data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size, workers)
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
     # Model and optimizer: parameters and optimiser state in float32, computation in ``dtype``.
@@ -113,7 +114,6 @@ def run(config, workdir: str) -> dict:
 
     # Steps: one jitted train step per batch layout (a phase of real only, lambda or alpha batches).
     mean, std = classifier.mean, classifier.std
-    spec = augment.spec_from_config(cfg)
     eval_step = step_lib.make_eval_step(classifier.eval_graph, mesh, mean=mean, std=std, dtype=dtype)
     train_steps = {}
 
@@ -122,7 +122,7 @@ def run(config, workdir: str) -> dict:
         if phase.kind not in train_steps:
             parts = data.parts(phase)
             weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if phase.kind == "lambda" else None)
-            prepare = step_lib.make_prepare(mesh, seed=config.seed, spec=spec, parts=parts, num_classes=num_classes,
+            prepare = step_lib.make_prepare(mesh, seed=config.seed, parts=parts, num_classes=num_classes,
                                             mix_prob=cfg.mix_prob)
             train_step = step_lib.make_train_step(
                 train_graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
