@@ -138,7 +138,8 @@ class TrainStep:
 
 def batch_shapes(cfg, num_classes: int, *, realmix: bool = False) -> tuple[dict, tuple]:
     """(the global batch of augmented uint8 images ``prepare`` takes, the ``(images, targets, labels)`` ``update``
-    takes), as ``jax.ShapeDtypeStruct``s: what :class:`bobjax.classify.input.TrainInput` yields, every host's rows together."""
+    takes), as ``jax.ShapeDtypeStruct``s: what :class:`bobjax.classify.input.TrainInput` yields, every host's rows
+    together."""
     n, size = cfg.batch_size, cfg.image_size
     spec = lambda shape, dtype: jax.ShapeDtypeStruct((n, *shape), dtype)  # noqa: E731
     fields = {"image": spec((size, size, 3), jnp.uint8), "label": spec((), jnp.int32),
