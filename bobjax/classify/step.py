@@ -69,7 +69,7 @@ def soft_targets(label, source_label, source_weight, num_classes: int):
 
 def prepare(key, batch, parts, num_classes: int, mix_prob: float):
     """Augmented uint8 batch -> (mixed images in [0, 1], soft targets). Gather-free: masks by iota comparisons and
-    each part's partner rows by reversal, so nothing indexes pixels (tests/test_classify_programs.py)."""
+    each part's partner rows by reversal, so nothing indexes pixels (tests/test_classify_gathers.py)."""
     images = batch["image"].astype(jnp.float32) / 255.0
     targets = soft_targets(batch["label"], batch["source_label"], batch["source_weight"], num_classes)
     if "partner" in batch:  # realmix (DiffCoRe-Mix): real rows mixed with their synthetic partners first.
