@@ -207,7 +207,7 @@ def classifier_wait(config, splits, synthetic, steps: int = 4) -> dict:
     from flax import nnx
 
     from bobjax import meshes, parallel
-    from bobjax.classify import augment, backbones, optim
+    from bobjax.classify import backbones, optim
     from bobjax.classify import input as classify_input
     from bobjax.classify import step as step_lib
 
@@ -223,7 +223,7 @@ def classifier_wait(config, splits, synthetic, steps: int = 4) -> dict:
     data = classify_input.TrainInput(cfg, splits.train, synthetic, config.seed, cfg.image_size,
                                      parallel.host_rows(cfg.batch_size, mesh))
     parts = data.parts(data.phases[0])
-    prepare = step_lib.make_prepare(mesh, seed=0, spec=augment.spec_from_config(cfg), parts=parts,
+    prepare = step_lib.make_prepare(mesh, seed=0, parts=parts,
                                     num_classes=len(splits.class_names), mix_prob=cfg.mix_prob)
     train_step = step_lib.make_train_step(
         graph, mesh, prepare_fn=prepare, weights=step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight),

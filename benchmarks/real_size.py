@@ -108,7 +108,7 @@ def classify(args) -> dict:
     from ml_collections import ConfigDict
 
     from bobjax import config_lib, parallel
-    from bobjax.classify import augment, backbones, optim
+    from bobjax.classify import backbones, optim
     from bobjax.classify import step as step_lib
 
     cfg = config_lib.base_config().classify
@@ -124,7 +124,7 @@ def classify(args) -> dict:
     state = jax.device_put(state, parallel.replicated(mesh))
     half = cfg.batch_size // 2
     parts = [np.arange(half), np.arange(half, cfg.batch_size)]  # BOB's lambda mixing: real rows, synthetic rows
-    prepare = step_lib.make_prepare(mesh, seed=0, spec=augment.spec_from_config(cfg), parts=parts,
+    prepare = step_lib.make_prepare(mesh, seed=0, parts=parts,
                                     num_classes=args.classes, mix_prob=cfg.mix_prob)
     train_step = step_lib.make_train_step(
         graph, mesh, prepare_fn=prepare, weights=step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight),

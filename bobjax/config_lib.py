@@ -215,6 +215,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.classify.crop_scale_min = 0.25  # RandomResizedCrop keeps 25% to 100% of the image area.
     # ColorJitter, grayscale and solarize (BOB's). Off where colour is what tells classes apart (the toy world).
     c.classify.color_augment = True
+    # Processes that augment the training images on the host (bobjax/classify/input.py): -1 sizes them from the
+    # host's CPUs (none when the model trains on the CPU), 0 augments in this process (threads), N: N processes.
+    c.classify.input_workers = -1
     return c
 
 

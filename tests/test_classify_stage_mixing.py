@@ -3,6 +3,7 @@ half synthetic in the layout the loss weights assume; BTL runs its alpha phase, 
 
 import numpy as np
 import pytest
+from absl import flags
 
 from bobjax import classify
 from bobjax.classify import input as input_lib
@@ -96,3 +97,33 @@ def test_negative_steps_per_epoch_is_named(workdir):
     config = small_config(**{"classify.mixing": "real_only", "classify.steps_per_epoch": -1})
     with pytest.raises(ConfigError, match="config.classify.steps_per_epoch"):
         input_lib.TrainInput(config.classify, make_splits(config.data, 0).train, None, config.seed, 32)
+
+
+def test_resumed_and_multi_worker_input_sees_the_same_augmented_images(workdir):
+    """BTL's two phases with every augmentation on: batches from step 0 in this process, from a restart inside each
+    phase, and from two worker processes are the same pixels (rows draw by (seed, global step, row))."""
+    config = small_config(**{"classify.mixing": "btl", "classify.epochs": 1, "classify.real_only_epochs": 1,
+                             "classify.randaugment": True, "classify.color_augment": True})
+    splits = make_splits(config.data, config.seed)
+    synthetic = classify_stage._synthetic(config, workdir)
+
+    def images(start: int, workers: int) -> list[np.ndarray]:
+        data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32, workers)
+        return [batch["image"] for batch in data.batches(start)]
+
+    first = images(0, 0)
+    if not flags.FLAGS.is_parsed():  # As bobjax.main has before grain starts its workers (they read grain's flags).
+        flags.FLAGS.mark_as_parsed()
+    assert len(first) == 6 and not np.array_equal(first[0], first[3])  # alpha phase: 3 steps, real only: 3
+    for start in (1, 4):
+        for want, got in zip(first[start:], images(start, 0), strict=True):
+            np.testing.assert_array_equal(got, want)
+    for want, got in zip(first, images(0, 2), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_input_workers_setting():
+    assert input_lib.worker_count(-1, "cpu") == 0 and input_lib.worker_count(3, "tpu") == 3
+    assert 1 <= input_lib.worker_count(-1, "tpu") <= 32
+    with pytest.raises(ConfigError, match="config.classify.input_workers"):
+        input_lib.worker_count(-2, "gpu")

@@ -1,6 +1,6 @@
 """A real run on 16 devices gives the 8-device run's results: the tiny BOB pipeline (caption, finetune, generate,
 classify) on 16 forced CPU devices, where the fine-tuning batch of 8 now runs over data 8 x fsdp 2, against 8 devices
-(data 8). Both in subprocesses (the test process has 8 devices). Tolerances as tests/test_multihost.py's: the LoRA to
+(data 8). Both in subprocesses (the test process has 8 devices). Tolerances as tests/test_main_multihost.py's: the LoRA to
 1e-5, synthetic images to one uint8 level, the classifier's training loss to 1e-3 relative and its accuracy exactly.
 Two whole runs: slow."""
 

@@ -104,7 +104,7 @@ def classify(config, mesh) -> list[Program]:
     work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"
     return [
         Program("classify", "prepare", lambda: prepare.lower(state["step"], batch), steps,
-                "augmentation, MixUp/CutMix"),
+                "MixUp/CutMix (augmentation: on the host)"),
         Program("classify", "train step", lambda: train_step.update.lower(state, frozen, images, targets, labels),
                 steps, work),
         Program("classify", "eval step", lambda: eval_step.lower(

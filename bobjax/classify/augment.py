@@ -1,18 +1,17 @@
-"""The classifier's image augmentation (BOB's downstream classifier, docs/paper.md), batched and jitted on the device.
+"""The classifier's random augmentation (BOB's downstream classifier, docs/paper.md), per image on the host, with PIL
+as torchvision's PIL path.
 
-Each example gets its own key, so a batch's augmentation is a pure function of (key, images): a resumed or
-re-sharded run sees the same pixels. dm-pix supplies the colour, blur and solarize operations; written here is
-only what it lacks: RandomResizedCrop (``jax.image.scale_and_translate``, bicubic) and multiplicative
-brightness (torchvision's; dm-pix's is additive).
+Per-pixel gathers are slow on TPUs (the on-device version's warps counted 2,147 GB per chip per step on a v5e-8), so
+the random ops run in the input pipeline (``bobjax.classify.input``) and only MixUp/CutMix run on the device. Each row
+of a global batch draws from its own generator, :func:`row_rng` ``(seed, step, row)``: a resumed, re-sharded or
+multi-host run, with any number of input workers, sees the same pixels.
 
-Order, as torchvision's pipeline applies it: RandomResizedCrop, horizontal flip, RandAugment (optional),
-ColorJitter with p, grayscale with p, Gaussian blur with p, solarize with p. Differences from torchvision,
-all small: ColorJitter applies brightness, contrast, saturation, hue in this fixed order (torchvision permutes
-them); contrast blends with the per-channel mean (dm-pix, as TensorFlow); a crop whose sampled box does not
-fit is clipped to the image (torchvision retries ten times, then takes a central crop).
-
-The host gives uint8 images already resized (shorter side) and centre-cropped to ``image_size``
-(:func:`bobjax.data.image_ops.resize_and_center_crop`, which is also the whole test transform).
+Order: RandomResizedCrop (bicubic), horizontal flip, RandAugment (optional), ColorJitter with p (its four ops in a
+random order, as torchvision), grayscale with p, Gaussian blur with p, solarize with p. Each op is torchvision's on a
+PIL image (``torchvision.transforms.functional`` calls these same PIL functions), so for the same parameters the
+pixels are the same (tests/test_classify_augment.py); torchvision's tensor path differs by a few levels (docs/pipeline.md).
+The crop box is drawn from the image the host keeps for training, already resized (shorter side) and centre-cropped
+to ``image_size`` (:func:`bobjax.data.image_ops.resize_and_center_crop`, which is also the whole test transform).
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import dm_pix as pix
-import jax
-import jax.numpy as jnp
 import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+from scipy import ndimage
 
 from bobjax.classify import randaugment
 from bobjax.errors import ConfigError
@@ -40,9 +38,13 @@ class AugmentSpec:
     blur_prob: float = 0.2
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.2
-    solarize_threshold: float = 0.5  # torchvision's 128 of 255
+    solarize_threshold: int = 128
     flip: bool = True
     randaugment: bool = False
+
+    @property
+    def blur_kernel(self) -> int:
+        return 2 * (self.image_size // 20) + 1  # About a tenth of the image, odd, as in SimCLR-style blur.
 
 
 def spec_from_config(cfg) -> AugmentSpec:
@@ -57,59 +59,88 @@ def spec_from_config(cfg) -> AugmentSpec:
                        **colour)
 
 
-def random_resized_crop(key, image, spec: AugmentSpec):
-    """A box of random area fraction and aspect ratio, resized (bicubic) to ``image_size``."""
-    h, w = image.shape[:2]
-    k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-    area = jax.random.uniform(k_area, minval=spec.crop_scale[0], maxval=spec.crop_scale[1]) * h * w
-    log_ratio = jax.random.uniform(k_ratio, minval=math.log(spec.crop_ratio[0]), maxval=math.log(spec.crop_ratio[1]))
-    ratio = jnp.exp(log_ratio)
-    crop_w = jnp.clip(jnp.sqrt(area * ratio), 1.0, w)
-    crop_h = jnp.clip(jnp.sqrt(area / ratio), 1.0, h)
-    top = jax.random.uniform(k_y) * (h - crop_h)
-    left = jax.random.uniform(k_x) * (w - crop_w)
-    size = spec.image_size
-    scale = jnp.stack([size / crop_h, size / crop_w])
-    translation = -jnp.stack([top, left]) * scale
-    return jax.image.scale_and_translate(image, (size, size, image.shape[-1]), (0, 1), scale, translation,
-                                         method="cubic", antialias=True)
+def row_rng(seed: int, step: int, row: int, stream: int = 0) -> np.random.Generator:
+    """The generator of row ``row`` of global step ``step``'s batch (``stream`` 1: a realmix partner's)."""
+    return np.random.default_rng([seed, step, row, stream])
 
 
-def color_jitter(key, image, spec: AugmentSpec):
+def crop_box(rng: np.random.Generator, height: int, width: int, spec: AugmentSpec) -> tuple[int, int, int, int]:
+    """(top, left, h, w) as torchvision's ``RandomResizedCrop.get_params`` draws it: up to ten tries of a random area
+    fraction and log-uniform aspect ratio, rounded to pixels, then a centre crop clamped to the ratio range."""
+    log_low, log_high = math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1])
+    for _ in range(10):
+        area = height * width * rng.uniform(*spec.crop_scale)
+        ratio = math.exp(rng.uniform(log_low, log_high))
+        w, h = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    ratio = width / height
+    if ratio < spec.crop_ratio[0]:
+        w, h = width, round(width / spec.crop_ratio[0])
+    elif ratio > spec.crop_ratio[1]:
+        w, h = round(height * spec.crop_ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resized_crop(image: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
+    top, left, h, w = box
+    return image.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+
+
+def adjust_hue(image: Image.Image, shift: float) -> Image.Image:
+    """Hue rotated by ``shift`` of a turn in PIL's 8-bit HSV, wrapping around (torchvision's PIL hue)."""
+    h, s, v = image.convert("HSV").split()
+    hue = np.asarray(h, np.uint8) + np.int32(shift * 255).astype(np.uint8)
+    return Image.merge("HSV", (Image.fromarray(hue, "L"), s, v)).convert("RGB")
+
+
+_JITTER_OPS = (lambda x, f: ImageEnhance.Brightness(x).enhance(f), lambda x, f: ImageEnhance.Contrast(x).enhance(f),
+               lambda x, f: ImageEnhance.Color(x).enhance(f), adjust_hue)
+
+
+def jitter_params(rng: np.random.Generator, spec: AugmentSpec) -> tuple[np.ndarray, tuple[float, ...]]:
+    """(order of brightness, contrast, saturation, hue; their factors): torchvision's ``ColorJitter.get_params``."""
     brightness, contrast, saturation, hue = spec.jitter
-    kb, kc, ks, kh = jax.random.split(key, 4)
-    image = jnp.clip(image * jax.random.uniform(kb, minval=1 - brightness, maxval=1 + brightness), 0.0, 1.0)
-    image = jnp.clip(pix.adjust_contrast(image, jax.random.uniform(kc, minval=1 - contrast, maxval=1 + contrast)), 0.0, 1.0)
-    image = pix.adjust_saturation(image, jax.random.uniform(ks, minval=1 - saturation, maxval=1 + saturation))
-    return jnp.clip(pix.adjust_hue(image, jax.random.uniform(kh, minval=-hue, maxval=hue)), 0.0, 1.0)
+    order = rng.permutation(4)
+    factors = (rng.uniform(1 - brightness, 1 + brightness), rng.uniform(1 - contrast, 1 + contrast),
+               rng.uniform(1 - saturation, 1 + saturation), rng.uniform(-hue, hue))
+    return order, factors
 
 
-def _with_prob(key, prob: float, transform, image):
-    """``transform(image)`` with probability ``prob``; an operation that never applies is not even traced."""
-    if prob <= 0.0:
-        return image
-    return jnp.where(jax.random.uniform(key) < prob, transform(image), image)
+def color_jitter(image: Image.Image, order, factors) -> Image.Image:
+    for i in order:
+        image = _JITTER_OPS[i](image, factors[i])
+    return image
 
 
-def augment_image(key, image, spec: AugmentSpec):
-    """One float image in [0, 1] (HxWx3) -> its augmented ``image_size`` view, in [0, 1]."""
-    keys = jax.random.split(key, 10)
-    image = random_resized_crop(keys[0], image, spec)
-    image = jnp.clip(image, 0.0, 1.0)
-    if spec.flip:
-        image = pix.random_flip_left_right(keys[1], image)
+def gaussian_blur(image: Image.Image, kernel: int, sigma: float) -> Image.Image:
+    """torchvision's ``gaussian_blur``: a ``kernel``-tap Gaussian, reflected borders, rounded back to uint8 (done
+    here as two 1-D passes, which changes float32 rounding only)."""
+    x = np.linspace(-(kernel - 1) / 2, (kernel - 1) / 2, kernel)
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    weights = (weights / weights.sum()).astype(np.float32)
+    pixels = np.asarray(image, np.float32)
+    for axis in (0, 1):
+        pixels = ndimage.correlate1d(pixels, weights, axis=axis, mode="mirror")
+    return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
+
+
+def augment_image(rng: np.random.Generator, image: np.ndarray, spec: AugmentSpec) -> np.ndarray:
+    """One uint8 HxWx3 image -> its augmented ``image_size`` view, uint8."""
+    pil = Image.fromarray(image)
+    pil = resized_crop(pil, crop_box(rng, image.shape[0], image.shape[1], spec), spec.image_size)
+    if spec.flip and rng.random() < 0.5:
+        pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if spec.randaugment:
-        image = randaugment.rand_augment(keys[2], image)
-    image = _with_prob(keys[3], spec.jitter_prob, lambda x: color_jitter(keys[4], x, spec), image)
-    image = _with_prob(keys[5], spec.grayscale_prob, lambda x: pix.rgb_to_grayscale(x, keep_dims=True), image)
-    sigma = jax.random.uniform(keys[6], minval=spec.blur_sigma[0], maxval=spec.blur_sigma[1])
-    kernel = 2 * (spec.image_size // 20) + 1  # About a tenth of the image, odd, as in SimCLR-style blur.
-    image = _with_prob(keys[7], spec.blur_prob, lambda x: pix.gaussian_blur(x, sigma, kernel), image)
-    return _with_prob(keys[8], spec.solarize_prob, lambda x: pix.solarize(x, spec.solarize_threshold), image)
-
-
-def augment_batch(key, images_uint8, spec: AugmentSpec):
-    """uint8 [B, H, W, 3] -> float32 [B, S, S, 3] in [0, 1]; example i uses ``fold_in(key, i)``."""
-    images = images_uint8.astype(jnp.float32) / 255.0
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
-    return jax.vmap(lambda k, x: augment_image(k, x, spec))(keys, images)
+        pil = randaugment.rand_augment(rng, pil)
+    if rng.random() < spec.jitter_prob:
+        pil = color_jitter(pil, *jitter_params(rng, spec))
+    if rng.random() < spec.grayscale_prob:
+        pil = pil.convert("L").convert("RGB")
+    if rng.random() < spec.blur_prob:
+        pil = gaussian_blur(pil, spec.blur_kernel, rng.uniform(*spec.blur_sigma))
+    if rng.random() < spec.solarize_prob:
+        pil = ImageOps.solarize(pil, spec.solarize_threshold)
+    return np.asarray(pil)

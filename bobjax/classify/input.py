@@ -3,7 +3,11 @@
 Batch ``s`` of a phase is a pure function of (seed, s): a resumed run starts at its step and sees the same images.
 Each host decodes only the rows of the global batch its devices hold (``bobjax.parallel.host_rows``), so the global
 batch, row by row, does not depend on the number of hosts or the mesh. Images are resized (shorter side) and
-centre-cropped to ``image_size`` here; the random augmentation happens on the device (``bobjax.classify.augment``).
+centre-cropped to ``image_size``, then augmented here, on the host (``bobjax.classify.augment``), row ``r`` of global
+step ``s`` from the generator ``(seed, s, r)``: the same pixels for any number of hosts, input workers or restarts.
+Batches are made by ``workers`` processes (grain's ``mp_prefetch``; :func:`worker_count` sizes them from the host's
+CPUs), or by threads of this process when it is 0; MixUp/CutMix happen on the device
+(``bobjax.classify.step.prepare``).
 
 With ``lambda`` mixing a global batch is its real rows then its synthetic rows; :attr:`TrainInput.parts` gives
 the global row indices of each part, which the loss weights and MixUp/CutMix keep apart.
@@ -13,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterator
 
 import grain
 import numpy as np
 
-from bobjax.classify import mixing
+from bobjax.classify import augment, mixing
 from bobjax.data import image_ops
 from bobjax.errors import ConfigError
 
@@ -83,13 +88,22 @@ def _records(stream: grain.MapDataset, real, synthetic, image_size: int) -> grai
     return mixing.materialize(stream, real, synthetic).map(prepare)
 
 
-def _host_rows(parts: list[grain.MapDataset], global_size: int, rows: np.ndarray) -> Callable[[int], list[dict]]:
-    """``step -> this host's records of that step``. A global batch is the next rows of each part side by side (an
-    equal share each: BOB's real and synthetic halves), and a host reads its ``rows`` of it
+def _host_rows(parts: list[grain.MapDataset], global_size: int,
+               rows: np.ndarray) -> Callable[[int], list[tuple[int, dict]]]:
+    """``step -> this host's (global row, record) pairs of that step``. A global batch is the next rows of each part
+    side by side (an equal share each: BOB's real and synthetic halves), and a host reads its ``rows`` of it
     (``bobjax.parallel.host_rows``), so the global batch, row by row, is the same for any number of hosts and any
     mesh (augmentation draws by row)."""
     share = global_size // len(parts)
-    return lambda step: [parts[r // share][step * share + r % share] for r in rows]
+    return lambda step: [(int(r), parts[r // share][step * share + r % share]) for r in rows]
+
+
+def _augmented(record: dict, spec: augment.AugmentSpec, seed: int, step: int, row: int) -> dict:
+    """``record`` with its image (and realmix partner) augmented by the generators of (seed, global step, row)."""
+    out = dict(record, image=augment.augment_image(augment.row_rng(seed, step, row), record["image"], spec))
+    if "partner" in record:
+        out["partner"] = augment.augment_image(augment.row_rng(seed, step, row, 1), record["partner"], spec)
+    return out
 
 
 def _stack(records: list[dict]) -> dict[str, np.ndarray]:
@@ -108,6 +122,18 @@ class Phase:
         return self.epochs * self.steps_per_epoch
 
 
+def worker_count(setting: int, platform: str) -> int:
+    """``config.classify.input_workers`` -> input worker processes. -1 (auto): none where the model trains on the CPU
+    (the workers would take its cores), else every core of this host but two, at most 32 (a v5e-8 host's 224 vCPUs
+    need a few: benchmarks/host_augment.py)."""
+    if setting < -1:
+        raise ConfigError(f"config.classify.input_workers must be -1 (auto), 0 (in this process) or a count, "
+                          f"got {setting}")
+    if setting >= 0:
+        return setting
+    return 0 if platform == "cpu" else max(1, min(32, len(os.sched_getaffinity(0)) - 2))
+
+
 def batch_parts(kind: str, batch_size: int) -> list[np.ndarray]:
     """Global row indices of each part of a batch of a phase of ``kind`` (two for ``lambda``: real, synthetic)."""
     if kind != "lambda":
@@ -118,10 +144,12 @@ def batch_parts(kind: str, batch_size: int) -> list[np.ndarray]:
 class TrainInput:
     """Every phase of the configured mixing scheme, and the batch layout the loss needs."""
 
-    def __init__(self, cfg, real, synthetic, seed: int, image_size: int, rows=None):
-        """``rows``: the rows of each global batch this host reads (all by default; ``parallel.host_rows``)."""
-        self.batch_size = cfg.batch_size
+    def __init__(self, cfg, real, synthetic, seed: int, image_size: int, rows=None, workers: int = 0):
+        """``rows``: the rows of each global batch this host reads (all by default; ``parallel.host_rows``);
+        ``workers``: input worker processes (:func:`worker_count`)."""
+        self.batch_size, self.workers = cfg.batch_size, workers
         rows = np.arange(cfg.batch_size) if rows is None else np.asarray(rows)
+        spec = dataclasses.replace(augment.spec_from_config(cfg), image_size=image_size)
         real = ResizedCache(real, image_size)
         real_labels = real.labels()
         synthetic_labels = synthetic.labels() if synthetic is not None else np.zeros(0, np.int64)
@@ -151,7 +179,9 @@ class TrainInput:
             if cfg.steps_per_epoch < 0:
                 raise ConfigError(f"config.classify.steps_per_epoch must be >= 0 (0: one pass), got {cfg.steps_per_epoch}")
             steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(epoch_size / cfg.batch_size))
-            self.phases.append(Phase(kind, epochs, steps_per_epoch, lambda step, host=host: _stack(host(step))))
+            first = self.total_steps  # Global step of this phase's first step: rows draw by global step.
+            self.phases.append(Phase(kind, epochs, steps_per_epoch, lambda step, host=host, first=first: _stack(
+                [_augmented(record, spec, seed, first + step, row) for row, record in host(step)])))
 
     @property
     def total_steps(self) -> int:
@@ -170,12 +200,17 @@ class TrainInput:
         return batch_parts(phase.kind, self.batch_size)
 
     def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-        """This host's batches from global ``start_step`` to the end, read ahead by a thread pool."""
+        """This host's batches from global ``start_step`` to the end, read ahead by worker processes (or threads)."""
         step = start_step
         while step < self.total_steps:
             phase, within = self.phase_at(step)
-            indices = grain.MapDataset.range(within, phase.steps)
-            yield from indices.map(phase.batch).to_iter_dataset(_READ)
+            batches = grain.MapDataset.range(within, phase.steps).map(phase.batch)
+            if self.workers:
+                options = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2)
+                batches = batches.to_iter_dataset().mp_prefetch(options)
+            else:
+                batches = batches.to_iter_dataset(_READ)
+            yield from batches
             step += phase.steps - within
 
 

@@ -4,12 +4,16 @@ A "part" of a batch (BOB mixes the real and the synthetic halves separately) is 
 one coin decides whether the part is mixed at all (``prob``), a second picks CutMix or MixUp (even odds), and
 one mixing weight serves the whole part (MixUp: Beta(0.8, 0.8); CutMix: Beta(1, 1), then corrected to the
 box's clipped area). Targets become ``lam * y + (1 - lam) * y_reversed``.
+
+Gather-free, for TPUs: a part is a slice of rows, its partner rows its reversal, the CutMix box a comparison of
+iotas; indexing rows by an index array would compile to a gather over every pixel.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MIXUP_ALPHA = 0.8
 CUTMIX_ALPHA = 1.0
@@ -43,10 +47,13 @@ def mix_part(key, images, targets, prob: float):
 
 
 def mix_batch(key, images, targets, parts, prob: float):
-    """Applies :func:`mix_part` to each part (static row-index arrays) with its own key."""
+    """Applies :func:`mix_part` to each part (static row-index arrays, consecutive, together every row in order) with
+    its own key."""
     if prob <= 0.0:
         return images, targets
-    for i, rows in enumerate(parts):
-        part_images, part_targets = mix_part(jax.random.fold_in(key, i), images[rows], targets[rows], prob)
-        images, targets = images.at[rows].set(part_images), targets.at[rows].set(part_targets)
-    return images, targets
+    if not np.array_equal(np.concatenate(parts), np.arange(images.shape[0])):
+        raise ValueError(f"batch parts must be consecutive rows covering the batch in order, got {parts}")
+    stops = np.cumsum([len(rows) for rows in parts]).tolist()
+    mixed = [mix_part(jax.random.fold_in(key, i), images[stop - len(rows):stop], targets[stop - len(rows):stop], prob)
+             for i, (rows, stop) in enumerate(zip(parts, stops))]
+    return jnp.concatenate([m[0] for m in mixed]), jnp.concatenate([m[1] for m in mixed])

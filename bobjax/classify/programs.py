@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import optax
 
-from bobjax.classify import augment, optim
+from bobjax.classify import optim
 from bobjax.classify import step as step_lib
 
 
@@ -27,8 +27,7 @@ def train_programs(cfg, mesh, graph, *, parts, kind: str, tx, state, frozen, mea
     """(prepare, train step) of one batch layout: ``parts`` the global rows of each part of a batch of a phase of
     ``kind`` (BOB's ``lambda`` weighs its real part ``cfg.real_weight``, the synthetic part the rest)."""
     weights = step_lib.row_weights(parts, cfg.batch_size, cfg.real_weight if kind == "lambda" else None)
-    prepare = step_lib.make_prepare(mesh, seed=seed, spec=augment.spec_from_config(cfg), parts=parts,
-                                    num_classes=num_classes, mix_prob=cfg.mix_prob)
+    prepare = step_lib.make_prepare(mesh, seed=seed, parts=parts, num_classes=num_classes, mix_prob=cfg.mix_prob)
     train_step = step_lib.make_train_step(graph, mesh, prepare_fn=prepare, weights=weights, mean=mean, std=std, tx=tx,
                                           state_template=state, frozen_template=frozen, seed=seed,
                                           lora_dropout=lora_dropout, dtype=dtype)

@@ -86,8 +86,9 @@ def run(config, workdir: str) -> dict:
     mesh = meshes.stage_mesh(config, "classify")
     splits = make_splits(config.data, config.seed)
     num_classes = len(splits.class_names)
+    workers = input_lib.worker_count(cfg.input_workers, mesh.devices.flat[0].platform)
     data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size,
-                                parallel.host_rows(cfg.batch_size, mesh))
+                                parallel.host_rows(cfg.batch_size, mesh), workers)
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
 
     # Model and optimizer: parameters and optimiser state in float32, computation in ``dtype``.

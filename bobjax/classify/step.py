@@ -2,8 +2,9 @@
 
 State is a plain pytree ``{"step", "params", "stats", "opt_state"}`` (``params``: what is trained; ``stats``:
 BatchNorm statistics), replicated over the mesh; the frozen rest of the model (CLIP's base weights) is a
-separate, constant argument; the batch is split over every device. Augmentation and MixUp/CutMix run on the device just before
-the update, keyed by ``fold_in(key(seed), step)``, so a step is a pure function of (state, batch).
+separate, constant argument; the batch is split over every device. The batch arrives augmented (on the host,
+``bobjax.classify.augment``); MixUp/CutMix (and realmix's pairs) run on the device just before the update, keyed by
+``fold_in(key(seed), step)``, so a step is a pure function of (state, batch).
 
 Loss: soft-target cross-entropy weighted per row. With ``lambda`` mixing the real rows share weight lambda and
 the synthetic rows 1 - lambda: lambda * CE(real half) + (1 - lambda) * CE(synthetic half), extended to MixUp's
@@ -22,7 +23,7 @@ import optax
 from flax import nnx
 
 from bobjax import parallel
-from bobjax.classify import augment, mixup, realmix
+from bobjax.classify import mixup, realmix
 from bobjax.errors import ConfigError
 from bobjax.models import lora
 
@@ -66,25 +67,25 @@ def soft_targets(label, source_label, source_weight, num_classes: int):
     return (1 - w) * jax.nn.one_hot(label, num_classes) + w * jax.nn.one_hot(source_label, num_classes)
 
 
-def prepare(key, batch, spec: augment.AugmentSpec, parts, num_classes: int, mix_prob: float):
-    """uint8 batch -> (augmented, mixed images in [0, 1], soft targets)."""
-    k_aug, k_mix = jax.random.split(key)
-    images = augment.augment_batch(k_aug, batch["image"], spec)
+def prepare(key, batch, parts, num_classes: int, mix_prob: float):
+    """Augmented uint8 batch -> (mixed images in [0, 1], soft targets). Gather-free: masks by iota comparisons and
+    each part's partner rows by reversal, so nothing indexes pixels (tests/test_classify_programs_gathers.py)."""
+    images = batch["image"].astype(jnp.float32) / 255.0
     targets = soft_targets(batch["label"], batch["source_label"], batch["source_weight"], num_classes)
     if "partner" in batch:  # realmix (DiffCoRe-Mix): real rows mixed with their synthetic partners first.
-        partners = augment.augment_batch(jax.random.fold_in(key, 2), batch["partner"], spec)
         partner_targets = soft_targets(batch["partner_label"], batch["partner_source_label"],
                                        batch["partner_source_weight"], num_classes)
-        images, targets = realmix.mix_rows(jax.random.fold_in(key, 3), images, targets, partners, partner_targets,
+        images, targets = realmix.mix_rows(jax.random.fold_in(key, 3), images, targets,
+                                           batch["partner"].astype(jnp.float32) / 255.0, partner_targets,
                                            batch["mixed"])
-    return mixup.mix_batch(k_mix, images, targets, parts, mix_prob)
+    return mixup.mix_batch(jax.random.fold_in(key, 1), images, targets, parts, mix_prob)
 
 
-def make_prepare(mesh, *, seed: int, spec, parts, num_classes: int, mix_prob: float):
+def make_prepare(mesh, *, seed: int, parts, num_classes: int, mix_prob: float):
     """A jitted ``(step, batch) -> (images, targets)``: the batch the model sees at ``step``, also for logging."""
 
     def prepare_at(step, batch):
-        return prepare(jax.random.fold_in(jax.random.key(seed), step), batch, spec, parts, num_classes, mix_prob)
+        return prepare(jax.random.fold_in(jax.random.key(seed), step), batch, parts, num_classes, mix_prob)
 
     batch = parallel.batch_sharding(mesh, sum(len(p) for p in parts))
     return jax.jit(prepare_at, in_shardings=(parallel.replicated(mesh), batch), out_shardings=(batch, batch))
@@ -124,7 +125,7 @@ def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax
 
 @dataclasses.dataclass(frozen=True)
 class TrainStep:
-    """``(state, frozen, batch) -> (state, metrics)``: two jitted programs, ``prepare`` (augmentation, mixing) and
+    """``(state, frozen, batch) -> (state, metrics)``: two jitted programs, ``prepare`` (MixUp/CutMix) and
     ``update`` (forward, backward, AdamW), each compiled on its own (``bobjax.aot`` compiles both for a target)."""
 
     prepare: Callable
@@ -136,8 +137,9 @@ class TrainStep:
 
 
 def batch_shapes(cfg, num_classes: int, *, realmix: bool = False) -> tuple[dict, tuple]:
-    """(the global uint8 batch ``prepare`` takes, the ``(images, targets, labels)`` ``update`` takes), as
-    ``jax.ShapeDtypeStruct``s: what :class:`bobjax.classify.input.TrainInput` yields, every host's rows together."""
+    """(the global batch of augmented uint8 images ``prepare`` takes, the ``(images, targets, labels)`` ``update``
+    takes), as ``jax.ShapeDtypeStruct``s: what :class:`bobjax.classify.input.TrainInput` yields, every host's rows
+    together."""
     n, size = cfg.batch_size, cfg.image_size
     spec = lambda shape, dtype: jax.ShapeDtypeStruct((n, *shape), dtype)  # noqa: E731
     fields = {"image": spec((size, size, 3), jnp.uint8), "label": spec((), jnp.int32),
