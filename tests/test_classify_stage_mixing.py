@@ -108,7 +108,7 @@ def test_resumed_and_multi_worker_input_sees_the_same_augmented_images(workdir):
     synthetic = classify_stage._synthetic(config, workdir)
 
     def images(start: int, workers: int) -> list[np.ndarray]:
-        data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32, workers)
+        data = input_lib.TrainInput(config.classify, splits.train, synthetic, config.seed, 32, workers=workers)
         return [batch["image"] for batch in data.batches(start)]
 
     first = images(0, 0)
