@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from multihost import log, run
-from test_multihost import STAGES, TINY, _assert_same_lora, _lora, _train_losses
+from multihost import TINY, log, run
+from test_main_multihost import STAGES, _assert_same_lora, _lora, _train_losses
 
 from bobjax.data.tfds_writer import read_dataset
 
