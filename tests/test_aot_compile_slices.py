@@ -3,7 +3,7 @@ sizes with tiny models, for slices with more devices than a stage's batch (a v5e
 each over the mesh ``bobjax.meshes`` chooses for it; and ``python -m bobjax.aot`` answering a setting that cannot work
 in one line, not a traceback.
 
-One subprocess per target (tests/target_compile.py). CUB's LoRA step on a v5e-16 (the issue's ``IndivisibleError``: a
+One subprocess per target (tests/helpers/target_compile.py). CUB's LoRA step on a v5e-16 (the issue's ``IndivisibleError``: a
 batch of 8 over 16 devices) runs in the default suite; the whole matrix is ``slow`` (``--runslow``).
 """
 

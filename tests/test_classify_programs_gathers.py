@@ -3,7 +3,7 @@ are slow on TPUs (the on-device RandAugment's warps counted 2,147 GB per chip pe
 runs on the host and MixUp/CutMix mix by slices, reversal and iota masks.
 
 The tiny ResNet's prepare (BOB's lambda layout and realmix's partners) and train programs compiled for
-``v5e:2x2`` in a subprocess (tests/target_compile.py), the optimized HLO read for gathers whose operand or result
+``v5e:2x2`` in a subprocess (tests/helpers/target_compile.py), the optimized HLO read for gathers whose operand or result
 has the image's rows and columns."""
 
 import pytest
