@@ -1,5 +1,5 @@
 """Where the classifier train step's bytes go: compiles the step as ``python -m bobjax.aot`` builds it
-(``bobjax.aot.stages.classify``) for a target and splits the compiled program's bytes accessed per device by op
+(``bobjax.aot.stage_programs.classify``) for a target and splits the compiled program's bytes accessed per device by op
 kind, with its largest instructions.
 
     nice -n 15 python benchmarks/step_bytes.py --config=configs/paper.py:dataset=cub,backbone=clip --target=v5e:2x4
@@ -118,12 +118,12 @@ def main(argv) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {needed}".strip()
     import jax
 
-    from bobjax.aot import stages
+    from bobjax.aot import stage_programs
     from bobjax.aot.compile import target_and_mesh
 
     config = _CONFIG.value
     _, mesh = target_and_mesh(_TARGET.value, config, "classify")
-    program = next(p for p in stages.classify(config, mesh) if p.name == _PROGRAM.value)
+    program = next(p for p in stage_programs.classify(config, mesh) if p.name == _PROGRAM.value)
     with jax.set_mesh(mesh):
         compiled = program.lower().compile()
     cost = compiled.cost_analysis()

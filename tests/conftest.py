@@ -9,6 +9,8 @@ script finds them the same way (``PYTHONPATH`` with that folder, see ``target_co
 Markers: ``slow`` = the few long end-to-end runs (the CUB-shaped pipeline, the multi-host runs...), skipped unless
 ``--runslow``; CI runs them after the default suite. ``fullsize`` = checks on full-size architectures (SD UNets,
 CLIP ViT-B/16, ResNet-50...), skipped unless ``--runfullsize``; too heavy for CI, run by hand after model changes.
+``matrix`` = every stage compiled for every slice size and the 16-device run, skipped unless ``--runmatrix``; not
+in CI (tens of minutes), run by hand after changing meshes or steps.
 
 Compiling, not running, dominates tests on tiny models: LLVM's cheap optimisation level halves XLA:CPU compile
 times, and a per-session persistent compilation cache lets a test that builds the same program again (a
@@ -47,6 +49,8 @@ import pytest  # noqa: E402
 _OPT_IN = {  # marker -> (command-line flag, why it is off by default)
     "slow": ("--runslow", "long end-to-end run; CI runs it after the default suite (--runslow -m slow)"),
     "fullsize": ("--runfullsize", "full-size architecture check; run with --runfullsize"),
+    "matrix": ("--runmatrix", "every stage compiled for every slice size, and a 16-device run: tens of minutes, more "
+                              "than CI's time holds; run with --runmatrix after changing meshes or steps"),
 }
 
 
@@ -54,6 +58,8 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run the long end-to-end runs (marker: slow)")
     parser.addoption("--runfullsize", action="store_true",
                      help="also run the checks on full-size architectures (marker: fullsize)")
+    parser.addoption("--runmatrix", action="store_true",
+                     help="also compile every stage for every slice size and run on 16 devices (marker: matrix)")
 
 
 def pytest_collection_modifyitems(config, items):

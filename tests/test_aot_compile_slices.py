@@ -4,7 +4,7 @@ each over the mesh ``bobjax.meshes`` chooses for it; and ``python -m bobjax.aot`
 in one line, not a traceback.
 
 One subprocess per target (tests/helpers/target_compile.py). CUB's LoRA step on a v5e-16 (the issue's ``IndivisibleError``: a
-batch of 8 over 16 devices) runs in the default suite; the whole matrix is ``slow`` (``--runslow``).
+batch of 8 over 16 devices) runs in the default suite; the whole matrix is ``matrix`` (``--runmatrix``).
 """
 
 import os
@@ -94,14 +94,14 @@ def test_the_lora_step_of_cub_compiles_for_a_v5e_16(tiny_models):
     _check(rows, "v5e:4x4", CONFIGS[:1], ("finetune",))
 
 
-@pytest.mark.slow
+@pytest.mark.matrix
 @pytest.mark.parametrize("target", ["v5e:4x4", "v5e:4x8", "v5e:8x8"])
 def test_every_stage_of_cub_and_paper_compiles_for_tpu_slices(tiny_models, target):
     rows = run(_compile_code(*tiny_models, target, CONFIGS), timeout=3600)
     _check(rows, target, CONFIGS)
 
 
-@pytest.mark.slow
+@pytest.mark.matrix
 @pytest.mark.skipif(cuda_plugin_missing() is not None, reason=str(cuda_plugin_missing()))
 def test_every_stage_of_cub_and_paper_compiles_for_two_nodes_of_eight_h100(tiny_models):
     rows = run(_compile_code(*tiny_models, "2x8xh100", CONFIGS), cuda=True, timeout=3600)

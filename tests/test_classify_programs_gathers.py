@@ -17,7 +17,7 @@ SIZE = 32  # The image side; no other dimension of these programs is 32 (16 rows
 CODE = f"""
 import json, re, jax
 from bobjax import config_lib
-from bobjax.aot import compile as aot_compile, stages
+from bobjax.aot import compile as aot_compile, stage_programs
 
 rows = []
 for mixing, only in (("lambda", ("prepare", "train step")), ("realmix", ("prepare",))):
@@ -25,7 +25,7 @@ for mixing, only in (("lambda", ("prepare", "train step")), ("realmix", ("prepar
     config.classify.backbone, config.classify.checkpoint, config.classify.mixing = "resnet_tiny", "random", mixing
     config.classify.image_size, config.classify.batch_size = {SIZE}, 16
     target, mesh = aot_compile.target_and_mesh("v5e:2x2", config, "classify")
-    for program in stages.classify(config, mesh):
+    for program in stage_programs.classify(config, mesh):
         if program.name in only:
             with jax.set_mesh(mesh):
                 text = program.lower().compile().as_text()

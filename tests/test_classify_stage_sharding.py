@@ -27,6 +27,9 @@ def test_eight_devices_equal_one_device_after_three_steps(tmp_path, monkeypatch)
         # Sharded reductions sum in another order, and Adam divides by the root of the squared gradients, which
         # magnifies that rounding for near-zero gradients (a bias 3 steps from zero differs by 1.2e-5 of its
         # size; on the plumage-tinted toy world one leaf of Adam's moments differs by 1.3e-4 of its largest entry).
-        # A wrong reduction or a device that drops its shard differs by order one.
+        # A wrong reduction or a device that drops its shard differs by order one. One element whose gradient is
+        # rounding noise can move by up to Adam's bound (the learning rate, 1e-3, a step) in either run: a few such
+        # elements may differ by that much, no more.
         scale = max(float(np.abs(a).max()), 1e-30)
-        assert float(np.abs(a - b).max()) / scale < 1e-3, name
+        off = np.abs(a - b) > 1e-3 * scale
+        assert off.mean() <= 0.01 and float(np.abs(a - b)[off].max(initial=0)) <= 2 * 3 * 1e-3, name

@@ -108,7 +108,7 @@ def test_each_builders_dataset_through_what_each_stage_reads(name, tiny_sd_path,
                                splits.train.image_ids(), None)
     assert prompts[0] == f"a {splits.descriptor} photo of a {names[labels[0]]}"
     batch = next(finetune_batches(lambda i: splits.train[i]["image"], np.zeros((len(labels), 4), np.int32),
-                                  resolution=16, random_flip=False, seed=0, local_batch_size=8))
+                                  resolution=16, random_flip=False, seed=0, batch_size=8))
     assert batch["pixels"].shape == (8, 16, 16, 3)
 
     _, planned = generate.plan_run(config, str(workdir))

@@ -67,9 +67,11 @@ def _fail_at_third_batch(monkeypatch, fail):
     """Makes the loop's third batch ``fail(batch, mesh)`` instead of the real global batch."""
     real, calls = parallel.global_batch, []
 
-    def third_fails(batch, mesh):
+    def third_fails(batch, mesh, batch_size):
         calls.append(1)
-        return fail(real, batch, mesh) if len(calls) == 3 else real(batch, mesh)
+        if len(calls) == 3:
+            return fail(lambda b, m: real(b, m, batch_size), batch, mesh)
+        return real(batch, mesh, batch_size)
 
     monkeypatch.setattr(parallel, "global_batch", third_fails)
 

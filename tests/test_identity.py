@@ -194,7 +194,10 @@ def test_generation_batch_size_and_attention_kernel_leave_the_images_unchanged(t
         other = synthetic_images(stage_config(tiny_sd_path, **overrides), str(tmp_path / name))
         assert sorted(other) == sorted(made) and len(made) == 9
         for image_id, image in made.items():
-            np.testing.assert_array_equal(other[image_id], image, err_msg=f"{name}: {image_id}")
+            # A call of 3 per device spans another mesh than the default's: XLA may sum in another order, which
+            # moves a pixel by at most one uint8 level (as tests/test_generate_stage.py's per-device batch test).
+            difference = np.abs(other[image_id].astype(int) - image.astype(int)).max()
+            assert difference <= 1, f"{name}: {image_id} differs by {difference} levels"
 
 
 def test_quality_batch_size_leaves_features_and_filter_decisions_unchanged(tmp_path):

@@ -2,7 +2,7 @@
 classify) on 16 forced CPU devices, where the fine-tuning batch of 8 now runs over data 8 x fsdp 2, against 8 devices
 (data 8). Both in subprocesses (the test process has 8 devices). Tolerances as tests/test_main_multihost.py's: the LoRA to
 1e-5, synthetic images to one uint8 level, the classifier's training loss to 1e-3 relative and its accuracy exactly.
-Two whole runs: slow."""
+Two whole runs: marker matrix, by hand."""
 
 import json
 
@@ -17,7 +17,7 @@ from bobjax.data.tfds_writer import read_dataset
 ARGS = (*TINY, "--config.finetune.batch_size=8", "--config.classify.batch_size=16", STAGES)
 
 
-@pytest.mark.slow
+@pytest.mark.matrix
 def test_sixteen_devices_give_the_eight_device_results(tmp_path):
     workdirs = {}
     for devices in (8, 16):

@@ -126,7 +126,7 @@ def test_class_prompts_are_split_over_the_devices_with_equal_logits():
     expected = jax.jit(forward)(state, images)
     mesh = parallel.make_mesh({"data": -1, "fsdp": 1})
     sharded = jax.jit(parallel.under_mesh(mesh, forward))
-    images = jax.device_put(images, parallel.batch_sharding(mesh))
+    images = jax.device_put(images, parallel.batch_sharding(mesh, 8))
     logits = sharded(state, images)
     assert logits.shape == (8, 13)
     np.testing.assert_allclose(logits, expected, atol=1e-5 * float(np.abs(expected).max()))

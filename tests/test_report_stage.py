@@ -179,6 +179,7 @@ def test_real_datasets_report_puts_ours_beside_the_paper(tmp_path, data_name, sh
     config.data.update(dict(source="folder", name=data_name, val_size=3,
                             data_dir=_write_images(str(tmp_path / "planes"), ["707-320", "727-200"], shots + 4)))
     config.compare.sweep = "classify.real_weight=0.5|0.8"
+    config.compare.sweep_epochs = 0  # One phase: the chosen point's own metrics are the result (no final run here).
     workdir = str(tmp_path / "run")
     rng = np.random.default_rng(1)
     chosen = {}  # method -> test top-1 per seed at the point chosen on validation
