@@ -18,18 +18,15 @@ exceeds ``DEMO_BUDGET_MS``: the demo must not grow its input cost unnoticed.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
-import time
 
-import numpy as np
 from PIL import Image
 from result import emit
 
 from bobjax import config_lib
-from bobjax.classify import augment
+from bobjax.classify import augment, host_cost
 from bobjax.data import image_ops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,27 +36,8 @@ STEPS = {"v5e-8 host (224 vCPUs), CLIP ViT-B/16": (1, 0.095), "v5e-8 host (224 v
 DEMO_BUDGET_MS = 1.0  # Measured 0.54 ms on the 2-core development machine at load 16 (2026-12-07).
 
 
-def _photo(size: int, seed: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    image = np.stack([128 + 100 * np.sin(x / 17.0) * np.cos(y / 23.0), 128 + 90 * np.cos((x + y) / 19.0),
-                      60 + 50 * np.sin(y / 11.0)], -1)
-    return np.clip(image + np.random.default_rng(seed).normal(0, 12, image.shape), 0, 255).astype(np.uint8)
-
-
-def _png(image: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
-    return out.getvalue()
-
-
 def _per_image_ms(work, count: int, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        for i in range(count):
-            work(i)
-        times.append((time.process_time() - start) / count * 1e3)
-    return times
+    return [host_cost.per_image_ms(work, count) for _ in range(repeats)]
 
 
 def _torchvision(size: int):
@@ -80,19 +58,15 @@ def main() -> None:
 
     paper = augment.spec_from_config(config_lib.base_config().classify)
     demo = augment.spec_from_config(config_lib.load_config_file(os.path.join(REPO, "configs", "demo.py")).classify)
-    photos = [_photo(paper.image_size, seed) for seed in range(8)]
+    photos = [host_cost.photo(paper.image_size, seed) for seed in range(8)]
     small = [image_ops.resize_and_center_crop(p, demo.image_size) for p in photos]
-    pngs = [_png(_photo(512, seed)) for seed in range(8)]
+    pngs = [host_cost.png(host_cost.photo(host_cost.SYNTHETIC_SIZE, seed)) for seed in range(8)]
     reference = _torchvision(paper.image_size)
     pil = [Image.fromarray(p) for p in photos]
 
-    def decode(i):
-        return image_ops.resize_and_center_crop(np.asarray(Image.open(io.BytesIO(pngs[i % 8])).convert("RGB")),
-                                              paper.image_size)
-
     rows = {
         "paper augmentation, 224 px": lambda i: augment.augment_image(augment.row_rng(0, 0, i), photos[i % 8], paper),
-        "512 px PNG decode + resize": decode,
+        "512 px PNG decode + resize": lambda i: host_cost.decode(pngs[i % 8], paper.image_size),
         "torchvision, same ops, 224 px": lambda i: reference(pil[i % 8]),
         "demo augmentation, 64 px": lambda i: augment.augment_image(augment.row_rng(0, 0, i), small[i % 8], demo),
     }

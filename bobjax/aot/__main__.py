@@ -57,7 +57,7 @@ def _compile_and_report() -> None:
     import jax
 
     from bobjax import fit, meshes
-    from bobjax.aot import cell, compiled_figures, stage_programs
+    from bobjax.aot import cell, compiled_figures, host_input, stage_programs
     from bobjax.aot.compile import compile_stage
 
     if _CACHE.value and _TARGET.value == "cpu":  # A program compiled without its device cannot be loaded back.
@@ -101,20 +101,24 @@ def _compile_and_report() -> None:
                   f"per device x {host_devices}), {hosts} host(s) at once: roofline bound "
                   f"{r['bound_s'] / per_call:.4f} s per image per host, {r['bound_s'] / per_call / hosts:.4f} s per "
                   f"image on {_TARGET.value}")
+    host = host_input.figures(config, rows, hosts) if "classify" in _STAGES.value else None
+    if host is not None:
+        print(host_input.line(config, host, hosts))
     bound = cell.cell_bound(config, rows, (host_devices, hosts))
     if bound is not None:
         stages_h = ", ".join(f"{stage} {s / 3600:.1f} h" for stage, s in bound["by_stage"].items())
         missing = f"; not compiled, so not counted: {', '.join(bound['missing'])}" if bound["missing"] else ""
         print(f"comparison ({bound['runs']} runs): roofline bound {bound['seconds'] / 3600:.1f} h on {_TARGET.value} "
               f"({stages_h}; caption not included){missing}")
-    _write_json(rows, problems, bound)
+    _write_json(rows, problems, bound, host)
 
 
-def _write_json(rows: list, problems: list, bound) -> None:
+def _write_json(rows: list, problems: list, bound, host_input=None) -> None:
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump({"target": _TARGET.value, "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d"),
-                       "rows": rows, "does_not_fit": problems, "comparison_bound": bound}, f, indent=1)
+                       "rows": rows, "does_not_fit": problems, "comparison_bound": bound,
+                   "classify_host_input": host_input}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ class Phase:
         return self.epochs * self.steps_per_epoch
 
 
+MAX_WORKERS = 32  # What classify.input_workers=-1 starts at most.
+
+
 def worker_count(setting: int, platform: str) -> int:
     """``config.classify.input_workers`` -> input worker processes. -1 (auto): none where the model trains on the CPU
     (the workers would take its cores), else every core of this host but two, at most 32 (a v5e-8 host's 224 vCPUs
@@ -131,7 +134,7 @@ def worker_count(setting: int, platform: str) -> int:
                           f"got {setting}")
     if setting >= 0:
         return setting
-    return 0 if platform == "cpu" else max(1, min(32, len(os.sched_getaffinity(0)) - 2))
+    return 0 if platform == "cpu" else max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) - 2))
 
 
 def batch_parts(kind: str, batch_size: int) -> list[np.ndarray]:
