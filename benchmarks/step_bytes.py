@@ -29,6 +29,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/paper.py:dataset=cu
 _TARGET = flags.DEFINE_string("target", "v5e:2x4", "bobjax.targets name, or cpu.")
 _PROGRAM = flags.DEFINE_string("program", "train step", "The classify program: prepare | train step | eval step.")
 _TOP = flags.DEFINE_integer("top", 12, "The largest instructions to list.")
+_HLO = flags.DEFINE_string("hlo", "", "Split this optimized HLO text instead of compiling: a file XLA dumped while "
+                           "python -m bobjax.aot compiled (XLA_FLAGS='--xla_dump_to=DIR --xla_dump_hlo_as_text', "
+                           "DIR/*jit_update*.after_optimizations.txt), so a real-size step compiles once.")
 
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
           "s64": 8, "u64": 8, "f64": 8, "c64": 8}
@@ -109,8 +112,25 @@ def breakdown(hlo: str) -> tuple[collections.Counter, list[tuple[int, str]]]:
     return kinds, sorted(each, reverse=True)
 
 
+def _print(title: str, total: float | None, kinds: collections.Counter, each: list[tuple[int, str]]) -> None:
+    counted = sum(kinds.values())
+    ratio = f" ({counted / max(total, 1):.2f}x)" if total is not None else ""
+    print(f"{title}; this script's sum over instructions {counted / 1e9:.3f} GB{ratio}")
+    print("\nby op kind:")
+    for key, size in kinds.most_common():
+        print(f"  {key:34s} {size / 1e9:9.3f} GB  {100 * size / max(counted, 1):5.1f} %")
+    print(f"\nthe {_TOP.value} largest instructions:")
+    for size, text in each[:_TOP.value]:
+        print(f"  {size / 1e9:9.3f} GB  {text[:150]}")
+
+
 def main(argv) -> None:
     del argv
+    if _HLO.value:
+        with open(_HLO.value) as f:
+            _print(f"{_HLO.value} (XLA's total: the bytes column of python -m bobjax.aot)", None,
+                   *breakdown(f.read()))
+        return
     from bobjax import targets
 
     needed = targets.compile_flags(_TARGET.value)
@@ -129,17 +149,8 @@ def main(argv) -> None:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     total = float(cost.get("bytes accessed", 0.0))
-    kinds, each = breakdown(compiled.as_text())
-    counted = sum(kinds.values())
-    print(f"classify {program.name} on {_TARGET.value} ({mesh.size} devices; {program.work}): XLA's bytes accessed "
-          f"per device {total / 1e9:.3f} GB; this script's sum over instructions {counted / 1e9:.3f} GB "
-          f"({counted / max(total, 1):.2f}x)")
-    print("\nby op kind:")
-    for key, size in kinds.most_common():
-        print(f"  {key:34s} {size / 1e9:9.3f} GB  {100 * size / max(counted, 1):5.1f} %")
-    print(f"\nthe {_TOP.value} largest instructions:")
-    for size, text in each[:_TOP.value]:
-        print(f"  {size / 1e9:9.3f} GB  {text[:150]}")
+    _print(f"classify {program.name} on {_TARGET.value} ({mesh.size} devices; {program.work}): XLA's bytes accessed "
+           f"per device {total / 1e9:.3f} GB", total, *breakdown(compiled.as_text()))
 
 
 if __name__ == "__main__":
