@@ -12,6 +12,7 @@ import huggingface_hub
 import jax
 import jax.numpy as jnp
 import numpy as np
+from compiled_call import compiled
 from parity import close
 import pytest
 import torch
@@ -30,13 +31,6 @@ PROMPTS = ["a photo of a laysan albatross on a rock", "a bird"]
 
 def nhwc(x):
     return np.asarray(x).transpose(0, 2, 3, 1)
-
-
-def compiled(module, method: str = "__call__"):
-    """``module.method`` jitted: XLA compiles the whole call once instead of each of its ops eagerly, one by one."""
-    graph, state = nnx.split(module)
-    call = jax.jit(lambda state, *args: getattr(nnx.merge(graph, state), method)(*args))
-    return lambda *args: call(state, *args)
 
 
 @pytest.fixture(scope="module")
