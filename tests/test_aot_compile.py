@@ -37,24 +37,35 @@ def tiny_config(sd: str, clip: str, backbone: str = "clip_vit_b16"):
     return config
 
 
-def _compile_code(sd: str, clip: str, target: str, stages: list[tuple[str, str]], batch: int = 8) -> str:
-    """Code for the subprocess: compile ``(stage, backbone)`` pairs for ``target`` (of the classifier, the train step
-    only: its augmentation program has no model in it), print their rows as JSON."""
+def _compile_code(sd: str, clip: str, programs: list[tuple[str, str, str, int]]) -> str:
+    """Code for the subprocess: compile ``(target, stage, backbone, batch)`` (of the classifier, the train step only:
+    its augmentation program has no model in it), print their rows as JSON."""
     return f"""
 import dataclasses, json, sys
 from test_aot_compile import tiny_config
 from bobjax.aot.compile import compile_stage
 rows = []
-for stage, backbone in {stages!r}:
+for target_name, stage, backbone, batch in {programs!r}:
     config = tiny_config({sd!r}, {clip!r}, backbone)
-    config.finetune.batch_size = config.classify.batch_size = {batch}
+    config.finetune.batch_size = config.classify.batch_size = batch
     config.generate.batch_size_per_device = 1
-    target, figures = compile_stage(stage, config, {target!r}, log=lambda *a, **k: print(*a, file=sys.stderr),
+    target, figures = compile_stage(stage, config, target_name, log=lambda *a, **k: print(*a, file=sys.stderr),
                                     only=None if stage != "classify" else ("train step",))
-    rows += [dataclasses.asdict(f) | {{"total": f.total, "hosts": target.num_hosts,
+    rows += [dataclasses.asdict(f) | {{"target": target_name, "total": f.total, "hosts": target.num_hosts,
                                       "kind": target.devices[0].device_kind}} for f in figures]
 print(json.dumps(rows))
 """
+
+
+@pytest.fixture(scope="module")
+def tpu_rows(tiny_models) -> dict:
+    """target -> its rows, from one subprocess for both TPU targets (libtpu and the imports start once): on a v5e
+    the LoRA step, a sampler call and CLIP's train step; on a multi-host v4 a ResNet's train step. The multi-host LoRA
+    step is test_aot_compile_slices' (a v5e-16, 4 hosts)."""
+    rows = run(_compile_code(*tiny_models, [("v5e:2x2", "finetune", "", 8), ("v5e:2x2", "generate", "", 8),
+                                            ("v5e:2x2", "classify", "clip_vit_b16", 8),
+                                            ("v4:2x2x2", "classify", "resnet_tiny", 16)]), timeout=1800)
+    return {target: [r for r in rows if r["target"] == target] for target in ("v5e:2x2", "v4:2x2x2")}
 
 
 def _by_program(rows) -> dict:
@@ -70,10 +81,8 @@ def _check_compiled(rows, kind: str) -> None:
         assert r["arguments"] > 0 and r["outputs"] + r["temporaries"] > 0, r
 
 
-def test_v5e_compiles_the_tiny_sd_and_clip_steps(tiny_models):
-    sd, clip = tiny_models
-    rows = run(_compile_code(sd, clip, "v5e:2x2", [("finetune", ""), ("generate", ""),
-                                                   ("classify", "clip_vit_b16")]), timeout=900)
+def test_v5e_compiles_the_tiny_sd_and_clip_steps(tpu_rows):
+    rows = tpu_rows["v5e:2x2"]
     programs = _by_program(rows)
     assert set(programs) == {("finetune", "LoRA step"), ("generate", "sampler call"), ("classify", "train step")}
     _check_compiled(rows, "TPU v5 lite")
@@ -83,19 +92,16 @@ def test_v5e_compiles_the_tiny_sd_and_clip_steps(tiny_models):
     assert programs[("classify", "train step")]["attention"]["calls"]
 
 
-def test_multi_host_v4_compiles_the_tiny_resnet_and_lora_steps(tiny_models):
-    sd, clip = tiny_models
-    rows = run(_compile_code(sd, clip, "v4:2x2x2", [("finetune", ""), ("classify", "resnet_tiny")], batch=16),
-               timeout=900)
-    assert {r["hosts"] for r in rows} == {2}
+def test_multi_host_v4_compiles_the_tiny_resnet_step(tpu_rows):
+    rows = tpu_rows["v4:2x2x2"]
+    assert rows and {r["hosts"] for r in rows} == {2}
     _check_compiled(rows, "TPU v4")
     assert _by_program(rows)[("classify", "train step")]["attention"]["summary"] == "none"  # a ResNet
 
 
 @pytest.mark.skipif(cuda_plugin_missing() is not None, reason=str(cuda_plugin_missing()))
 def test_h100_compiles_the_tiny_lora_step(tiny_models):
-    sd, clip = tiny_models
-    rows = run(_compile_code(sd, clip, "h100", [("finetune", "")]), cuda=True, timeout=900)
+    rows = run(_compile_code(*tiny_models, [("h100", "finetune", "", 8)]), cuda=True, timeout=900)
     _check_compiled(rows, "NVIDIA H100 80GB HBM3")
 
 

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from demo_run import ROOT, xla_flags
 
 
@@ -19,17 +21,32 @@ def _run(script, *args):
     return result.stdout
 
 
-def test_run_all_prints_one_row_per_workload_with_ours_torch_and_ratio(tmp_path):
+def _run_all(tmp_path, *args) -> tuple[list[dict], str]:
+    """run_all.py at its tiny sizes, once: (the JSON's rows, the printed table), each row checked for ours, torch and
+    their ratio."""
     out = tmp_path / "results.json"
-    stdout = _run("run_all.py", "--tiny", "--repeats=1", "--force", f"--json={out}")
+    stdout = _run("run_all.py", "--tiny", "--repeats=1", "--force", f"--json={out}", *args)
     results = json.loads(out.read_text())["results"]
-    workloads = [r["workload"] for r in results]
-    # unet gives forward and forward+backward; every other script one row per model.
-    assert [w.split()[0].rstrip(",") for w in workloads] == ["unet", "unet", "LoRA", "generation", "classifier", "captions",
-                                                             "quality"]
     for row in results:
         assert row["ours"] > 0 and row["torch"] > 0 and row["ratio"] == row["ours"] / row["torch"]
         assert f"| {row['workload']} |" in stdout
+    return results, stdout
+
+
+def test_run_all_tabulates_the_workloads_it_is_given(tmp_path):
+    """The table and JSON of one workload, the cheapest (the classifier's step): every script is the slow test's."""
+    results, _ = _run_all(tmp_path, "--only=classify")
+    assert [r["workload"].split()[0] for r in results] == ["classifier"]
+
+
+@pytest.mark.slow
+def test_run_all_prints_one_row_per_workload_with_ours_torch_and_ratio(tmp_path):
+    """Slow (about 3 minutes of worker time): six scripts, each its own process importing JAX and torch and
+    compiling; the only test that runs unet.py, finetune.py, generate.py, caption.py and quality.py."""
+    results, _ = _run_all(tmp_path)
+    # unet gives forward and forward+backward; every other script one row per model.
+    assert [r["workload"].split()[0].rstrip(",") for r in results] == ["unet", "unet", "LoRA", "generation",
+                                                                       "classifier", "captions", "quality"]
 
 
 def test_run_all_refuses_unknown_workloads():

@@ -12,6 +12,7 @@ import huggingface_hub
 import jax
 import jax.numpy as jnp
 import numpy as np
+from compiled_call import compiled
 from parity import close
 import pytest
 import torch
@@ -70,8 +71,8 @@ def test_components_match_torch_pipeline(root, sd1_path, style, prediction_type)
 
     with torch.no_grad():
         text = pipe.text_encoder(torch.from_numpy(tokens.input_ids))
-    close(sd.text_encoder(jnp.asarray(tokens.input_ids)), text.last_hidden_state)
-    close(sd.text_encoder.encode(jnp.asarray(tokens.input_ids)).pooler_output, text.pooler_output)
+    close(compiled(sd.text_encoder)(jnp.asarray(tokens.input_ids)), text.last_hidden_state)
+    close(compiled(sd.text_encoder, "encode")(jnp.asarray(tokens.input_ids)).pooler_output, text.pooler_output)
 
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
@@ -81,10 +82,10 @@ def test_components_match_torch_pipeline(root, sd1_path, style, prediction_type)
         mean = pipe.vae.encode(torch.from_numpy(images)).latent_dist.mean
         decoded = pipe.vae.decode(torch.from_numpy(latents)).sample
         noise_pred = pipe.unet(torch.from_numpy(latents), torch.from_numpy(timesteps), text.last_hidden_state).sample
-    close(sd.vae.encode(nhwc(images)), nhwc(mean))
-    close(sd.vae.decode(nhwc(latents)), nhwc(decoded))
+    close(compiled(sd.vae, "encode")(nhwc(images)), nhwc(mean))
+    close(compiled(sd.vae, "decode")(nhwc(latents)), nhwc(decoded))
     hidden = jnp.asarray(text.last_hidden_state.numpy())
-    close(sd.unet(nhwc(latents), jnp.asarray(timesteps), hidden), nhwc(noise_pred))
+    close(compiled(sd.unet)(nhwc(latents), jnp.asarray(timesteps), hidden), nhwc(noise_pred))
 
 
 def test_bin_fallback_with_hub_text_encoder_layout(root):
@@ -123,11 +124,11 @@ def test_bf16_cast_runs_close_to_torch_fp32(sd1_path):
         text = pipe.text_encoder(torch.from_numpy(ids)).last_hidden_state
         decoded = pipe.vae.decode(torch.from_numpy(latents)).sample
         noise_pred = pipe.unet(torch.from_numpy(latents), torch.from_numpy(timesteps), text).sample
-    hidden = sd.text_encoder(jnp.asarray(ids))
+    hidden = compiled(sd.text_encoder)(jnp.asarray(ids))
     outputs = [
         (hidden, text),
-        (sd.vae.decode(nhwc(latents)), nhwc(decoded)),
-        (sd.unet(nhwc(latents), jnp.asarray(timesteps), hidden), nhwc(noise_pred)),
+        (compiled(sd.vae, "decode")(nhwc(latents)), nhwc(decoded)),
+        (compiled(sd.unet)(nhwc(latents), jnp.asarray(timesteps), hidden), nhwc(noise_pred)),
     ]
     for ours, ref in outputs:
         assert ours.dtype == jnp.bfloat16
