@@ -22,6 +22,7 @@ from demo_run import demo_config
 from etils.epath import backend, gpath
 from fake_gcs import FakeGcsFileSystem, MediaServer, local
 from orbax.checkpoint._src.path import gcs_utils
+from tiny_sd import make_tiny_sd
 
 from bobjax import artifacts, config_lib, main, run_folder
 from bobjax.data.tfds_writer import read_dataset
@@ -30,15 +31,26 @@ from bobjax.training import loop
 
 WORKDIR = "gs://fake-bucket/run"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The demo's single BOB run, small: 3 classes x 2 shots, 6 fine-tuning steps (checkpoints at 2, 4, 6) of the shipped
-# prior at 32 px, 2 images per class from 2 sampler steps, one classifier step per epoch.
+# The demo's single BOB run, small: 3 classes x 2 shots, 6 fine-tuning steps (checkpoints at 2, 4, 6) of the minimal
+# tiny SD 1.x (tests/helpers/tiny_sd.py; what the run stores does not depend on the model, and the shipped prior's
+# programs take several times as long to compile) at 16 px, 2 images per class from 2 sampler steps, one classifier
+# step per epoch.
 TINY = {"data.toyworld.num_classes": 3, "data.shots": 2, "data.toyworld.val_per_class": 1,
-        "data.toyworld.test_per_class": 2, "finetune.epochs": 2, "finetune.batch_size": 2, "finetune.resolution": 32,
+        "data.toyworld.test_per_class": 2, "finetune.epochs": 2, "finetune.batch_size": 2, "finetune.resolution": 16,
         "finetune.warmup_steps": 0, "finetune.checkpoint_every": 2, "finetune.sample_every": 0,
-        "generate.images_per_class": 2, "generate.steps": 2, "generate.resolution": 32, "generate.batch_size_per_device": 6,
+        "generate.images_per_class": 2, "generate.steps": 2, "generate.resolution": 16, "generate.batch_size_per_device": 6,
         "classify.epochs": 2, "classify.steps_per_epoch": 1, "classify.batch_size": 8, "classify.image_size": 32,
         "classify.warmup_epochs": 0, "report.oracle_steps": 0}
-TINY_ARGS = ("--config.compare.methods=", *(f"--config.{key}={value}" for key, value in TINY.items()))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """:data:`TINY` with the minimal tiny SD 1.x as ``model.sd``."""
+    return {**TINY, "model.sd": make_tiny_sd(tmp_path_factory.mktemp("sd1"), "sd1", minimal=True)}
+
+
+def tiny_args(run):
+    return ("--config.compare.methods=", *(f"--config.{key}={value}" for key, value in run.items()))
 
 
 class _Killed(Exception):
@@ -82,7 +94,8 @@ def command(*args):
         main.main([])
 
 
-def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_gcs, one_device, monkeypatch):
+def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_gcs, tiny_run, one_device,
+                                                                            monkeypatch):
     save = loop.Checkpoints.save
     saved = []
 
@@ -93,7 +106,7 @@ def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_
     with monkeypatch.context() as patch:
         patch.setattr(loop.Checkpoints, "save", save_then_die)
         with pytest.raises(_Killed):
-            command(f"--workdir={WORKDIR}", *TINY_ARGS)
+            command(f"--workdir={WORKDIR}", *tiny_args(tiny_run))
     run = local(fake_gcs, WORKDIR)
     assert os.path.exists(os.path.join(run, "captions", run_folder.COMPLETE))
     assert os.listdir(os.path.join(run, "finetune", "checkpoints")) == ["2"]
@@ -104,7 +117,7 @@ def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_
         save(self, step, *args, **kwargs)
 
     monkeypatch.setattr(loop.Checkpoints, "save", recorded)
-    command(f"--workdir={WORKDIR}", *TINY_ARGS)
+    command(f"--workdir={WORKDIR}", *tiny_args(tiny_run))
 
     assert saved[:2] == [("finetune", 4), ("finetune", 6)]  # Resumed after step 2, from the bucket.
     assert os.listdir(".") == []
@@ -118,7 +131,7 @@ def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_
     assert [f for _, _, files in os.walk(fake_gcs) for f in files if ".tmp" in f] == []
     assert not os.path.exists(os.path.join(run, "classify.partial"))  # Dropped once classify was complete.
 
-    _, planned = generate.plan_run(demo_config(**TINY), WORKDIR)
+    _, planned = generate.plan_run(demo_config(**tiny_run), WORKDIR)
     source = read_dataset(f"{WORKDIR}/synthetic")  # ArrayRecord's reader, through the fake download server.
     ids = [source[i]["image_id"].decode() for i in range(len(source))]
     assert sorted(ids) == sorted(p.image_id for p in planned) and len(set(ids)) == len(ids) == 6

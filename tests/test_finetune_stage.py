@@ -3,10 +3,12 @@
 Every run trains the minimal tiny SD 1.x pipeline's adapters (UNet and text encoder) for 3 steps on 8 images
 at 16 px, global batch 8; runs are compared through their exported LoRA files (float32, 1e-5).
 
-Compiling the training step dominates these tests, so the runs that need no other mesh (the reference, the
-killed + resumed run, the NaN run) share one configuration on one device: with the session's persistent
-compilation cache (conftest.py) they compile the step once. The NaN comes from the data (a NaN image at the
-third step), which takes the same compiled step to a non-finite loss as a too-high learning rate would.
+Tracing and compiling the training step dominate these tests, so the runs that need no other mesh (the reference,
+the killed + resumed run, the NaN run) share one trainer on one device (a per-class run's ``LoraTrainer``: one
+traced and compiled step and preview, each run training a fresh LoRA into its own folder); the runs on a (fake)
+accelerator build their own trainer with the same configuration, which the session's persistent compilation cache
+(conftest.py) serves. The NaN comes from the data (a NaN image at the third step), which takes the same compiled
+step to a non-finite loss as a too-high learning rate would.
 """
 
 import glob
@@ -34,25 +36,33 @@ def sd(tmp_path_factory):
     return load_stable_diffusion(make_tiny_sd(tmp_path_factory.mktemp("sd1"), "sd1", minimal=True))
 
 
+# config.finetune of every run; batch_size is global: the same batches on any mesh.
+TRAINING = dict(lora_rank=4, lora_alpha=8.0, lora_dropout=0.1, resolution=16, random_flip=True, epochs=3,
+                warmup_steps=1, learning_rate=1e-2, batch_size=8)
+
+
 def _config(**overrides):
+    """A checkpoint at step 2 (where the killed run resumes and the NaN run stops) and 3, previews at step 3."""
     config = config_lib.base_config()
-    c = config.finetune
-    c.lora_rank, c.lora_alpha, c.lora_dropout = 4, 8.0, 0.1
-    c.resolution, c.random_flip, c.epochs, c.warmup_steps = 16, True, 3, 1
-    c.learning_rate, c.batch_size = 1e-2, 8  # Global: the same batches on any mesh.
-    c.checkpoint_every, c.sample_every, c.sample_steps, c.log_every = 100, 0, 2, 1
-    c.update(overrides)
+    config.finetune.update(dict(TRAINING, checkpoint_every=2, sample_every=3, sample_steps=2, log_every=1))
+    config.finetune.update(overrides)
     return config
 
 
-def _run(sd, folder, mesh_shape, **overrides):
+def _trainer(sd, mesh_shape, **overrides):
     devices = mesh_shape[0] * mesh_shape[1]
     mesh = parallel.make_mesh({"data": mesh_shape[0], "fsdp": mesh_shape[1]}, devices=jax.devices()[:devices])
     config = _config(**overrides)
-    ids = sd.tokenize(PROMPTS)
-    trainer = finetune.LoraTrainer(config, sd, finetune.total_steps(config.finetune, len(ids)), mesh)
-    trainer.train(IMAGES.__getitem__, ids, str(folder))
+    return finetune.LoraTrainer(config, sd, finetune.total_steps(config.finetune, len(PROMPTS)), mesh)
+
+
+def _train(trainer, sd, folder):
+    trainer.train(IMAGES.__getitem__, sd.tokenize(PROMPTS), str(folder))
     return lora_file.read_diffusers_lora(os.path.join(folder, run_folder.LORA_FILE))
+
+
+def _run(sd, folder, mesh_shape, **overrides):
+    return _train(_trainer(sd, mesh_shape, **overrides), sd, folder)
 
 
 def _assert_same(a, b, tol):
@@ -77,8 +87,14 @@ def _fail_at_third_batch(monkeypatch, fail):
 
 
 @pytest.fixture(scope="module")
-def single(sd, tmp_path_factory):
-    return _run(sd, tmp_path_factory.mktemp("single"), ONE_DEVICE)
+def trainer(sd):
+    """The one-device trainer that the reference, the killed + resumed and the NaN runs share."""
+    return _trainer(sd, ONE_DEVICE)
+
+
+@pytest.fixture(scope="module")
+def single(trainer, sd, tmp_path_factory):
+    return _train(trainer, sd, tmp_path_factory.mktemp("single"))
 
 
 def test_single_device_run_trains_both_adapters(single):
@@ -87,9 +103,10 @@ def test_single_device_run_trains_both_adapters(single):
         assert any(np.abs(v).max() > 0 for k, v in part[0].items() if "lora_B" in k)  # B moved off zero
 
 
-def test_eight_devices_and_fsdp_match_one_device(single, sd, tmp_path):
-    _assert_same(single, _run(sd, tmp_path / "data", (8, 1)), 1e-5)
-    _assert_same(single, _run(sd, tmp_path / "fsdp", (4, 2)), 1e-5)
+def test_eight_devices_with_fsdp_match_one_device(single, sd, tmp_path):
+    """One mesh of 4 data x 2 FSDP devices checks both: the batch split over data, the weights over FSDP (a run per
+    mesh would compile the step once more)."""
+    _assert_same(single, _run(sd, tmp_path / "fsdp", (4, 2), sample_every=0), 1e-5)
 
 
 class _Killed(Exception):
@@ -100,14 +117,14 @@ def test_on_an_accelerator_the_step_compiled_ahead_trains_the_same_lora(single, 
     """Where the device reports its memory, the trainer compiles its step before the first one, checks it fits and
     runs that program; a device too small for it stops the stage there, naming the settings to change."""
     fake_accelerator(64)
-    _assert_same(single, _run(sd, tmp_path / "fits", ONE_DEVICE), 0.0)
+    _assert_same(single, _run(sd, tmp_path / "fits", ONE_DEVICE, sample_every=0), 0.0)
     fake_accelerator(1e-5)  # 10 KiB
     with pytest.raises(ConfigError, match=r"the fine-tuning step needs .* GiB per device .*change config.mesh.fsdp"):
-        _run(sd, tmp_path / "too_small", ONE_DEVICE)
+        _run(sd, tmp_path / "too_small", ONE_DEVICE, sample_every=0)
     assert not os.path.exists(tmp_path / "too_small")
 
 
-def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, sd, tmp_path, monkeypatch):
+def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, trainer, sd, tmp_path, monkeypatch):
     folder = tmp_path / "killed"
 
     def killed(real, batch, mesh):
@@ -116,15 +133,15 @@ def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, sd, tmp_
     with monkeypatch.context() as patch:
         _fail_at_third_batch(patch, killed)
         with pytest.raises(_Killed):
-            _run(sd, folder, ONE_DEVICE, checkpoint_every=2)
+            _train(trainer, sd, folder)
     assert os.path.isdir(folder / "checkpoints" / "2") and not os.path.exists(folder / run_folder.LORA_FILE)
 
-    resumed = _run(sd, folder, ONE_DEVICE, checkpoint_every=2, sample_every=3)
+    resumed = _train(trainer, sd, folder)
     _assert_same(single, resumed, 1e-5)
     assert glob.glob(str(folder / "tb" / "events.out.tfevents.*"))
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(sd, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(trainer, sd, tmp_path, monkeypatch):
     folder = tmp_path / "nan"
 
     def nan_image(real, batch, mesh):
@@ -132,8 +149,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(sd, tmp_path
 
     _fail_at_third_batch(monkeypatch, nan_image)
     with pytest.raises(loop.TrainingDivergedError, match=r"at step 2: stopped; .*checkpoints"):
-        _run(sd, folder, ONE_DEVICE, checkpoint_every=1)
-    assert sorted(os.listdir(folder / "checkpoints")) == ["1", "2"]  # Step 3 (index 2) is not saved.
+        _train(trainer, sd, folder)
+    assert os.listdir(folder / "checkpoints") == ["2"]  # Step 3 (index 2) is not saved.
     assert not os.path.exists(folder / run_folder.LORA_FILE)
 
 
@@ -150,10 +167,12 @@ def test_per_class_loras_share_one_compiled_step(tmp_path, monkeypatch, one_devi
 
     jit_train_step = finetune.lora_step.jit_train_step
     monkeypatch.setattr(finetune.lora_step, "jit_train_step", recorded)
+    # The other tests' training (8 images a class: one batch, 3 steps), so the session's compilation cache may
+    # hold this step already.
     config = demo_config(**{"model.sd": str(make_tiny_sd(tmp_path / "sd1", "sd1", minimal=True)),
-                            "data.toyworld.num_classes": 3, "data.shots": 2, "finetune.per_class": True,
-                            "finetune.prompt": config_lib.CLASS_PROMPT, "finetune.epochs": 2, "finetune.warmup_steps": 0,
-                            "finetune.batch_size": 2, "finetune.resolution": 16, "finetune.sample_every": 0})
+                            "data.toyworld.num_classes": 3, "data.shots": 8, "finetune.per_class": True,
+                            "finetune.prompt": config_lib.CLASS_PROMPT, "finetune.sample_every": 0,
+                            **{f"finetune.{key}": value for key, value in TRAINING.items()}})
     finetune.run(config, str(tmp_path / "run"))
     files = sorted(glob.glob(str(tmp_path / "run" / "finetune" / "class_*" / run_folder.LORA_FILE)))
     assert [os.path.basename(os.path.dirname(f)) for f in files] == ["class_0000", "class_0001", "class_0002"]

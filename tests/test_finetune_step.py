@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
+from flax import nnx
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model
 
@@ -120,7 +121,9 @@ def test_latents_are_scaled_samples_of_the_vae_posterior(twins):
     _, pipe, sd, *_ = twins
     pixels = np.random.default_rng(1).uniform(-1, 1, size=(2, 16, 16, 3)).astype(np.float32)
     key = jax.random.key(5)
-    latents, noise, timesteps = lora_step.training_inputs(sd.vae, jnp.asarray(pixels), key, 1000)
+    # Jitted as in the step: run eagerly, every operation of the VAE's encoder would compile on its own.
+    inputs = nnx.jit(lambda vae, pixels, key: lora_step.training_inputs(vae, pixels, key, 1000))
+    latents, noise, timesteps = inputs(sd.vae, jnp.asarray(pixels), key)
 
     with torch.no_grad():
         posterior = pipe.vae.encode(_nchw(pixels)).latent_dist
@@ -150,7 +153,9 @@ def test_exported_lora_loads_into_diffusers_and_gives_our_unet_output(twins, tmp
     with torch.no_grad():
         context = pipe.text_encoder(torch.from_numpy(ids).long())[0]
         ref = pipe.unet(_nchw(latents), torch.from_numpy(timesteps), context).sample.numpy().transpose(0, 2, 3, 1)
-    ours = unet(jnp.asarray(latents), jnp.asarray(timesteps), text_encoder(jnp.asarray(ids)))
+    # Jitted: run eagerly, every operation of the two models would compile on its own.
+    ours = nnx.jit(lambda u, te, *inputs: u(*inputs[:2], te(inputs[2])))(
+        unet, text_encoder, jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(ids))
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 
 

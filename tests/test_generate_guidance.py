@@ -105,7 +105,9 @@ def test_stage_writes_diff_mix_images_from_their_planned_sources(tiny_sd_path, t
                           negative_prompt="blurry", strength=0.7)
     starts = np.stack([resize_and_center_crop(np.asarray(splits.train[p.source_index]["image"]), g.resolution)
                        for p in planned]).astype(np.float32) / 127.5 - 1
-    want = sampler([p.prompt for p in planned], seeds=[p.seed for p in planned], images=starts)
+    # One image a call, as the stage drew them (generate.batch_size_per_device=1): the program it compiled.
+    want = np.concatenate([sampler([p.prompt], seeds=[p.seed], images=start[None])
+                           for p, start in zip(planned, starts, strict=True)])
     for item, image in zip(planned, want):
         record = records[item.image_id]
         assert record["source_label"] == item.source_label != record["label"]

@@ -63,12 +63,14 @@ def test_same_images_on_one_and_eight_devices(tiny_sd_path):
     sd = load_stable_diffusion(tiny_sd_path)
     kwargs = dict(scheduler="pndm", steps=3, guidance_scale=2.0, resolution=resolution(sd))
     prompts, seeds = PROMPTS * 4, list(range(100, 108))
-    one = TextToImage(sd, mesh=mesh_of(1), **kwargs).generate_float(prompts, seeds=seeds)
+    on_one = TextToImage(sd, mesh=mesh_of(1), **kwargs)
+    one = on_one.generate_float(prompts, seeds=seeds)
     eight = TextToImage(sd, mesh=mesh_of(8), **kwargs).generate_float(prompts, seeds=seeds)
     np.testing.assert_allclose(one, eight, atol=1e-5)
-    # An image depends on its own seed only, not on its batch.
-    alone = TextToImage(sd, mesh=mesh_of(1), **kwargs).generate_float(prompts[3:4], seeds=seeds[3:4])
-    np.testing.assert_allclose(alone[0], one[3], atol=1e-5)
+    # An image depends on its own seed only, not on its batch: the fourth image again, first in a batch of other
+    # seeds (the same batch size, so the same program).
+    other = on_one.generate_float(prompts[3:4] + prompts[:7], seeds=seeds[3:4] + list(range(200, 207)))
+    np.testing.assert_allclose(other[0], one[3], atol=1e-5)
 
 
 def stage_config(tiny_sd_path, **overrides):
@@ -94,7 +96,11 @@ def test_the_synthetic_set_does_not_depend_on_the_batch_per_device(tiny_sd_path,
     assert len({sets[0][i]["image"].tobytes() for i in range(9)}) == 9  # Images differ: a broken seed would not.
 
 
-def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_path, monkeypatch):
+def test_killed_stage_resumes_to_the_images_of_an_uninterrupted_run(tiny_sd_path, tmp_path, monkeypatch, one_device,
+                                                                     fake_accelerator):
+    """Killed while writing its second shard, the stage resumes to exactly the planned images, those of an
+    uninterrupted run. That run is on a (fake) accelerator, so it runs the generation call it compiled ahead for its
+    fit check, and the killed one the jitted one; their images are the same."""
     config = stage_config(tiny_sd_path)
     monkeypatch.setattr(generate, "SHARD_SIZE", 4)
     written = []
@@ -106,59 +112,48 @@ def test_killed_stage_resumes_to_exactly_the_planned_images(tiny_sd_path, tmp_pa
         written.append(index)
         return original(self, index, examples)
 
-    monkeypatch.setattr(generate.ShardedWriter, "write_shard", dies_on_second_shard)
-    with pytest.raises(KeyboardInterrupt):
-        generate.run(config, str(tmp_path))
-    monkeypatch.setattr(generate.ShardedWriter, "write_shard", original)
-    generate.run(config, str(tmp_path))
+    killed = str(tmp_path / "killed")
+    with monkeypatch.context() as patch:
+        patch.setattr(generate.ShardedWriter, "write_shard", dies_on_second_shard)
+        with pytest.raises(KeyboardInterrupt):
+            generate.run(config, killed)
+    generate.run(config, killed)
 
-    _, planned = generate.plan_run(config, str(tmp_path))
-    source = read_dataset(run_folder.stage_dir(str(tmp_path), "generate"))
+    _, planned = generate.plan_run(config, killed)
+    source = read_dataset(run_folder.stage_dir(killed, "generate"))
     ids = [source[i]["image_id"].decode() for i in range(len(source))]
     assert sorted(ids) == sorted(p.image_id for p in planned) and len(ids) == 9
     record = source[0]
     assert record["image"].shape == (32, 32, 3) and record["prompt"].decode() == planned[0].prompt
-    grids = os.path.join(run_folder.stage_dir(str(tmp_path), "generate"), "grids")
+    grids = os.path.join(run_folder.stage_dir(killed, "generate"), "grids")
     assert os.path.exists(os.path.join(grids, "class_0000.png"))
     fixed_noise = np.asarray(Image.open(os.path.join(grids, generate.FIXED_NOISE_GRID)))
-    classes = len(generate.plan_run(config, str(tmp_path))[0].class_names)
+    classes = len(generate.plan_run(config, killed)[0].class_names)
     rows = min(generate.FIXED_NOISE_ROWS, len(planned))
     assert fixed_noise.shape[:2] == (rows * 32, classes * 32)
 
-
-def test_resumed_images_equal_uninterrupted_ones(tiny_sd_path, tmp_path, monkeypatch, fake_accelerator):
-    """Also: run "a" is on a (fake) accelerator, so it runs the generation call it compiled ahead for its fit check,
-    and "b" the jitted one; their images are the same."""
-    monkeypatch.setattr(generate, "SHARD_SIZE", 4)
-    config = stage_config(tiny_sd_path)
     with monkeypatch.context() as patch:
         calls, run_compiled = [], jax.stages.Compiled.__call__
         patch.setattr(jax.stages.Compiled, "__call__", lambda self, *a: calls.append(1) or run_compiled(self, *a))
         fake_accelerator(64)
-        generate.run(config, str(tmp_path / "a"))
-    assert len(calls) >= 5  # 9 images in shards of 4, 4 and 1, in batches of 2: 5 calls, then the fixed-noise grid
-    os.makedirs(tmp_path / "b")
-    generate.run(config, str(tmp_path / "b"))
-    first = read_dataset(run_folder.stage_dir(str(tmp_path / "a"), "generate"))
-    # Remove one shard and its metadata, as a kill before finalising would leave it, then resume.
-    folder = run_folder.stage_dir(str(tmp_path / "b"), "generate")
-    os.remove(os.path.join(folder, "dataset_info.json"))
-    os.remove(generate.ShardedWriter(folder, "synthetic", generate.features(["x"]), "train", 3).shard_path(1))
-    generate.run(config, str(tmp_path / "b"))
-    second = read_dataset(folder)
-    for i in range(len(first)):
-        np.testing.assert_array_equal(first[i]["image"], second[i]["image"])
+        generate.run(config, str(tmp_path / "uninterrupted"))
+    assert len(calls) >= 9  # 9 images in shards of 4, 4 and 1, one a call (one device), then the fixed-noise grid.
+    uninterrupted = read_dataset(run_folder.stage_dir(str(tmp_path / "uninterrupted"), "generate"))
+    assert len(uninterrupted) == len(source)
+    for i in range(len(source)):
+        np.testing.assert_array_equal(uninterrupted[i]["image"], source[i]["image"])
 
 
-def test_a_generation_call_that_cannot_fit_stops_the_stage_before_its_first_image(tiny_sd_path, tmp_path,
+def test_a_generation_call_that_cannot_fit_stops_the_stage_before_its_first_image(tiny_sd_path, tmp_path, one_device,
                                                                                    fake_accelerator):
     fake_accelerator(1e-5)  # 10 KiB
     with pytest.raises(ConfigError, match=r"a generation call needs .* GiB per device .*config.generate.batch_size_per_device"):
         generate.run(stage_config(tiny_sd_path), str(tmp_path))
 
 
-def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05) -> None:
-    """A LoRA with non-zero B (a trained one's shape; entries of ``std``), written by the real export path."""
+def write_random_loras(tiny_sd_path: str, seeds: dict[str, int], std: float = 0.05) -> None:
+    """LoRAs with non-zero B (a trained one's shape; entries of ``std``, drawn from each path's seed), written by the
+    real export path to each path of ``seeds``. The adapters are created once (a traced call of each model)."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -169,14 +164,15 @@ def write_random_lora(tiny_sd_path: str, path: str, seed: int, std: float = 0.05
     sd = load_stable_diffusion(tiny_sd_path)
     configs = lora_configs(base_config().finetune)
     unet, text_encoder = add_adapters(sd, configs, seed=0)
-    key = jax.random.key(seed)
-    for model in (unet, text_encoder):
-        for _, variable in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
-            key, sub = jax.random.split(key)
-            variable.set_value(std * jax.random.normal(sub, variable.get_value().shape, jnp.float32))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    lora_file.save_diffusers_lora(path, {"unet": (unet, configs["unet"]),
-                                         "text_encoder": (text_encoder, configs["text_encoder"])})
+    for path, seed in seeds.items():
+        rng = np.random.default_rng(seed)  # On the host: jax.random would compile a program per adapter shape.
+        for model in (unet, text_encoder):
+            for _, variable in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
+                shape = variable.get_value().shape
+                variable.set_value(jnp.asarray(std * rng.standard_normal(shape), jnp.float32))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lora_file.save_diffusers_lora(path, {"unet": (unet, configs["unet"]),
+                                             "text_encoder": (text_encoder, configs["text_encoder"])})
 
 
 def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
@@ -185,7 +181,7 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
     from bobjax.models import lora_file
 
     path = str(tmp_path / "pytorch_lora_weights.safetensors")
-    write_random_lora(tiny_sd_path, path, seed=1)
+    write_random_loras(tiny_sd_path, {path: 1})
 
     ours = load_stable_diffusion(tiny_sd_path)
     lora_file.fold_file_into_pipeline(ours, path, scale=1.0)
@@ -212,32 +208,40 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
     np.testing.assert_allclose(mine, reference, atol=1e-3)
 
 
-def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path):
+def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path, one_device):
     """With ``finetune.per_class``, every image equals the one a pipeline holding only its class's LoRA draws
-    for the same prompt and seed (batches of 4 cross class boundaries, so LoRAs are swapped mid-batch)."""
+    for the same prompt and seed (on one device, the second batch of 2 crosses a class boundary, so LoRAs are
+    swapped mid-batch). The check draws in batches of 2 too: the program the stage compiled."""
+    from flax import nnx
+
     from bobjax.models import lora_file
 
     config = stage_config(tiny_sd_path, **{"generate.plan": "class_only", "finetune.per_class": True,
-                                           "generate.batch_size_per_device": 4})
+                                           "generate.batch_size_per_device": 2})
     finetune_dir = run_folder.stage_dir(str(tmp_path), "finetune")
-    for label in range(3):
-        write_random_lora(tiny_sd_path, os.path.join(run_folder.class_lora_dir(finetune_dir, label), run_folder.LORA_FILE),
-                          seed=10 + label, std=0.3)  # Strong enough that each class's images tell its LoRA.
+    loras = {os.path.join(run_folder.class_lora_dir(finetune_dir, label), run_folder.LORA_FILE): 10 + label
+             for label in range(3)}
+    write_random_loras(tiny_sd_path, loras, std=0.3)  # Strong enough that each class's images tell its LoRA.
     generate.run(config, str(tmp_path))
 
     _, planned = generate.plan_run(config, str(tmp_path))
     source = read_dataset(run_folder.stage_dir(str(tmp_path), "generate"))
     drawn = {source[i]["image_id"].decode(): source[i]["image"] for i in range(len(source))}
     g = config.generate
-    for label in range(3):
+    own = TextToImage(load_stable_diffusion(tiny_sd_path), scheduler=g.scheduler, steps=g.steps,
+                      guidance_scale=g.guidance_scale, resolution=g.resolution, mesh=mesh_of(1))
+    for label in range(3):  # One sampler (traced once), given each class's weights in turn.
         sd = load_stable_diffusion(tiny_sd_path)
         lora_file.fold_file_into_pipeline(sd, os.path.join(run_folder.class_lora_dir(finetune_dir, label),
                                                            run_folder.LORA_FILE))
-        own = TextToImage(sd, scheduler=g.scheduler, steps=g.steps, guidance_scale=g.guidance_scale,
-                          resolution=g.resolution, mesh=mesh_of(1))
+        for mine, folded in ((own.sd.unet, sd.unet), (own.sd.text_encoder, sd.text_encoder)):
+            nnx.update(mine, nnx.state(folded))
+        own.refresh_weights()
         items = [p for p in planned if p.label == label]
-        want = own([p.prompt for p in items], seeds=[p.seed for p in items])
+        other = [p for p in planned if p.label == (label + 1) % 3][0]
+        assert len(items) == 3
+        want = np.concatenate([own([p.prompt for p in pair], seeds=[p.seed for p in pair])
+                               for pair in (items[:2], [items[2], other])])
         got = np.stack([drawn[p.image_id] for p in items])
-        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, label  # uint8 rounding of float noise.
-        other = [p for p in planned if p.label == (label + 1) % 3][:1]
-        assert np.abs(drawn[other[0].image_id].astype(int) - own([other[0].prompt], seeds=[other[0].seed])[0]).max() > 8
+        assert np.abs(got.astype(int) - want[:3].astype(int)).max() <= 1, label  # uint8 rounding of float noise.
+        assert np.abs(drawn[other.image_id].astype(int) - want[3]).max() > 8
