@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from demo_run import demo_config
 from synthetic_data import write_synthetic
+from toy_oracle import shared_oracle  # noqa: F401  (a fixture)
 
 from bobjax import artifacts, compare, config_lib, filter, identity, share, toyworld
 from bobjax.classify import stage as classify_stage
@@ -82,11 +83,11 @@ def test_the_stage_runs_only_with_a_rule_and_shares_like_generate():
     assert identity.of(config, "classify")["filter"]["rule"] == "zero_shot"  # and classified apart.
 
 
-def test_toy_world_filter_drops_mislabelled_images_and_the_classifier_trains_on_the_rest(tmp_path):
+def test_toy_world_filter_drops_mislabelled_images_and_the_classifier_trains_on_the_rest(tmp_path, shared_oracle):
     """The oracle's feature space (no download): of 24 correct and 24 mislabelled synthetic images, zero_shot keeps the
     first; the keep list names every image, and classify's synthetic source holds exactly the kept ones."""
     config = demo_config(**{"data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
-                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 150,
+                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 60,
                             "report.oracle_per_class": 40, "filter.rule": "zero_shot", "quality.batch_size": 16})
     workdir = str(tmp_path)
     class_names = make_splits(config.data, config.seed).class_names

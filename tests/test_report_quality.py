@@ -8,6 +8,7 @@ import os
 import numpy as np
 from demo_run import demo_config
 from synthetic_data import write_synthetic
+from toy_oracle import shared_oracle  # noqa: F401  (a fixture)
 
 from bobjax import artifacts, compare, report, run_folder, toyworld
 from bobjax.data import make_splits
@@ -24,10 +25,10 @@ def test_diversity_is_the_mean_pairwise_cosine_distance():
     assert measures.diversity(np.ones((4, 3))) < 1e-12 and measures.diversity(x[:1]) is None
 
 
-def test_toy_world_report_measures_quality_per_method_and_class(tmp_path):
+def test_toy_world_report_measures_quality_per_method_and_class(tmp_path, shared_oracle):
     config = demo_config(**{"compare.methods": "real_only,datadream,bob", "compare.seeds": 1,
                             "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
-                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 150,
+                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 60,
                             "report.oracle_per_class": 40, "quality.batch_size": 16, "filter.rule": "top_k"})
     workdir = str(tmp_path)
     runs = {r.method: r for r in compare.runs(config, workdir)}

@@ -9,6 +9,7 @@ import pytest
 from demo_run import demo_config
 from PIL import Image
 from synthetic_data import write_synthetic
+from toy_oracle import shared_oracle  # noqa: F401  (a fixture)
 
 from bobjax import artifacts, caption, compare, config_lib, report, run_folder
 from bobjax import toyworld
@@ -120,12 +121,12 @@ def test_missing_run_names_the_file_and_stage(tmp_path):
     assert os.path.join(str(tmp_path), "real_only", "seed0", "classify", "metrics.json") in str(error.value)
 
 
-def test_toy_world_report_measures_class_fidelity(tmp_path):
+def test_toy_world_report_measures_class_fidelity(tmp_path, shared_oracle):
     """A method whose synthetic images show their classes scores far above one whose images carry other classes'
     details; the table and results.json say so."""
     config = demo_config(**{"compare.methods": "real_only,datadream,bob", "compare.seeds": 1,
                             "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
-                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 150,
+                            "data.toyworld.test_per_class": 20, "report.oracle_steps": 60,
                             "report.oracle_per_class": 40})
     workdir = str(tmp_path)
     runs = {r.method: r for r in compare.runs(config, workdir)}
