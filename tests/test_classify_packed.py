@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from bobjax import classify, meshes, run_folder
+from bobjax import classify, fit, meshes, run_folder
 from bobjax.classify import packed, programs
 from bobjax.data import make_splits
 from bobjax.training import loop
@@ -138,3 +138,23 @@ def test_a_killed_pack_resumes_to_the_points_trained_one_by_one(tmp_path, lone, 
     assert saves == [2], "only the point killed at its first epoch trains, its second epoch"
     for (config, workdir), (want, want_dir) in zip(points, lone, strict=True):
         _assert_same_run(config, finished[workdir], want, workdir, want_dir)
+
+
+def test_a_pack_that_cannot_fit_splits_in_halves_and_leaves_what_fits_no_pair_to_run_alone(tmp_path, monkeypatch,
+                                                                                             one_device):
+    """The device check (bobjax.fit) refuses packs of more than ``fits`` points: five points train as 2 + 2 + 1 after
+    the five were refused; when no pair fits, nothing trains packed and every point is left to its lone run (which
+    stops with the fit check's own message if one point cannot fit either)."""
+    config, workdir = _points(tmp_path)[0]
+    points = [(config, workdir)] * 5  # Five points, as far as the splitting is concerned.
+    for fits, want_sizes, want_finished in ((2, [5, 2, 2, 1], 5), (1, [5, 2], 0)):
+        sizes = []
+
+        def train(built, pack, compiled, fits=fits, sizes=sizes):
+            sizes.append(len(pack))
+            if len(pack) > fits:
+                raise fit.DoesNotFit(f"{len(pack)} points need more than the device has")
+            return {f"{id(one)}": {} for one in pack}
+
+        monkeypatch.setattr(packed, "_train", train)
+        assert len(packed.run(points)) == want_finished and sizes == want_sizes

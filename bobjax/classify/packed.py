@@ -83,16 +83,27 @@ def run(points) -> dict:
         else:
             one = (config, workdir, restored["state"], restored["best"], dict(restored["meta"]))
         resumed.setdefault(one[-1]["epoch"], []).append(one)
-    finished = {}
+    # largest: the most points a pack holds (fewer once a pack did not fit); compiled: programs for the next pack.
+    finished, largest, compiled = {}, len(points), {}
     for epoch in sorted(resumed):
         if epoch:
             logging.info("classify: %d packed point(s) resume after epoch %d", len(resumed[epoch]), epoch)
-        finished |= _train(built, resumed[epoch])
+        waiting = resumed[epoch]
+        while waiting and largest > 1:
+            pack, waiting = waiting[:largest], waiting[largest:]
+            try:
+                finished |= _train(built, pack, compiled)
+            except fit.DoesNotFit as e:
+                largest, waiting = len(pack) // 2, pack + waiting
+                logging.warning("classify: %d points do not fit the device packed (%s); %s", len(pack), e,
+                                f"packs of {largest} next" if largest > 1 else "they train one by one")
     return finished
 
 
-def _train(built: stage.Setup, points) -> dict:
-    """Trains ``points`` (``(config, workdir, state, best, meta)``, their checkpoints at one epoch) as one pack."""
+def _train(built: stage.Setup, points, compiled: dict) -> dict:
+    """Trains ``points`` (``(config, workdir, state, best, meta)``, their checkpoints at one epoch) as one pack;
+    ``compiled``: the packed programs by (batch layout, points), kept for the next pack (the points' values are
+    arguments). Raises :class:`bobjax.fit.DoesNotFit`, before the first step, if the pack cannot fit the device."""
     configs, workdirs = [p[0] for p in points], [p[1] for p in points]
     cfgs, metas, count = [c.classify for c in configs], [p[4] for p in points], len(points)
     config, cfg, data, mesh, frozen = configs[0], configs[0].classify, built.data, built.mesh, built.frozen
@@ -110,23 +121,19 @@ def _train(built: stage.Setup, points) -> dict:
     # Steps: every batch layout still to come, built (and on an accelerator checked against its memory) up front.
     step = int(state["step"])
     train_steps = {}
-    try:
-        for phase in data.phases[data.phases.index(data.phase_at(step)[0]):] if step < data.total_steps else []:
-            if phase.kind in train_steps:
-                continue
-            parts = data.parts(phase)
-            hyper = jax.device_put(programs.packed_hyper(cfgs, parts, phase.kind), replicated)
+    for phase in data.phases[data.phases.index(data.phase_at(step)[0]):] if step < data.total_steps else []:
+        parts = data.parts(phase)
+        hyper = jax.device_put(programs.packed_hyper(cfgs, parts, phase.kind), replicated)
+        if (phase.kind, count) not in compiled:
             prepare, train_step = programs.packed_train_programs(
                 cfg, mesh, built.graph, parts=parts, kind=phase.kind, hyper=hyper, params=built.params,
                 steps_per_epoch=data.phases[0].steps_per_epoch, total_steps=data.total_steps, state=state,
                 frozen=frozen, mean=built.classifier.mean, std=built.classifier.std,
                 lora_dropout=built.classifier.lora_dropout, dtype=built.dtype, seed=config.seed,
                 num_classes=built.num_classes)
-            train_steps[phase.kind] = prepare, stage.checked_update(
-                train_step, (state, frozen, hyper, *built.update_inputs(cfg))), hyper
-    except fit.DoesNotFit as e:
-        logging.warning("classify: %d points do not fit the device packed (%s); they train one by one", count, e)
-        return {}
+            compiled[phase.kind, count] = prepare, stage.checked_update(
+                train_step, (state, frozen, hyper, *built.update_inputs(cfg)))
+        train_steps[phase.kind] = (*compiled[phase.kind, count], hyper)
     eval_step = built.eval_step(packed=True)
 
     out_dirs = [run_folder.stage_dir(w, "classify") for w in workdirs]
