@@ -17,7 +17,8 @@ be rerun alone. Points whose checkpoints stand at different epochs (a kill betwe
 separate packs. Memory: the stacked state (parameters, AdamW's two moments, the best weights so far) and each point's
 activations grow with the points, the frozen weights do not (docs/pipeline.md gives the sizes); on an accelerator the
 packed step is compiled and checked against the device's memory before the first step, and a pack that cannot fit is
-left to run point by point (logged), never stopped.
+split in halves until its packs fit (logged); points that fit no pack of two are left to run alone (whose own check
+then names the setting to change if one point cannot fit either).
 """
 
 from __future__ import annotations
