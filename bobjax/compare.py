@@ -11,7 +11,9 @@ trains that many epochs, then the point chosen on validation per method and seed
 Why separate run folders: each run is then an ordinary bobjax run (its own config.json, splits, completion markers
 and resume), so a killed comparison is finished by rerunning the same command, and any one run can be inspected or
 rerun alone. Runs whose earlier stages would be made from the same inputs share them through pointer files
-(:mod:`bobjax.share`). The report stage reads them all through :func:`runs`.
+(:mod:`bobjax.share`). The report stage reads them all through :func:`runs`. The points of a method and seed that
+differ only in the classifier's learning rate, weight decay and lambda train their classifiers together, one program
+for the pack (:func:`packs`, ``bobjax.classify.packed``), each still writing its own run's files.
 """
 
 from __future__ import annotations
@@ -143,3 +145,19 @@ def final_runs(config, workdir) -> list[Run]:
     if not is_comparison(config) or not two_phase(config):
         return []
     return [final_run(config, choice) for choice in choices(runs(config, workdir))]
+
+
+def packs(phase: list[Run]) -> list[list[Run]]:
+    """The runs of ``phase`` (:func:`runs`, after :func:`bobjax.share.link_runs`) whose classifiers train in one
+    program (``bobjax.classify.packed``), in their order: with ``config.compare.pack_points``, two or more sweep points
+    of one method and seed whose configs differ only in the fields a pack stacks and that read one synthetic set. A
+    final run trains alone (one point)."""
+    from bobjax.classify import packed  # The stage's code: only a comparison that packs needs it.
+
+    groups: dict[str, list[Run]] = {}
+    for run in phase:
+        if run.final or not run.point or not run.config.compare.pack_points:
+            continue
+        if "classify" in config_lib.run_stages(run.config):
+            groups.setdefault(packed.pack_key(run.config, run.workdir), []).append(run)
+    return [group for group in groups.values() if len(group) > 1]

@@ -68,7 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
     # sweep: a grid chosen by validation, "field=v1|v2;field=v1|v2", each point a run (bobjax/sweep.py).
     # sweep_epochs: 0 trains every point for classify.epochs and reports the chosen point's run; N > 0 trains every
     # point for N epochs, then the chosen point again for classify.epochs in .../seed<k>/final/ (the paper's protocol).
-    c.compare = ml_collections.ConfigDict(dict(methods="", seeds=1, sweep="", sweep_epochs=0))
+    # pack_points: a method and seed's points that differ only in classify.learning_rate, weight_decay and real_weight
+    # train their classifiers in one program, each still a run of its own (bobjax/classify/packed.py); on an
+    # accelerator a pack too large for the device is split until it fits. False: every point alone.
+    c.compare = ml_collections.ConfigDict(dict(methods="", seeds=1, sweep="", sweep_epochs=0, pack_points=True))
     # Toy world only: an oracle classifier trained on oracle_per_class balanced real images per class for
     # oracle_steps steps measures how much class detail each method's synthetic images carry (0 steps: skip).
     c.report = ml_collections.ConfigDict(dict(oracle_steps=300, oracle_per_class=200))

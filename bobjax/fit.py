@@ -62,6 +62,11 @@ def describe(total: float, usable: float, what: str, where: str, setting: str) -
     return f"{line} on {where}: less than {HEADROOM:.0%} left; consider {setting}"
 
 
+class DoesNotFit(ConfigError):
+    """A stage's compiled program needs more memory than the device has (the message says how much and what to
+    change); a caller with a smaller program to try instead (packed grid points run one by one) catches it."""
+
+
 def check_device(compiled, what: str, setting: str, device) -> None:
     """Stops a stage whose compiled step does not fit ``device`` (one line naming ``setting``), before its first step;
     warns when it is tight. Silent where the device does not report its memory (CPU)."""
@@ -71,7 +76,7 @@ def check_device(compiled, what: str, setting: str, device) -> None:
     total = program_bytes(compiled.memory_analysis())
     line = describe(total, usable, what, device.device_kind, setting)
     if verdict(total, usable) == "does not fit":
-        raise ConfigError(line)
+        raise DoesNotFit(line)
     if line:
         logging.warning("%s", line)
 

@@ -13,7 +13,9 @@ between machines (captions made on a GPU with the data on a local disk, the rest
 - left out, as they leave every output unchanged (each claim has a test in tests/test_identity.py): ``mesh`` (never
   recorded), ``model.attention`` (every kernel computes the same attention), ``caption.batch_size`` (greedy
   decoding of a left-padded batch gives each image the answers it gets alone), ``generate.batch_size_per_device`` (each
-  image's noise comes from its own seed) and ``quality.batch_size`` (the encoders embed each image alone).
+  image's noise comes from its own seed) and ``quality.batch_size`` (the encoders embed each image alone);
+  ``compare.pack_points`` (a packed grid point trains as it does alone, to float rounding:
+  tests/test_classify_packed.py).
   The classifier's and fine-tuning's batch sizes change training, and count.
 
 Markers written before this identity (until 2026-12-07) hold whole config sections and no ``format``: they are read
@@ -53,7 +55,8 @@ SECTIONS = {
 # Fields of those sections that are not in an identity: where things are stored (files are identified by their
 # content instead), and settings that leave every output unchanged.
 LEFT_OUT = ("data.data_dir", "data.split_file", "caption.tsv_dir", "generate.contexts_file", "model.attention",
-            "caption.batch_size", "generate.batch_size", "generate.batch_size_per_device", "quality.batch_size")
+            "caption.batch_size", "generate.batch_size", "generate.batch_size_per_device", "quality.batch_size",
+            "compare.pack_points")
 
 
 def _sections(config, stage: str) -> dict:

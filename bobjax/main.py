@@ -3,7 +3,8 @@
 Prints and records the resolved config, fetches the pretrained weights of every stage it will run (so missing
 weights stop it before any work; ``WORKDIR/weights.json`` records them, see :mod:`bobjax.pretrained`), then runs the
 stages that ``config.stages`` names, in pipeline order (for a comparison, ``config.compare``, once per method and
-seed; see :mod:`bobjax.compare`).
+seed; see :mod:`bobjax.compare`; a sweep's points that differ only in the classifier's learning rate, weight decay and
+lambda train their classifiers packed, ``bobjax.classify.packed``).
 A stage whose artifact is complete (for the same config) is skipped, so a killed run is finished by rerunning
 the same command. Override any field: ``--config.finetune.lora_rank=8``; the config is locked, so a misspelt
 key fails and names itself.
@@ -21,6 +22,7 @@ from ml_collections import config_flags
 from bobjax import (accelerator, artifacts, caption, classify, compare, config_lib, finetune, generate, identity,
                     meshes, parallel, pretrained, report, run_folder, share)
 from bobjax import filter as filter_stage  # Not as "filter": that would shadow the builtin in this module.
+from bobjax.classify import packed as classify_packed
 from bobjax.data import fewshot
 from bobjax.errors import ConfigError, UserError
 
@@ -62,16 +64,43 @@ def run_stage(config, workdir: str, stage: str) -> None:
     logging.info("stage %s: running in %s", stage, workdir)
     start = time.perf_counter()
     STAGE_RUNS[stage](config, workdir)
+    _complete(config, workdir, stage, time.perf_counter() - start)
+
+
+def _complete(config, workdir, stage: str, seconds: float) -> None:
+    """Marks ``stage`` complete in ``workdir`` once every host is done with it, records its wall ``seconds`` and
+    drops its work in progress."""
     # Host 0 writes the small artifacts (a LoRA, the dataset's metadata) at the end of a stage: no host may mark it
     # complete, or read it in the next stage, before every host is done with it.
     parallel.wait_for_every_host(f"bobjax: {stage} done in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     if parallel.is_main_process():
         identity.mark_complete(config, workdir, stage)
-        run_folder.record_timing(workdir, stage, time.perf_counter() - start)
+        run_folder.record_timing(workdir, stage, seconds)
         # Checkpoints and caches are dead weight once the artifact is complete (a CLIP classifier's are GBs).
         run_folder.partial_dir(workdir, stage).rmtree(missing_ok=True)
     parallel.wait_for_every_host(f"bobjax: {stage} marked complete in {workdir}", STAGE_BARRIER_TIMEOUT_S)
     logging.info("stage %s: complete", stage)
+
+
+def _run_packed(pack) -> None:
+    """Trains the classifiers of the points of ``pack`` (:func:`bobjax.compare.packs`) whose earlier stages are
+    complete and whose classifier is not, in one program (``bobjax.classify.packed``), and completes each point's
+    classify stage as :func:`run_stage` would; its timing is the point's share of the pack's wall time. What is
+    left (a lone pending point, a pack that cannot fit the device) trains alone next, in the stage loop."""
+    earlier = config_lib.STAGES[:config_lib.STAGES.index("classify")]
+    pending = [one for one in pack if not identity.is_complete(one.config, one.workdir, "classify")
+               and all(identity.is_complete(one.config, one.workdir, stage)
+                       for stage in config_lib.run_stages(one.config) if stage in earlier)]
+    if len(pending) < 2:
+        return
+    logging.info("stage classify: %d points of method %s, seed %d packed in one program: %s", len(pending),
+                 pending[0].method, pending[0].seed, ", ".join(one.point for one in pending))
+    start = time.perf_counter()
+    finished = classify_packed.run([(one.config, str(one.workdir)) for one in pending])
+    seconds = (time.perf_counter() - start) / len(pending)
+    for one in pending:
+        if str(one.workdir) in finished:
+            _complete(one.config, one.workdir, "classify", seconds)
 
 
 def prepare_workdir(config, workdir: str, redo=(), record_split: bool = True) -> None:
@@ -154,10 +183,17 @@ def _run_all(runs, workdir, redo, later) -> None:
     # Every run's captions before any other stage: the caption VLM needs the GPU memory that JAX takes for good
     # once a JAX stage has started it (see bobjax.caption.stage).
     plan = [(k, one, stage) for k, one in enumerate(runs) for stage in config_lib.run_stages(one.config)]
+    # Sweep points that train packed do so at the first one's classify stage; the others then find theirs complete.
+    pack_of = {str(one.workdir): pack for pack in compare.packs(runs) for one in pack}
     for k, one, stage in sorted(plan, key=lambda item: item[2] != "caption"):
         logging.info("comparison run %d/%d (method %s, seed %d%s): %s in %s", k + 1, len(runs), one.method, one.seed,
                      ", the chosen point's full run" if one.final else "", stage, one.workdir)
         check_meshes(stage)
+        if stage == "classify" and str(one.workdir) in pack_of:
+            pack = pack_of[str(one.workdir)]
+            for member in pack:
+                del pack_of[str(member.workdir)]
+            _run_packed(pack)
         run_stage(one.config, one.workdir, stage)
 
 

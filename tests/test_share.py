@@ -94,7 +94,8 @@ def test_two_lambdas_generate_once_and_the_report_says_what_is_shared(tmp_path, 
         "stages": "caption,generate,classify,report", "generate.renderer": "toyworld",
         "generate.images_per_class": 4, "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
         "data.toyworld.test_per_class": 4, "data.toyworld.val_per_class": 2, "classify.image_size": 32,
-        "classify.epochs": 1, "classify.steps_per_epoch": 2, "classify.batch_size": 8, "report.oracle_steps": 0})
+        "classify.epochs": 1, "classify.steps_per_epoch": 2, "classify.batch_size": 8, "report.oracle_steps": 0,
+        "compare.pack_points": False})  # Each point's classifier alone, through the stage table recorded here.
     main.run(config, str(tmp_path))
     points = ["bob/seed0/classify.real_weight=0.8", "bob/seed0/classify.real_weight=0.5"]
     assert calls == [(points[0], "caption"), (points[0], "generate"), (points[0], "classify"),

@@ -116,7 +116,8 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
         "stages": "caption,generate,classify,report", "generate.renderer": "toyworld",
         "generate.images_per_class": 4, "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
         "data.toyworld.test_per_class": 4, "data.toyworld.val_per_class": 2, "classify.image_size": 32,
-        "classify.epochs": 2, "classify.steps_per_epoch": 2, "classify.batch_size": 8, "report.oracle_steps": 0})
+        "classify.epochs": 2, "classify.steps_per_epoch": 2, "classify.batch_size": 8, "report.oracle_steps": 0,
+        "compare.pack_points": False})  # Each point alone (packed: tests/test_compare_packs.py).
     points = [os.path.relpath(r.workdir, tmp_path) for r in compare.runs(config, str(tmp_path))]
     saves, save = [], loop.Checkpoints.save  # The epoch of each checkpoint saved.
 
@@ -201,7 +202,7 @@ def test_a_killed_two_phase_sweep_resumes_at_any_point(tmp_path, monkeypatch, on
         "generate.images_per_class": 4, "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,
         "data.toyworld.test_per_class": 4, "data.toyworld.val_per_class": 2, "classify.image_size": 32,
         "classify.epochs": 2, "compare.sweep_epochs": 1, "classify.steps_per_epoch": 2, "classify.batch_size": 8,
-        "report.oracle_steps": 0})
+        "report.oracle_steps": 0, "compare.pack_points": False})  # Each point alone (packed: test_compare_packs.py).
     points = [os.path.relpath(r.workdir, tmp_path) for r in compare.runs(config, str(tmp_path))]
     final = f"bob/seed0/{compare.FINAL}"
     saves, save = [], loop.Checkpoints.save  # The epoch of each checkpoint saved: 1 and 1 (points), 1, 2 (final).

@@ -7,6 +7,9 @@ and on test with the parameters of the best validation epoch; writes ``WORKDIR/c
 Checkpoints (``WORKDIR/classify.partial/``, orbax) carry the state and the best parameters so far, so a killed
 run resumes at its last finished epoch and ends exactly as an uninterrupted one. TensorBoard logs (loss, lr,
 accuracy, one grid of augmented training images) go to ``WORKDIR/classify/tensorboard``.
+
+The pieces a run is made of (:func:`setup`, :func:`evaluate`, :func:`record_epoch`, :func:`result`, the checkpoints)
+are the ones ``classify.packed`` trains several grid points with at once, so a packed point ends as a lone run does.
 """
 
 from __future__ import annotations
@@ -63,45 +66,137 @@ def checkpoints(workdir: str) -> loop.Checkpoints:
     return loop.Checkpoints(run_folder.partial_dir(workdir, "classify") / "checkpoints", max_to_keep=1)
 
 
-def _evaluate(eval_step, weights, frozen, source, mesh, image_size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels of ``source`` with ``weights`` (``{"params", "stats"}``)."""
+def evaluate(eval_step, weights, frozen, source, mesh, image_size: int,
+             batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of ``source`` with ``weights`` (``{"params", "stats"}``); predictions ``[..., images]``
+    (a packed ``eval_step`` gives one row per point)."""
     predictions, labels = [], []
     for batch, valid in input_lib.eval_batches(source, image_size, batch_size, parallel.host_rows(batch_size, mesh)):
         batch = parallel.global_batch(batch, mesh, batch_size)
-        predictions.append(np.asarray(eval_step(weights["params"], weights["stats"], frozen, batch["image"]))[:valid])
+        predicted = eval_step(weights["params"], weights["stats"], frozen, batch["image"])
+        predictions.append(np.asarray(predicted)[..., :valid])
         labels.append(parallel.to_host(batch["label"])[:valid])
-    return np.concatenate(predictions), np.concatenate(labels)
+    return np.concatenate(predictions, axis=-1), np.concatenate(labels)
 
 
-def _copy(tree):
+def copy_tree(tree):
     """A copy that outlives the train step's donation of the state's buffers."""
     return jax.tree.map(lambda x: x.copy(), tree)
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a classifier run has before its first step: the mesh, the real splits, the training stream, the model
+    split as the steps take it (training graph, what trains, BatchNorm statistics, the frozen rest, placed). A pack of
+    grid points (``classify.packed``) shares one: same seed, data and shapes."""
+
+    mesh: object
+    splits: object
+    data: input_lib.TrainInput
+    classifier: backbones.Classifier
+    dtype: object
+    graph: nnx.GraphDef
+    params: nnx.State
+    stats: nnx.State
+    frozen: nnx.State
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.splits.class_names)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.data.phases)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.splits.validation is not None and len(self.splits.validation) > 0
+
+    def eval_step(self, packed: bool = False):
+        return step_lib.make_eval_step(self.classifier.eval_graph, self.mesh, mean=self.classifier.mean,
+                                       std=self.classifier.std, dtype=self.dtype, packed=packed)
+
+    def update_inputs(self, cfg) -> tuple:
+        """The abstract ``(images, targets, labels)`` an update takes (for its fit check)."""
+        return step_lib.batch_shapes(cfg, self.num_classes, realmix=cfg.mixing == "realmix")[1]
+
+
+def setup(config, workdir: str) -> Setup:
+    """Mesh, data and model of the run ``config`` in ``workdir`` (parameters and optimiser state in float32,
+    computation in ``config.classify.dtype``)."""
+    cfg = config.classify
+    checkpoint = backbones.resolve_checkpoint(cfg)  # First: weights that cannot be fetched fail before any work.
+    mesh = meshes.stage_mesh(config, "classify")
+    splits = make_splits(config.data, config.seed)
+    workers = input_lib.worker_count(cfg.input_workers, mesh.devices.flat[0].platform)
+    data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size,
+                                parallel.host_rows(cfg.batch_size, mesh), workers)
+    dtype = step_lib.compute_dtype(cfg.dtype, mesh)
+    classifier = backbones.build(cfg, checkpoint, splits.class_names, splits.descriptor, dtype=dtype,
+                                 rngs=nnx.Rngs(config.seed))
+    graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
+    frozen = jax.device_put(frozen, parallel.replicated(mesh))
+    return Setup(mesh, splits, data, classifier, dtype, graph, params, stats, frozen)
+
+
+def checked_update(train_step, lower_args: tuple):
+    """``train_step`` with the update it will run: compiled and checked against the device's memory first on an
+    accelerator (``bobjax.fit``), so a step that cannot fit stops the stage before its first step."""
+    update = fit.program_to_run(train_step.update, lambda: train_step.update.lower(*lower_args),
+                                "the classifier's train step", "classify")
+    return dataclasses.replace(train_step, update=update)
+
+
+def new_meta() -> dict:
+    return {"epoch": 0, "best_epoch": 0, "best_validation": -1.0, "history": []}
+
+
+def record_epoch(meta: dict, epoch: int, accuracy: float | None) -> bool:
+    """Books finished ``epoch`` (from 0) and its validation ``accuracy`` in ``meta``; whether it is the best so far.
+    Without validation the last epoch is best."""
+    meta["epoch"] = epoch + 1
+    meta["history"].append(accuracy)
+    if accuracy is None or accuracy > meta["best_validation"]:
+        meta["best_validation"], meta["best_epoch"] = -1.0 if accuracy is None else accuracy, epoch + 1
+        return True
+    return False
+
+
+def result(config, built: Setup, meta: dict, predictions: np.ndarray, labels: np.ndarray) -> dict:
+    """``metrics.json``: the run's schedule, best epoch, validation history and test metrics."""
+    cfg, splits, classes = config.classify, built.splits, built.num_classes
+    train_counts = np.bincount(splits.train.labels(), minlength=classes) if config.data.imbalance > 0 else None
+    validation = meta["best_validation"] if built.has_validation else None
+    return {"backbone": cfg.backbone, "mixing": cfg.mixing, "epochs": built.total_epochs,
+            "steps": built.data.total_steps, "best_epoch": meta["best_epoch"], "validation_top1": validation,
+            "validation_history": meta["history"], "class_names": splits.class_names,
+            "test": metrics.summarize(predictions, labels, classes, train_counts)}
+
+
+def write_result(out_dir, writer, step: int, result: dict) -> None:
+    writer.write_scalars(step, {"test/accuracy": result["test"]["top1"]})
+    writer.flush()
+    if parallel.is_main_process():
+        artifacts.write_json(out_dir / "metrics.json", result)
+
+
+def first_batch_grid(images) -> np.ndarray:
+    """The first batch as the model sees it (16 images), for TensorBoard."""
+    return image_grid(to_uint8(parallel.to_host(images)[:16], low=0.0))[None]
 
 
 def run(config, workdir: str) -> dict:
     """Trains, evaluates and writes ``metrics.json`` (returned)."""
     cfg = config.classify
-    checkpoint = backbones.resolve_checkpoint(cfg)  # First: weights that cannot be fetched fail before any work.
-    # Mesh and data.
-    mesh = meshes.stage_mesh(config, "classify")
-    splits = make_splits(config.data, config.seed)
-    num_classes = len(splits.class_names)
-    workers = input_lib.worker_count(cfg.input_workers, mesh.devices.flat[0].platform)
-    data = input_lib.TrainInput(cfg, splits.train, _synthetic(config, workdir), config.seed, cfg.image_size,
-                                parallel.host_rows(cfg.batch_size, mesh), workers)
+    built = setup(config, workdir)
+    mesh, data, frozen = built.mesh, built.data, built.frozen
     steps_per_epoch = [p.steps_per_epoch for p in data.phases]
-
-    # Model and optimizer: parameters and optimiser state in float32, computation in ``dtype``.
-    dtype = step_lib.compute_dtype(cfg.dtype, mesh)
-    classifier = backbones.build(cfg, checkpoint, splits.class_names, splits.descriptor, dtype=dtype,
-                                 rngs=nnx.Rngs(config.seed))
-    train_graph, params, stats, frozen = nnx.split(classifier.model, classifier.trainable, nnx.BatchStat, ...)
-    frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    tx, learning_rate = programs.optimizer(cfg, params, steps_per_epoch[0], data.total_steps)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "stats": stats, "opt_state": tx.init(params)}
+    tx, learning_rate = programs.optimizer(cfg, built.params, steps_per_epoch[0], data.total_steps)
+    state = {"step": jnp.zeros((), jnp.int32), "params": built.params, "stats": built.stats,
+             "opt_state": tx.init(built.params)}
     state = jax.device_put(state, parallel.replicated(mesh))
-    best = _copy({"params": state["params"], "stats": state["stats"]})
-    meta = {"epoch": 0, "best_epoch": 0, "best_validation": -1.0, "history": []}
+    best = copy_tree({"params": state["params"], "stats": state["stats"]})
+    meta = new_meta()
 
     # Resume after the last finished epoch, if any.
     saved = checkpoints(workdir)
@@ -111,43 +206,33 @@ def run(config, workdir: str) -> dict:
         logging.info("classify: resumed after epoch %d", meta["epoch"])
 
     # Steps: one jitted train step per batch layout (a phase of real only, lambda or alpha batches).
-    mean, std = classifier.mean, classifier.std
-    eval_step = step_lib.make_eval_step(classifier.eval_graph, mesh, mean=mean, std=std, dtype=dtype)
+    eval_step = built.eval_step()
     train_steps = {}
 
     def step_fns(phase):
         """(prepare, train step) of a phase's batch layout, built once per layout."""
         if phase.kind not in train_steps:
             prepare, train_step = programs.train_programs(
-                cfg, mesh, train_graph, parts=data.parts(phase), kind=phase.kind, tx=tx, state=state, frozen=frozen,
-                mean=mean, std=std, lora_dropout=classifier.lora_dropout, dtype=dtype, seed=config.seed,
-                num_classes=num_classes)
-            _, update_inputs = step_lib.batch_shapes(cfg, num_classes, realmix=cfg.mixing == "realmix")
-            update = fit.program_to_run(train_step.update,
-                                        lambda: train_step.update.lower(state, frozen, *update_inputs),
-                                        "the classifier's train step", "classify")
-            train_step = dataclasses.replace(train_step, update=update)
-            train_steps[phase.kind] = prepare, train_step
+                cfg, mesh, built.graph, parts=data.parts(phase), kind=phase.kind, tx=tx, state=state, frozen=frozen,
+                mean=built.classifier.mean, std=built.classifier.std, lora_dropout=built.classifier.lora_dropout,
+                dtype=built.dtype, seed=config.seed, num_classes=built.num_classes)
+            train_steps[phase.kind] = prepare, checked_update(train_step, (state, frozen, *built.update_inputs(cfg)))
         return train_steps[phase.kind]
 
     # Loop: epochs of steps, validation and a checkpoint after each epoch.
     out_dir = run_folder.stage_dir(workdir, "classify")
     writer = loop.writer(out_dir / "tensorboard")
     window = loop.MetricWindow()
-    total_epochs = sum(p.epochs for p in data.phases)
-    has_validation = splits.validation is not None and len(splits.validation) > 0
     step = int(state["step"])
     batches = data.batches(step)
     with saved, loop.progress_bar(data.total_steps, step, "classify") as bar:
-        for epoch in range(meta["epoch"], total_epochs):
+        for epoch in range(meta["epoch"], built.total_epochs):
             phase, _ = data.phase_at(step)
             for _ in range(phase.steps_per_epoch):
                 batch = parallel.global_batch(next(batches), mesh, cfg.batch_size)
                 prepare, train_step = step_fns(phase)
                 if step == 0:  # The first batch as the model sees it, once.
-                    images, _ = prepare(state["step"], batch)
-                    grid = image_grid(to_uint8(parallel.to_host(images)[:16], low=0.0))
-                    writer.write_images(0, {"train_batch": grid[None]})
+                    writer.write_images(0, {"train_batch": first_batch_grid(prepare(state["step"], batch)[0])})
                 state, step_metrics = train_step(state, frozen, batch)
                 window.add(step_metrics)
                 step += 1
@@ -158,28 +243,18 @@ def run(config, workdir: str) -> dict:
                                          | {"train/lr": float(learning_rate(step - 1))})
             loop.check_finite(float(step_metrics["loss"]), what="classifier", step=step - 1, checkpoints=saved,
                               hint="lower config.classify.learning_rate")
-            meta["epoch"] = epoch + 1
             accuracy = None
-            if has_validation:
-                predictions, labels = _evaluate(eval_step, state, frozen, splits.validation, mesh, cfg.image_size,
-                                                cfg.batch_size)
+            if built.has_validation:
+                predictions, labels = evaluate(eval_step, state, frozen, built.splits.validation, mesh, cfg.image_size,
+                                               cfg.batch_size)
                 accuracy = float(np.mean(predictions == labels) * 100)
                 writer.write_scalars(step, {"validation/accuracy": accuracy})
-            meta["history"].append(accuracy)
-            if accuracy is None or accuracy > meta["best_validation"]:  # Without validation the last epoch is best.
-                meta["best_validation"], meta["best_epoch"] = -1.0 if accuracy is None else accuracy, epoch + 1
-                best = _copy({"params": state["params"], "stats": state["stats"]})
+            if record_epoch(meta, epoch, accuracy):
+                best = copy_tree({"params": state["params"], "stats": state["stats"]})
             saved.save(epoch + 1, {"state": state, "best": best}, json={"meta": meta})
 
     # Test at the best validation epoch.
-    predictions, labels = _evaluate(eval_step, best, frozen, splits.test, mesh, cfg.image_size, cfg.batch_size)
-    train_counts = np.bincount(splits.train.labels(), minlength=num_classes) if config.data.imbalance > 0 else None
-    result = {"backbone": cfg.backbone, "mixing": cfg.mixing, "epochs": total_epochs, "steps": data.total_steps,
-              "best_epoch": meta["best_epoch"], "validation_top1": meta["best_validation"] if has_validation else None,
-              "validation_history": meta["history"], "class_names": splits.class_names,
-              "test": metrics.summarize(predictions, labels, num_classes, train_counts)}
-    writer.write_scalars(step, {"test/accuracy": result["test"]["top1"]})
-    writer.flush()
-    if parallel.is_main_process():
-        artifacts.write_json(out_dir / "metrics.json", result)
-    return result
+    predictions, labels = evaluate(eval_step, best, frozen, built.splits.test, mesh, cfg.image_size, cfg.batch_size)
+    out = result(config, built, meta, predictions, labels)
+    write_result(out_dir, writer, step, out)
+    return out

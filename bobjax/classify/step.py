@@ -4,7 +4,8 @@ State is a plain pytree ``{"step", "params", "stats", "opt_state"}`` (``params``
 BatchNorm statistics), replicated over the mesh; the frozen rest of the model (CLIP's base weights) is a
 separate, constant argument; the batch is split over every device. The batch arrives augmented (on the host,
 ``bobjax.classify.augment``); MixUp/CutMix (and realmix's pairs) run on the device just before the update, keyed by
-``fold_in(key(seed), step)``, so a step is a pure function of (state, batch).
+``fold_in(key(seed), step)``, so a step is a pure function of (state, batch). Packed grid points
+(``bobjax.classify.packed``) map the same per-point update over their stacked states (:func:`make_packed_train_step`).
 
 Loss: soft-target cross-entropy weighted per row. With ``lambda`` mixing the real rows share weight lambda and
 the synthetic rows 1 - lambda: lambda * CE(real half) + (1 - lambda) * CE(synthetic half), extended to MixUp's
@@ -91,6 +92,27 @@ def make_prepare(mesh, *, seed: int, parts, num_classes: int, mix_prob: float):
     return jax.jit(prepare_at, in_shardings=(parallel.replicated(mesh), batch), out_shardings=(batch, batch))
 
 
+def point_update(graphdef, *, tx: optax.GradientTransformation, weights, mean, std, seed: int, lora_dropout: float,
+                 dtype, step, params, stats, opt_state, frozen, images, targets, labels):
+    """One point's forward, backward and AdamW: ``(params, stats, opt_state, metrics)`` after the batch. The lone
+    step calls it once; a packed step (:func:`make_packed_train_step`) maps it over the points."""
+    x = normalize(images, mean, std).astype(dtype)
+
+    def loss_fn(params, stats):
+        model = nnx.merge(graphdef, params, stats, frozen, copy=True)  # Fresh variables, owned by this trace.
+        if lora_dropout > 0:
+            lora.set_dropout_rng(model, jax.random.fold_in(jax.random.key(seed + _DROPOUT_STREAM), step))
+        logits = model(x).astype(jnp.float32)
+        loss = jnp.sum(weights * optax.softmax_cross_entropy(logits, targets))
+        return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return params, stats, opt_state, {"loss": loss, "accuracy": accuracy}
+
+
 def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax.GradientTransformation,
                     state_template, frozen_template, seed: int, lora_dropout: float = 0.0, dtype=jnp.float32):
     """A ``(state, frozen, batch) -> (state, metrics)``: ``prepare_fn`` (:func:`make_prepare`), then one jitted
@@ -98,22 +120,11 @@ def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax
     weights = jnp.asarray(weights)
 
     def update(state, frozen, images, targets, labels):
-        x = normalize(images, mean, std).astype(dtype)
-
-        def loss_fn(params, stats):
-            model = nnx.merge(graphdef, params, stats, frozen, copy=True)  # Fresh variables, owned by this trace.
-            if lora_dropout > 0:
-                lora.set_dropout_rng(model, jax.random.fold_in(jax.random.key(seed + _DROPOUT_STREAM), state["step"]))
-            logits = model(x).astype(jnp.float32)
-            loss = jnp.sum(weights * optax.softmax_cross_entropy(logits, targets))
-            return loss, (logits, nnx.state(model, nnx.BatchStat))
-
-        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["stats"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-        new_state = {"step": state["step"] + 1, "params": params, "stats": stats, "opt_state": opt_state}
-        return new_state, {"loss": loss, "accuracy": accuracy}
+        params, stats, opt_state, metrics = point_update(
+            graphdef, tx=tx, weights=weights, mean=mean, std=std, seed=seed, lora_dropout=lora_dropout, dtype=dtype,
+            step=state["step"], params=state["params"], stats=state["stats"], opt_state=state["opt_state"],
+            frozen=frozen, images=images, targets=targets, labels=labels)
+        return {"step": state["step"] + 1, "params": params, "stats": stats, "opt_state": opt_state}, metrics
 
     replicate = lambda tree: jax.tree.map(lambda _: parallel.replicated(mesh), tree)  # noqa: E731
     batch = parallel.batch_sharding(mesh, len(weights))
@@ -121,6 +132,33 @@ def make_train_step(graphdef, mesh, *, prepare_fn, weights, mean, std, tx: optax
                      in_shardings=(replicate(state_template), replicate(frozen_template), batch, batch, batch),
                      out_shardings=(replicate(state_template), parallel.replicated(mesh)), donate_argnums=0)
     return TrainStep(prepare_fn, update)
+
+
+def make_packed_train_step(graphdef, mesh, *, prepare_fn, point_tx: Callable, mean, std, state_template,
+                           frozen_template, hyper_template, seed: int, lora_dropout: float = 0.0, dtype=jnp.float32):
+    """A packed ``(state, frozen, hyper, batch) -> (state, metrics)``: the points' trainable state (``params``,
+    ``stats``, ``opt_state``) and hyperparameters (``hyper``: ``row_weights`` [points, batch] and what ``point_tx``
+    builds a point's optimizer from) stacked on a leading axis, the step, the frozen weights and the batch shared.
+    :func:`point_update` mapped over the points: each point's update is the lone one's, so one compiled program
+    serves every point of a grid; metrics are per point."""
+
+    def update(state, frozen, hyper, images, targets, labels):
+        def one(params, stats, opt_state, hyper):
+            return point_update(graphdef, tx=point_tx(hyper), weights=hyper["row_weights"], mean=mean, std=std,
+                                seed=seed, lora_dropout=lora_dropout, dtype=dtype, step=state["step"], params=params,
+                                stats=stats, opt_state=opt_state, frozen=frozen, images=images, targets=targets,
+                                labels=labels)
+
+        params, stats, opt_state, metrics = jax.vmap(one)(state["params"], state["stats"], state["opt_state"], hyper)
+        return {"step": state["step"] + 1, "params": params, "stats": stats, "opt_state": opt_state}, metrics
+
+    replicate = lambda tree: jax.tree.map(lambda _: parallel.replicated(mesh), tree)  # noqa: E731
+    batch = parallel.batch_sharding(mesh, hyper_template["row_weights"].shape[-1])
+    update = jax.jit(parallel.under_mesh(mesh, update),
+                     in_shardings=(replicate(state_template), replicate(frozen_template), replicate(hyper_template),
+                                   batch, batch, batch),
+                     out_shardings=(replicate(state_template), parallel.replicated(mesh)), donate_argnums=0)
+    return PackedTrainStep(prepare_fn, update)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +172,19 @@ class TrainStep:
     def __call__(self, state, frozen, batch):
         images, targets = self.prepare(state["step"], batch)
         return self.update(state, frozen, images, targets, batch["label"])
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedTrainStep:
+    """``(state, frozen, hyper, batch) -> (state, metrics)`` of packed points: one ``prepare`` for them all (same seed
+    and step: the same mixed batch) and the packed ``update``."""
+
+    prepare: Callable
+    update: Callable
+
+    def __call__(self, state, frozen, hyper, batch):
+        images, targets = self.prepare(state["step"], batch)
+        return self.update(state, frozen, hyper, images, targets, batch["label"])
 
 
 def batch_shapes(cfg, num_classes: int, *, realmix: bool = False) -> tuple[dict, tuple]:
@@ -150,12 +201,16 @@ def batch_shapes(cfg, num_classes: int, *, realmix: bool = False) -> tuple[dict,
     return fields, (spec((size, size, 3), jnp.float32), spec((num_classes,), jnp.float32), fields["label"])
 
 
-def make_eval_step(graphdef, mesh, *, mean, std, dtype=jnp.float32):
-    """A jitted ``(params, stats, frozen, uint8 images) -> predicted classes``; ``graphdef`` in evaluation mode."""
+def make_eval_step(graphdef, mesh, *, mean, std, dtype=jnp.float32, packed: bool = False):
+    """A jitted ``(params, stats, frozen, uint8 images) -> predicted classes``; ``graphdef`` in evaluation mode.
+    ``packed``: ``params`` and ``stats`` stacked over points, predictions ``[points, batch]``."""
 
     def eval_step(params, stats, frozen, images):
-        model = nnx.merge(graphdef, params, stats, frozen)
         x = normalize(images.astype(jnp.float32) / 255.0, mean, std).astype(dtype)
-        return jnp.argmax(model(x), axis=-1)
+
+        def predict(params, stats):
+            return jnp.argmax(nnx.merge(graphdef, params, stats, frozen)(x), axis=-1)
+
+        return jax.vmap(predict)(params, stats) if packed else predict(params, stats)
 
     return jax.jit(parallel.under_mesh(mesh, eval_step), out_shardings=parallel.replicated(mesh))

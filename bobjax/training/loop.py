@@ -93,12 +93,14 @@ class MetricWindow:
     def add(self, metrics: dict) -> None:
         self._metrics.append(metrics)
 
-    def mean(self) -> dict[str, float]:
-        """Means over the steps since the last call (``{}`` if none), plus ``steps_per_sec``; starts a new window."""
+    def mean(self, per_row: bool = False) -> dict:
+        """Means over the steps since the last call (``{}`` if none), plus ``steps_per_sec``; starts a new window.
+        ``per_row``: each metric is a vector (one value per packed grid point), averaged over the steps only."""
         if not self._metrics:
             return {}
         host = jax.device_get(self._metrics)
-        scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        average = (lambda values: np.mean(values, axis=0)) if per_row else (lambda values: float(np.mean(values)))
+        scalars = {k: average([m[k] for m in host]) for k in host[0]}
         now = time.perf_counter()
         scalars["steps_per_sec"] = len(host) / max(now - self._start, 1e-9)
         self._metrics, self._start = [], now
