@@ -30,9 +30,10 @@ from bobjax.classify import augment, host_cost
 from bobjax.data import image_ops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Train steps' bounds of 64 images (docs/hardware.md, "What to expect", 2026-12-07): (chips, seconds a step).
-STEPS = {"v5e-8 host (224 vCPUs), CLIP ViT-B/16": (1, 0.095), "v5e-8 host (224 vCPUs), ResNet-50": (1, 0.014),
-         "8 x H100 node, CLIP ViT-B/16, a run per GPU": (8, 0.019)}
+# Train steps' bounds of 64 images (python -m bobjax.aot --stages=classify, 2026-12-07; docs/hardware.md, "What to
+# expect"): (runs at once, seconds a step).
+STEPS = {"v5e-8 host (224 vCPUs), CLIP ViT-B/16": (1, 0.026), "v5e-8 host (224 vCPUs), ResNet-50": (1, 0.014),
+         "8 x H100 node, CLIP ViT-B/16": (1, 0.0026)}
 DEMO_BUDGET_MS = 1.0  # Measured 0.54 ms on the 2-core development machine at load 16 (2026-12-07).
 
 
@@ -81,8 +82,8 @@ def main() -> None:
     # A BOB batch is half synthetic (decoded each time) and half real (decoded once, cached).
     bob_ms = median["paper augmentation, 224 px"] + median["512 px PNG decode + resize"] / 2
     print(f"\nBOB row (augmentation + half a decode): {bob_ms:.2f} ms, {1e3 / bob_ms:.0f} images/s per core")
-    for name, (chips, seconds) in STEPS.items():
-        rate = chips * 64 / seconds
+    for name, (runs, seconds) in STEPS.items():
+        rate = runs * 64 / seconds
         print(f"{name}: {rate:,.0f} images/s at the step's bound -> {rate * bob_ms / 1e3:.1f} cores")
     emit("host augmentation 224px", 1e3 / median["paper augmentation, 224 px"],
          1e3 / median["torchvision, same ops, 224 px"], "images/s")
