@@ -6,9 +6,11 @@ by bare name (``from tiny_sd import ...``): this file puts that folder first on 
 is imported, in every xdist worker too, so a test file works wherever it sits under ``tests/`` and a subprocess
 script finds them the same way (``PYTHONPATH`` with that folder, see ``target_compile.py``).
 
-Markers: ``slow`` = the few long end-to-end runs (the CUB-shaped pipeline, the multi-host runs...), skipped unless
-``--runslow``; CI runs them after the default suite. ``fullsize`` = checks on full-size architectures (SD UNets,
-CLIP ViT-B/16, ResNet-50...), skipped unless ``--runfullsize``; too heavy for CI, run by hand after model changes.
+Markers: ``slow`` = the long runs (the end-to-end pipelines, the multi-host runs, and the checks that take 30 s or
+more of a worker: stage runs killed and resumed, programs compiled for a TPU target...; docs/development.md lists
+them), skipped unless ``--runslow``; CI runs them after the default suite. ``fullsize`` = checks on full-size
+architectures (SD UNets, CLIP ViT-B/16, ResNet-50...), skipped unless ``--runfullsize``; too heavy for CI, run by
+hand after model changes.
 ``matrix`` = every stage compiled for every slice size and the 16-device run, skipped unless ``--runmatrix``; not
 in CI (tens of minutes), run by hand after changing meshes or steps.
 

@@ -81,6 +81,7 @@ def _check_compiled(rows, kind: str) -> None:
         assert r["arguments"] > 0 and r["outputs"] + r["temporaries"] > 0, r
 
 
+@pytest.mark.slow
 def test_v5e_compiles_the_tiny_sd_and_clip_steps(tpu_rows):
     rows = tpu_rows["v5e:2x2"]
     programs = _by_program(rows)
@@ -92,6 +93,7 @@ def test_v5e_compiles_the_tiny_sd_and_clip_steps(tpu_rows):
     assert programs[("classify", "train step")]["attention"]["calls"]
 
 
+@pytest.mark.slow
 def test_multi_host_v4_compiles_the_tiny_resnet_step(tpu_rows):
     rows = tpu_rows["v4:2x2x2"]
     assert rows and {r["hosts"] for r in rows} == {2}
@@ -111,6 +113,7 @@ def _cpu_figures(config, stage="finetune"):
     return compile_stage(stage, config, "cpu", log=lambda *a, **k: None)[1][0]
 
 
+@pytest.mark.slow
 def test_doubling_the_batch_raises_the_temporaries(tiny_models):
     config = tiny_config(*tiny_models)
     config.generate.batch_size_per_device = 1  # 8 images a call over the test's eight devices.
@@ -122,6 +125,7 @@ def test_doubling_the_batch_raises_the_temporaries(tiny_models):
     assert large.arguments - small.arguments < 0.1 * small.arguments  # The weights do not grow.
 
 
+@pytest.mark.slow
 def test_fsdp_over_the_slice_divides_the_frozen_weights(tiny_models):
     """8 devices: the frozen UNet, VAE and text encoder replicated (fsdp=1) or split 8 ways (fsdp=8)."""
     from bobjax.aot import abstract

@@ -87,6 +87,7 @@ def _check(rows, target: str, configs, stages=STAGES) -> None:
         assert mine[0]["batches"] == {"finetune": 8, "classify": 64, "generate per device": 8, "quality": 64}
 
 
+@pytest.mark.slow
 def test_the_lora_step_of_cub_compiles_for_a_v5e_16(tiny_models):
     """The issue's crash: the LoRA step's batch of 8 over 16 devices (now data 8 x fsdp 2). 4 minutes of compiling
     on a busy 2-core machine; the other stages and slices are the slow tests below."""

@@ -94,6 +94,7 @@ def command(*args):
         main.main([])
 
 
+@pytest.mark.slow
 def test_a_killed_run_in_a_bucket_resumes_there_and_writes_nothing_locally(fake_gcs, tiny_run, one_device,
                                                                             monkeypatch):
     save = loop.Checkpoints.save

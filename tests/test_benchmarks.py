@@ -33,6 +33,7 @@ def _run_all(tmp_path, *args) -> tuple[list[dict], str]:
     return results, stdout
 
 
+@pytest.mark.slow
 def test_run_all_tabulates_the_workloads_it_is_given(tmp_path):
     """The table and JSON of one workload, the cheapest (the classifier's step): every script is the slow test's."""
     results, _ = _run_all(tmp_path, "--only=classify")
@@ -56,6 +57,7 @@ def test_run_all_refuses_unknown_workloads():
     assert result.returncode != 0 and "unknown workloads ['gpu']" in result.stderr
 
 
+@pytest.mark.slow
 def test_real_size_prints_its_table():
     stdout = _run("real_size.py", "--config=tiny", "--steps=1", "--backbone=resnet18", "--classify_size=32",
                   "--classes=4", "--classify_batch=2")
@@ -72,6 +74,7 @@ def test_real_size_prints_its_table():
             assert float(cells[3]) > 0 and float(cells[4]) > 0, cells
 
 
+@pytest.mark.slow
 def test_cpu_kernels_and_the_step_profiles_print_their_tables():
     stdout = _run("cpu_kernels.py", "--iters=1", "--ops=resnet50 conv3x3 14px 256->256")
     assert "resnet50 conv3x3 14px 256->256" in stdout and "ratio" in stdout

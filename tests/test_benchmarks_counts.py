@@ -1,6 +1,7 @@
 """benchmarks/counts.py (the bookkeeping of a CUB-shaped run at the paper's counts) still runs and prints a row per
 stage, at one synthetic image per class: the numbers mean nothing here, the script working does."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 from demo_run import ROOT, xla_flags
 
 
+@pytest.mark.slow
 def test_counts_prints_every_stage_at_each_count():
     env = dict(os.environ, XLA_FLAGS=xla_flags(), PYTHONPATH=ROOT)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "counts.py"), "--per_class=1,2"],

@@ -121,6 +121,7 @@ def test_auto_is_float32_on_cpu_and_bfloat16_on_accelerators(monkeypatch):
         step_lib.compute_dtype("float16")
 
 
+@pytest.mark.slow
 def test_stage_in_bfloat16_keeps_parameters_and_optimiser_state_in_float32(tmp_path, one_device, monkeypatch):
     built, original = [], backbones.build
 

@@ -98,6 +98,7 @@ def test_runs_share_a_pack_key_if_they_differ_only_in_the_stacked_fields_and_rea
     assert packed.pack_key(real_only[0], first_dir) == packed.pack_key(real_only[1], str(own))
 
 
+@pytest.mark.slow
 def test_a_packed_grid_ends_as_its_points_trained_one_by_one(tmp_path, lone, one_device):
     points = _points(tmp_path)
     finished = packed.run(points)
@@ -111,6 +112,7 @@ def test_a_packed_grid_ends_as_its_points_trained_one_by_one(tmp_path, lone, one
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second))) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", ["packed", "alone"])
 def test_a_killed_pack_resumes_to_the_points_trained_one_by_one(tmp_path, lone, monkeypatch, one_device, resume):
     """Killed after the first point's second checkpoint (the other stands at its first): the rerun trains the other

@@ -42,6 +42,7 @@ def _over_pixels(shape: str) -> bool:
     return any(a == b == SIZE for a, b in zip(dims, dims[1:]))
 
 
+@pytest.mark.slow
 def test_no_program_gathers_over_image_pixels():
     rows = run(CODE, timeout=1200)
     assert {(r["mixing"], r["program"]) for r in rows} == {

@@ -12,6 +12,7 @@ from bobjax.errors import UserError
 from demo_run import demo_config
 
 
+@pytest.mark.slow
 def test_real_only_learns_above_chance(tmp_path, one_device):
     # A context-free toy world (one background) so that the birds' details are what there is to learn; at 32 px (a
     # quarter of the demo's pixels to train on), where the plumage still tells the classes.

@@ -19,6 +19,7 @@ def _leaves(tree):
     return jax.tree_util.tree_leaves_with_path(tree)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, one_device, monkeypatch, fake_accelerator):
     """Also: the uninterrupted run is on a (fake) accelerator, so it runs the train step it compiled ahead for its
     fit check, and the killed one the jitted step; both end with the same state."""

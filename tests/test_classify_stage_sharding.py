@@ -1,6 +1,7 @@
 """The classify stage's one sharded step: 8 forced host devices give the single-device result after 3 steps
 (fp32, every parameter, BatchNorm statistic and Adam moment to 1e-3 of its largest entry)."""
 
+import pytest
 import functools
 
 import jax
@@ -14,6 +15,7 @@ def _leaves(tree):
     return jax.tree_util.tree_leaves_with_path(tree)
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one_device_after_three_steps(tmp_path, monkeypatch):
     assert jax.device_count() == 8
     config = small_config(**{"classify.epochs": 1})  # 3 steps: MixUp/CutMix on every batch, BatchNorm, AdamW.

@@ -71,6 +71,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_packed_sweep_completes_each_point_and_resumes_packed_after_a_kill(tmp_path, monkeypatch, one_device):
     """The two points' classifiers train in one program (the stage's own run is never called for them): each point
     has its metrics, its COMPLETE marker (its own config's identity), its timing and no checkpoints left. Killed after

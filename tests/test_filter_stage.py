@@ -83,6 +83,7 @@ def test_the_stage_runs_only_with_a_rule_and_shares_like_generate():
     assert identity.of(config, "classify")["filter"]["rule"] == "zero_shot"  # and classified apart.
 
 
+@pytest.mark.slow
 def test_toy_world_filter_drops_mislabelled_images_and_the_classifier_trains_on_the_rest(tmp_path, shared_oracle):
     """The oracle's feature space (no download): of 24 correct and 24 mislabelled synthetic images, zero_shot keeps the
     first; the keep list names every image, and classify's synthetic source holds exactly the kept ones."""

@@ -97,12 +97,14 @@ def single(trainer, sd, tmp_path_factory):
     return _train(trainer, sd, tmp_path_factory.mktemp("single"))
 
 
+@pytest.mark.slow
 def test_single_device_run_trains_both_adapters(single):
     assert set(single) == {"unet", "text_encoder"}
     for part in single.values():
         assert any(np.abs(v).max() > 0 for k, v in part[0].items() if "lora_B" in k)  # B moved off zero
 
 
+@pytest.mark.slow
 def test_eight_devices_with_fsdp_match_one_device(single, sd, tmp_path):
     """One mesh of 4 data x 2 FSDP devices checks both: the batch split over data, the weights over FSDP (a run per
     mesh would compile the step once more)."""
@@ -113,6 +115,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_on_an_accelerator_the_step_compiled_ahead_trains_the_same_lora(single, sd, tmp_path, fake_accelerator):
     """Where the device reports its memory, the trainer compiles its step before the first one, checks it fits and
     runs that program; a device too small for it stops the stage there, naming the settings to change."""
@@ -124,6 +127,7 @@ def test_on_an_accelerator_the_step_compiled_ahead_trains_the_same_lora(single, 
     assert not os.path.exists(tmp_path / "too_small")
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, trainer, sd, tmp_path, monkeypatch):
     folder = tmp_path / "killed"
 
@@ -141,6 +145,7 @@ def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(single, trainer,
     assert glob.glob(str(folder / "tb" / "events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(trainer, sd, tmp_path, monkeypatch):
     folder = tmp_path / "nan"
 
@@ -154,6 +159,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(trainer, sd,
     assert not os.path.exists(folder / run_folder.LORA_FILE)
 
 
+@pytest.mark.slow
 def test_per_class_loras_share_one_compiled_step(tmp_path, monkeypatch, one_device):
     """``finetune.per_class`` trains one LoRA per class (200 on CUB) with one compiled training step, not one each."""
     from demo_run import demo_config

@@ -63,6 +63,7 @@ def _loss_and_grads(sd, unet, text_encoder):
     return float(loss), np.concatenate([np.asarray(x, np.float32).ravel() for x in leaves])
 
 
+@pytest.mark.slow
 def test_bf16_lora_step_stays_close_to_float32(tiny_sd2):
     *float32, adapters = _with_adapters(tiny_sd2, jnp.float32)
     loss32, grads32 = _loss_and_grads(*float32)

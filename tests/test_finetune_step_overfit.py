@@ -28,6 +28,7 @@ def sd(tmp_path_factory):
     return load_stable_diffusion(make_tiny_sd(tmp_path_factory.mktemp("sd1"), "sd1"))
 
 
+@pytest.mark.slow
 def test_training_loss_of_the_real_step_falls_by_half_on_four_images(sd):
     c = config_lib.base_config().finetune
     c.lora_rank, c.lora_alpha, c.lora_dropout = 8, 8.0, 0.0

@@ -96,6 +96,7 @@ def _two_steps(config, sd, graphs, trainable, frozen):
     return state, metrics
 
 
+@pytest.mark.slow
 def test_lora_loss_and_gradients_match_without_remat(twins):
     config, models = twins
     (loss, grads), (loss_remat, grads_remat) = (_loss_and_grads(config, *models[remat]) for remat in (False, True))
@@ -105,6 +106,7 @@ def test_lora_loss_and_gradients_match_without_remat(twins):
     assert _max_relative(grads_remat, grads) <= RTOL
 
 
+@pytest.mark.slow
 def test_two_lora_train_steps_match_without_remat(twins):
     """The jitted training step itself: losses, gradient norms and the adapters' updates."""
     config, models = twins
@@ -136,6 +138,7 @@ def _plain_unet(sd_path, remat: bool, latents, timesteps):
     return jax.jit(sample)(trained, rest), jax.jit(jax.grad(loss))(trained, rest)
 
 
+@pytest.mark.slow
 def test_plain_unet_matches_without_remat(sd_path):
     """No LoRA: generation (no grad) and training of some weights."""
     latents = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 4)).astype(np.float32))

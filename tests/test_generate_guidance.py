@@ -92,6 +92,7 @@ def test_a_class_without_source_images_is_named():
         add_guidance(make("bob", counts=(2, 2, 2)), seed=0, train_labels=np.array([0, 1]), real_guidance="same_class")
 
 
+@pytest.mark.slow
 def test_stage_writes_diff_mix_images_from_their_planned_sources(tiny_sd_path, tmp_path):
     config = stage_config(tiny_sd_path, **{"generate.real_guidance": "other_class", "generate.strength": 0.7,
                                            "generate.steps": 4, "generate.negative_prompt": "blurry"})

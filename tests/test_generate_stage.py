@@ -59,6 +59,7 @@ def test_images_match_the_diffusers_pipeline(tiny_sd_path, scheduler, guidance):
     np.testing.assert_allclose(ours, reference, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_same_images_on_one_and_eight_devices(tiny_sd_path):
     sd = load_stable_diffusion(tiny_sd_path)
     kwargs = dict(scheduler="pndm", steps=3, guidance_scale=2.0, resolution=resolution(sd))
@@ -80,6 +81,7 @@ def stage_config(tiny_sd_path, **overrides):
         "data.toyworld.num_classes": 3, **overrides})
 
 
+@pytest.mark.slow
 def test_the_synthetic_set_does_not_depend_on_the_batch_per_device(tiny_sd_path, tmp_path, one_device):
     """1 and 4 images per device per call (9 images: calls of 1, or of 4, 4 and a padded 1): each image's noise comes
     from its own seed, so the set is the same, to one uint8 level (floats agree to 1e-5; rounding may land either
@@ -96,6 +98,7 @@ def test_the_synthetic_set_does_not_depend_on_the_batch_per_device(tiny_sd_path,
     assert len({sets[0][i]["image"].tobytes() for i in range(9)}) == 9  # Images differ: a broken seed would not.
 
 
+@pytest.mark.slow
 def test_killed_stage_resumes_to_the_images_of_an_uninterrupted_run(tiny_sd_path, tmp_path, monkeypatch, one_device,
                                                                      fake_accelerator):
     """Killed while writing its second shard, the stage resumes to exactly the planned images, those of an
@@ -175,6 +178,7 @@ def write_random_loras(tiny_sd_path: str, seeds: dict[str, int], std: float = 0.
                                              "text_encoder": (text_encoder, configs["text_encoder"])})
 
 
+@pytest.mark.slow
 def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path):
     import diffusers
 
@@ -208,6 +212,7 @@ def test_folded_lora_matches_diffusers_load_lora_weights(tiny_sd_path, tmp_path)
     np.testing.assert_allclose(mine, reference, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_per_class_loras_draw_each_class_with_its_own(tiny_sd_path, tmp_path, one_device):
     """With ``finetune.per_class``, every image equals the one a pipeline holding only its class's LoRA draws
     for the same prompt and seed (on one device, the second batch of 2 crosses a class boundary, so LoRAs are

@@ -187,6 +187,7 @@ def synthetic_images(config, workdir):
     return {source[i]["image_id"]: source[i]["image"] for i in range(len(source))}
 
 
+@pytest.mark.slow
 def test_generation_batch_size_and_attention_kernel_leave_the_images_unchanged(tiny_sd_path, tmp_path):  # noqa: F811
     made = synthetic_images(stage_config(tiny_sd_path, **{"model.attention": "xla"}), str(tmp_path / "a"))
     for name, overrides in (("batch", {"model.attention": "xla", "generate.batch_size_per_device": 3}),

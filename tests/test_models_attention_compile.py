@@ -64,11 +64,13 @@ def tpu(tiny_sd2):
     return target_compile.run(f"SD_PATH = {tiny_sd2!r}\n" + _TPU)
 
 
+@pytest.mark.slow
 def test_unet_gradient_for_a_v5e_runs_the_pallas_kernel(tpu):
     # 8 attentions at 32x32 latents (4 transformers), each a forward kernel and two backward ones (dk/dv, dq).
     assert tpu["unet_mosaic_calls"] == 3 * 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["sd2", "sd15"])
 def test_512px_attention_on_a_v5e_keeps_its_scores_out_of_memory(tpu, model):
     assert tpu[f"{model}_auto_mosaic"] and not tpu[f"{model}_xla_mosaic"]

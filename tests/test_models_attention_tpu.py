@@ -85,6 +85,7 @@ def tiny_sd2(tmp_path_factory):
     return make_tiny_sd(tmp_path_factory.mktemp("sd2"), "sd2", minimal=True)
 
 
+@pytest.mark.slow
 def test_tiny_unet_forward_and_backward_with_the_kernel_match_xla(on_tpu, tiny_sd2, monkeypatch):
     """The one-level UNet at 16x16 latents: 256 positions, with auto's threshold lowered to them (auto's choice at
     its real threshold, 1024 queries, is the kernel tests'): a quarter of the positions of 32x32 latents, a sixteenth

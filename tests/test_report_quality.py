@@ -2,6 +2,7 @@
 images show their classes is closer to the real images (FD), as faithful as the oracle and as diverse as the real set;
 one whose images carry other classes' details is not; the filter's counts and the ranking note are shown."""
 
+import pytest
 import json
 import os
 
@@ -25,6 +26,7 @@ def test_diversity_is_the_mean_pairwise_cosine_distance():
     assert measures.diversity(np.ones((4, 3))) < 1e-12 and measures.diversity(x[:1]) is None
 
 
+@pytest.mark.slow
 def test_toy_world_report_measures_quality_per_method_and_class(tmp_path, shared_oracle):
     config = demo_config(**{"compare.methods": "real_only,datadream,bob", "compare.seeds": 1,
                             "data.toyworld.num_classes": 3, "data.toyworld.image_size": 32,

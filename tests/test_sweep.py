@@ -108,6 +108,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypatch, one_device):
     """Killed right after the second point's first epoch checkpoint: the rerun trains the second point alone (from
     its checkpoint), and the report chooses by the points' validation top-1."""
@@ -192,6 +193,7 @@ def test_the_report_shows_the_sweep_at_its_schedule_and_the_chosen_points_full_r
     assert "The points train 2 epochs" in markdown and "again for 20 epochs" in markdown
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", ["during the sweep", "between the phases", "during the final run"])
 def test_a_killed_two_phase_sweep_resumes_at_any_point(tmp_path, monkeypatch, one_device, kill):
     """Killed in the second point's classifier, after the sweep before the final run, or after the final run's first

@@ -174,6 +174,7 @@ def reference(tmp_path_factory):
     return pretrain.run(pretraining_config(), str(tmp_path_factory.mktemp("prior") / "a"))
 
 
+@pytest.mark.slow
 def test_pretraining_kill_and_resume_equals_uninterrupted(reference, tmp_path, monkeypatch):
     config = pretraining_config()
     for phase in ("vae", "unet", "decoder"):
@@ -214,6 +215,7 @@ def test_prior_config_errors_name_the_field():
         data.check_prompts(tiny_config(**{"data.attribute_prompt_prob": 1.5}).data)
 
 
+@pytest.mark.slow
 def test_continuing_from_an_exported_prior_keeps_its_autoencoder(reference, tmp_path):
     first = reference
     more = pretraining_config(**{"vae.steps": 0, "decoder.steps": 0})
