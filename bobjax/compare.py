@@ -147,11 +147,12 @@ def final_runs(config, workdir) -> list[Run]:
     return [final_run(config, choice) for choice in choices(runs(config, workdir))]
 
 
-def packs(phase: list[Run]) -> list[list[Run]]:
+def packs(phase: list[Run], linked: bool = True) -> list[list[Run]]:
     """The runs of ``phase`` (:func:`runs`, after :func:`bobjax.share.link_runs`) whose classifiers train in one
     program (``bobjax.classify.packed``), in their order: with ``config.compare.pack_points``, two or more sweep points
     of one method and seed whose configs differ only in the fields a pack stacks and that read one synthetic set. A
-    final run trains alone (one point)."""
+    final run trains alone (one point). ``linked=False``: by the configs alone, before any run folder exists (what
+    ``bobjax.aot`` counts)."""
     from bobjax.classify import packed  # The stage's code: only a comparison that packs needs it.
 
     groups: dict[str, list[Run]] = {}
@@ -159,5 +160,5 @@ def packs(phase: list[Run]) -> list[list[Run]]:
         if run.final or not run.point or not run.config.compare.pack_points:
             continue
         if "classify" in config_lib.run_stages(run.config):
-            groups.setdefault(packed.pack_key(run.config, run.workdir), []).append(run)
+            groups.setdefault(packed.pack_key(run.config, run.workdir if linked else None), []).append(run)
     return [group for group in groups.values() if len(group) > 1]

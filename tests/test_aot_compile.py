@@ -170,3 +170,41 @@ def test_arithmetic_flops_count_every_matmul_and_convolution():
     assert compiled_figures.arithmetic_flops(lowered) == pytest.approx(expected, rel=0.01)
 
 
+
+
+def _compile_grid(config, log=lambda line, **_: None):
+    from bobjax.aot.compile import compile_stage
+
+    return compile_stage("classify", config, "cpu", log=log,
+                         only=("train step", "packed train step", "packed eval step"))[1]
+
+
+@pytest.fixture(scope="module")
+def grid_of_four(tiny_models):
+    """A grid of 4 points that differ only in learning rate and weight decay (one pack), with its compiled lone train
+    step and packed steps."""
+    config = tiny_config(*tiny_models, backbone="resnet_tiny")
+    config.compare.methods = "bob"
+    config.compare.sweep = "classify.learning_rate=1e-4|1e-5;classify.weight_decay=5e-4|1e-4"
+    return config, _compile_grid(config)
+
+
+def test_a_packed_grid_compiles_its_points_in_one_program(grid_of_four):
+    _, (lone, train, evaluate) = grid_of_four
+    assert [(f.program, f.points) for f in (lone, train, evaluate)] == [
+        ("train step", 1), ("packed train step", 4), ("packed eval step", 4)]
+    assert 3 * lone.flops < train.flops < 5 * lone.flops, (lone.flops, train.flops)
+    assert train.arguments > lone.arguments  # Four points' parameters and AdamW state; the frozen weights once.
+
+
+def test_a_pack_too_large_for_the_device_is_compiled_halved(grid_of_four, monkeypatch):
+    """As the stage halves a pack that does not fit: 4 points do not, 2 do."""
+    from bobjax.aot import compiled_figures
+
+    config, (_, train, _) = grid_of_four
+    monkeypatch.setattr(compiled_figures, "usable_bytes", lambda target: train.total - 1)
+    logged = []
+    halved = _compile_grid(config, log=lambda line, **_: logged.append(line))[1:]
+    assert [(f.program, f.points) for f in halved] == [("packed train step", 2), ("packed eval step", 2)]
+    assert halved[0].total < train.total
+    assert any("a pack of 4 points does not fit" in line for line in logged)

@@ -66,3 +66,45 @@ def test_the_two_phases_cut_the_rn50_cells_classifier_work_about_six_fold():
     config.compare.sweep_epochs = 0
     full = cell.cell_bound(config, rows)["seconds"]
     assert full / short == 1800 / 280
+
+
+PACKED = [{"stage": "classify", "program": p, "bound_s": 1.0, "points": 8}
+          for p in ("packed train step", "packed eval step")]
+
+
+def test_packed_points_count_once_per_pack_of_the_compiled_size():
+    """CLIP's 16 points per method and seed in packs of 8 (what the compile found fits): two packs, each one prepare,
+    one packed train step and one packed evaluation per call of a lone run; the final runs train alone."""
+    config = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=clip")
+    bound = cell.cell_bound(config, ROWS + PACKED)
+    lone = lambda steps, evals: 2 * steps + evals  # noqa: E731  prepare + train step per step, and evaluations
+    per_seed = (2 * 50_000 + 2 * 2_500
+                + 2 * (2 * lone(10 * 625, 10 * 32 + 91) + lone(100 * 625, 100 * 32 + 91))  # DataDream, BOB
+                + 2 * lone(10 * 16, 10 * 32 + 91) + lone(100 * 16, 100 * 32 + 91))  # real only
+    assert bound["seconds"] == 3 * per_seed
+    assert (bound["runs"], bound["packs"]) == (3 * 3 * 17, 3 * 3 * 2)
+    assert not bound["missing"]
+    # RN50's 18 points in packs of 8: 8, 8 and 2, the last counted as a whole pack.
+    rn50 = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=rn50")
+    assert cell.cell_bound(rn50, ROWS + PACKED)["packs"] == 3 * 3 * 3
+
+
+def test_without_packing_or_packed_rows_points_count_as_lone_runs():
+    config = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=clip")
+    lone = cell.cell_bound(config, ROWS)
+    config.compare.pack_points = False
+    assert cell.cell_bound(config, ROWS + PACKED) == lone
+    assert lone["packs"] == 0
+
+
+def test_the_pack_size_is_the_largest_group_of_points_that_differ_only_in_packed_fields():
+    from bobjax.aot import stage_programs
+
+    clip = config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=clip")
+    assert stage_programs.pack_size(clip) == 4 * 2 * 2
+    assert stage_programs.pack_size(config_lib.load_config_file("configs/paper.py", "dataset=cub,backbone=rn50")) == 18
+    assert stage_programs.pack_size(config_lib.load_config_file("configs/cub.py")) == 0  # one run, no sweep
+    clip.compare.sweep += ";classify.mix_prob=0.5|1.0"  # reaches the input: not a packed field
+    assert stage_programs.pack_size(clip) == 16
+    clip.compare.pack_points = False
+    assert stage_programs.pack_size(clip) == 0

@@ -38,6 +38,18 @@ def test_the_line_says_when_the_input_workers_cannot_keep_up():
     assert "set it to 65" in host_input.line(config, starved, 1)
 
 
+def test_a_pack_of_points_reads_one_stream_at_its_own_steps_bound():
+    """A packed step of 8 points takes 4 times a lone step's 0.1 s: the host feeds one stream at a quarter of the
+    rate, for all 8 points."""
+    config = _config("cub.py")
+    packed = {"stage": "classify", "program": "packed train step", "bound_s": 0.4, "points": 8}
+    f = host_input.figures(config, [_train_step(0.1), packed], hosts=1, row_ms=10.0)
+    assert abs(f["packed"]["images_per_s"] - 160) < 1e-9 and abs(f["packed"]["cores"] - 1.6) < 1e-9
+    line = host_input.line(config, f, 1)
+    assert "a pack of 8 sweep points reads one stream: 160 images/s, 1.6 cores per host" in line
+    assert host_input.figures(config, [_train_step(0.1)], hosts=1, row_ms=10.0)["packed"] is None
+
+
 def test_only_methods_with_synthetic_images_pay_for_decoding():
     real_only = _config("cub.py")
     real_only.classify.mixing = "real_only"

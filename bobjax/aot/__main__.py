@@ -31,6 +31,9 @@ _STAGES = flags.DEFINE_list("stages", "finetune,generate,classify,quality", "Sta
 _JSON = flags.DEFINE_string("json", "", "Write the rows here as JSON.")
 _ROWS_FROM = flags.DEFINE_list("rows_from", [], "--json files of earlier runs for the same target whose rows join "
                                 "this table (one stage per process keeps a real-size run's memory down).")
+_PROGRAMS = flags.DEFINE_list("programs", [], "Compile only these programs of the stages (names as the table prints "
+                               "them, e.g. 'packed train step,packed eval step'); join the others' rows from an "
+                               "earlier run with --rows_from. Empty: every program.")
 _CACHE = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/bobjax/aot"),
                              "JAX's persistent compilation cache for --target=cpu ('' for none); a TPU or NVIDIA "
                              "target's programs, compiled without the device, cannot be loaded back from it.")
@@ -78,7 +81,7 @@ def _compile_and_report() -> None:
     devices = targets.get(_TARGET.value).devices if _TARGET.value != "cpu" else jax.devices()
     meshes.check([(config, stage) for stage in _STAGES.value], devices)  # Every stage's mesh before any compile.
     for stage in _STAGES.value:
-        target, figures = compile_stage(stage, config, _TARGET.value)
+        target, figures = compile_stage(stage, config, _TARGET.value, only=_PROGRAMS.value or None)
         for f in figures:
             verdict, line = compiled_figures.fit_verdict(f, target, fit.SETTINGS[stage])
             if verdict == "does not fit":
@@ -108,8 +111,9 @@ def _compile_and_report() -> None:
     if bound is not None:
         stages_h = ", ".join(f"{stage} {s / 3600:.1f} h" for stage, s in bound["by_stage"].items())
         missing = f"; not compiled, so not counted: {', '.join(bound['missing'])}" if bound["missing"] else ""
-        print(f"comparison ({bound['runs']} runs): roofline bound {bound['seconds'] / 3600:.1f} h on {_TARGET.value} "
-              f"({stages_h}; caption not included){missing}")
+        packs = f", the sweep's points in {bound['packs']} packs" if bound["packs"] else ""
+        print(f"comparison ({bound['runs']} runs{packs}): roofline bound {bound['seconds'] / 3600:.1f} h on "
+              f"{_TARGET.value} ({stages_h}; caption not included){missing}")
     _write_json(rows, problems, bound, host)
 
 

@@ -6,8 +6,9 @@ those count once per method and seed, the classifier once per point, at the swee
 (``bobjax.compare.two_phase``, the paper's) adds one full-length classifier run per method and seed, the chosen
 point's (any point counts alike: the counts do not depend on the values swept). The programs' shapes do not change
 between methods (the prompt length, batches and resolutions are the config's), so one compile per program serves
-every run; only the counts differ (``real_only`` trains on the real images alone). The caption stage (PyTorch) is
-not included.
+every run; only the counts differ (``real_only`` trains on the real images alone). Points that train packed
+(``classify.packed``) count once per pack: one MixUp/CutMix ``prepare`` and the packed train and evaluation steps,
+whose calls cost what their points together do. The caption stage (PyTorch) is not included.
 """
 
 from __future__ import annotations
@@ -26,33 +27,55 @@ _CALLS = {
     ("classify", "eval step"): lambda c, d, s: counts.classifier_steps(c, d)[1],
 }
 _SHARED_BY_POINTS = ("finetune", "generate")
+PACKED_TRAIN = ("classify", "packed train step")
 
 
 def cell_bound(config, rows: list[dict], slice_shape: tuple[int, int] = (1, 1)) -> dict | None:
-    """``{"seconds": bound of the comparison on one slice, "runs": ..., "by_stage": {...}, "missing": [...]}``;
-    None when ``config`` is no comparison or its dataset's sizes are unknown. ``rows``: ``compiled_figures.row``s of
-    this config's programs on one target, ``slice_shape`` its (devices per host, hosts); stages without a row are
-    listed as missing (not compiled)."""
+    """``{"seconds": bound of the comparison on one slice, "runs": ..., "packs": ..., "by_stage": {...}, "missing":
+    [...]}``; None when ``config`` is no comparison or its dataset's sizes are unknown. ``rows``:
+    ``compiled_figures.row``s of this config's programs on one target, ``slice_shape`` its (devices per host, hosts);
+    stages without a row are listed as missing (not compiled). Sweep points that pack (``compare.packs``) count as
+    packs of the compiled packed programs' size (the last pack of a group as a whole one); without packed rows (not
+    even two points fit the device) they count as lone runs, as they would train."""
     data = counts.dataset(config)
     if data is None or not compare.is_comparison(config):
         return None
     bounds = {(r["stage"], r["program"]): r["bound_s"] for r in rows if r["bound_s"] is not None}
-    points = sweep.points(config)
-    seconds, by_stage, missing, runs = 0.0, {}, set(), 0
+    pack_size = max((r.get("points", 1) for r in rows if (r["stage"], r["program"]) == PACKED_TRAIN
+                     and r["bound_s"] is not None), default=1)
+    points = compare.runs(config, ".")
+    packed_of = {id(run): group for group in compare.packs(points, linked=False) for run in group} \
+        if pack_size > 1 else {}
+    total = {"seconds": 0.0, "by_stage": {}, "missing": set(), "runs": 0, "packs": 0}
+
+    def add(stage, program, calls):
+        if (stage, program) not in bounds:
+            total["missing"].add(f"{stage} {program}")
+            return
+        total["seconds"] += bounds[(stage, program)] * calls
+        total["by_stage"][stage] = total["by_stage"].get(stage, 0.0) + bounds[(stage, program)] * calls
+
     for method in compare.methods(config):
         for seed in range(config.seed, config.seed + config.compare.seeds):
-            phases = [compare.point_config(config, method, seed, point) for point in points]
+            phase = [run for run in points if (run.method, run.seed) == (method, seed)]
             if compare.two_phase(config):
-                phases.append(compare.run_config(config, method, seed, points[0]))
-            for k, run in enumerate(phases):
-                runs += 1
+                phase.append(compare.Run(method, seed, None, compare.run_config(config, method, seed, sweep.points(
+                    config)[0]), final=True))
+            packed_done = set()
+            for k, run in enumerate(phase):
+                total["runs"] += 1
+                group = packed_of.get(id(run))
                 for (stage, program), calls in _CALLS.items():
-                    if stage not in config_lib.run_stages(run) or (k and stage in _SHARED_BY_POINTS):
+                    if stage not in config_lib.run_stages(run.config) or (k and stage in _SHARED_BY_POINTS):
                         continue
-                    if (stage, program) not in bounds:
-                        missing.add(f"{stage} {program}")
-                        continue
-                    s = bounds[(stage, program)] * calls(run, data, slice_shape)
-                    seconds += s
-                    by_stage[stage] = by_stage.get(stage, 0.0) + s
-    return {"seconds": seconds, "runs": runs, "by_stage": by_stage, "missing": sorted(missing)}
+                    if stage == "classify" and group is not None:
+                        continue  # Its pack's programs, below.
+                    add(stage, program, calls(run.config, data, slice_shape))
+                if group is not None and id(group) not in packed_done:
+                    packed_done.add(id(group))
+                    steps, evals = counts.classifier_steps(run.config, data)
+                    packs = -(-len(group) // pack_size)
+                    total["packs"] += packs
+                    for program, calls in (("prepare", steps), (PACKED_TRAIN[1], steps), ("packed eval step", evals)):
+                        add("classify", program, packs * calls)
+    return {**total, "missing": sorted(total["missing"])}

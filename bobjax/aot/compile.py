@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 
@@ -38,42 +39,65 @@ def _with_xla_attention(config):
 
 def compile_stage(stage: str, config, target_name: str, log=print, only=None) -> tuple[object, list]:
     """(target, compiled_figures.Figures of each program of ``stage``, or of those named in ``only``), compiled one
-    by one."""
-    import jax
-
-    from bobjax.aot import compiled_figures, kernels, stage_programs
-    from bobjax.models import attention_choice
+    by one. The classifier of a sweep whose points pack (``classify.packed``) adds its packed programs at the largest
+    pack's size, halved while the packed train step does not fit the target, as the stage splits a pack on the
+    device; none when not even two points fit (they train alone)."""
+    from bobjax import fit
+    from bobjax.aot import compiled_figures, stage_programs
 
     target, mesh = target_and_mesh(target_name, config, stage)
-    results = []
     programs = getattr(stage_programs, stage)(config, mesh)
     counted = {p.name: p for p in getattr(stage_programs, stage)(_with_xla_attention(config), mesh)} \
         if stage in _SD_STAGES and config.model.attention != "xla" else {p.name: p for p in programs}
-    for program in programs:
-        if only is not None and program.name not in only:
-            continue
-        log(f"[aot] {target_name} {stage} {program.name}: compiling ({program.work})", flush=True)
-        start = time.perf_counter()
-        with jax.set_mesh(mesh), attention_choice.recorded_choices() as calls:
-            lowered = [program.lower()]
-            compiled = lowered[0].compile()
-            body, extra = None, 0
-            if program.loop is not None:
-                lower_body, extra = program.loop
-                log(f"[aot] {target_name} {stage} {program.name}: compiling its loop body", flush=True)
-                lowered.append(lower_body())
-                body = lowered[1].compile()
-        seconds = time.perf_counter() - start
-        twin = counted[program.name]
-        if twin is not program:  # Lowered again with xla attention, outside the recording of the kernels used.
-            with jax.set_mesh(mesh):
-                lowered = [twin.lower()] + ([twin.loop[0]()] if twin.loop is not None else [])
-        flops = (compiled_figures.arithmetic_flops(lowered[0])
-                 + extra * sum(map(compiled_figures.arithmetic_flops, lowered[1:])))
-        configured = config.model.attention if stage in _SD_STAGES else "auto"
-        attention = {"summary": kernels.summary(calls, configured),
-                     "calls": [{"call": call, "kernel": kernel, "traced": n} for (call, kernel), n in calls.items()]}
-        results.append(compiled_figures.figures(program, compiled, seconds, body, extra, attention, flops / mesh.size))
-        log(f"[aot] {target_name} {stage} {program.name}: {results[-1].total / compiled_figures.GiB:.2f} GiB per "
-            f"device, compiled in {seconds:.0f} s", flush=True)
+    wanted = lambda program: only is None or program.name in only  # noqa: E731
+    attention = config.model.attention if stage in _SD_STAGES else "auto"
+    compile_one = functools.partial(_compile, mesh=mesh, attention=attention, target_name=target_name, log=log)
+    results = [compile_one(program, counted[program.name]) for program in programs if wanted(program)]
+    points = stage_programs.pack_size(config) if stage == "classify" else 0
+    while points > 1:
+        packed = [p for p in stage_programs.classify_packed(config, mesh, points) if wanted(p)]
+        if not packed:
+            break
+        train = compile_one(packed[0], packed[0])
+        usable = compiled_figures.usable_bytes(target)
+        if usable is None or fit.verdict(train.total, usable) != "does not fit":
+            results += [train] + [compile_one(p, p) for p in packed[1:]]
+            break
+        log(f"[aot] {target_name} classify: a pack of {points} points does not fit "
+            f"({train.total / compiled_figures.GiB:.2f} GiB per device); the stage splits it in halves", flush=True)
+        points //= 2
     return target, results
+
+
+def _compile(program, twin, *, mesh, attention: str, target_name: str, log):
+    """``program`` compiled for the target of ``mesh``: its ``compiled_figures.Figures``, FLOPs counted on ``twin``
+    (the same program, with ``xla`` attention where the stage's own kernels hide their FLOPs); ``attention``: the
+    configured kernel the traced calls are summarised against."""
+    import jax
+
+    from bobjax.aot import compiled_figures, kernels
+    from bobjax.models import attention_choice
+
+    log(f"[aot] {target_name} {program.stage} {program.name}: compiling ({program.work})", flush=True)
+    start = time.perf_counter()
+    with jax.set_mesh(mesh), attention_choice.recorded_choices() as calls:
+        lowered = [program.lower()]
+        compiled = lowered[0].compile()
+        body, extra = None, 0
+        if program.loop is not None:
+            lower_body, extra = program.loop
+            log(f"[aot] {target_name} {program.stage} {program.name}: compiling its loop body", flush=True)
+            lowered.append(lower_body())
+            body = lowered[1].compile()
+    seconds = time.perf_counter() - start
+    if twin is not program:  # Lowered again with xla attention, outside the recording of the kernels used.
+        with jax.set_mesh(mesh):
+            lowered = [twin.lower()] + ([twin.loop[0]()] if twin.loop is not None else [])
+    flops = (compiled_figures.arithmetic_flops(lowered[0])
+             + extra * sum(map(compiled_figures.arithmetic_flops, lowered[1:])))
+    traced = {"summary": kernels.summary(calls, attention),
+              "calls": [{"call": call, "kernel": kernel, "traced": n} for (call, kernel), n in calls.items()]}
+    figures = compiled_figures.figures(program, compiled, seconds, body, extra, traced, flops / mesh.size)
+    log(f"[aot] {target_name} {program.stage} {program.name}: {figures.total / compiled_figures.GiB:.2f} GiB per "
+        f"device, compiled in {seconds:.0f} s", flush=True)
+    return figures

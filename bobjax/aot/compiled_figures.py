@@ -36,6 +36,7 @@ class Figures:
     calls: int | None
     compile_s: float
     attention: dict  # {"summary": "pallas 16, xla 32", "calls": [...]} (bobjax.aot.kernels)
+    points: int = 1  # Sweep points a call serves (a packed classifier program)
 
     @property
     def total(self) -> int:
@@ -82,7 +83,7 @@ def figures(program, compiled, compile_s: float, loop_body=None, loop_extra: int
     return Figures(program.stage, program.name, program.work, memory.argument_size_in_bytes,
                    memory.output_size_in_bytes, memory.alias_size_in_bytes, memory.temp_size_in_bytes,
                    memory.generated_code_size_in_bytes, cost["flops"] if flops is None else flops, cost["bytes"],
-                   program.calls, compile_s, attention or {"summary": "-", "calls": []})
+                   program.calls, compile_s, attention or {"summary": "-", "calls": []}, program.points)
 
 
 def bound_s(f: Figures, chip) -> float | None:

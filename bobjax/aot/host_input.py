@@ -25,18 +25,26 @@ def trains_on_synthetic(config) -> bool:
                for method in compare.methods(config))
 
 
+def _step(rows: list[dict], program: str) -> dict | None:
+    step = next((r for r in rows if (r["stage"], r["program"]) == ("classify", program)), None)
+    return step if step is not None and step["bound_s"] else None
+
+
 def figures(config, rows: list[dict], hosts: int, row_ms: float | None = None) -> dict | None:
-    """``{"images_per_s", "row_ms", "cores", "synthetic"}`` per host at the train step's bound; None without a
-    compiled train step. ``row_ms``: one row's CPU milliseconds (measured here when not given)."""
-    step = next((r for r in rows if (r["stage"], r["program"]) == ("classify", "train step")), None)
-    if step is None or not step["bound_s"]:
+    """``{"images_per_s", "row_ms", "cores", "synthetic", "packed"}`` per host at the train step's bound; None without
+    a compiled train step. ``packed``: ``{"points", "images_per_s", "cores"}`` at the packed train step's bound (a
+    pack's points read one input stream), or None without one. ``row_ms``: one row's CPU milliseconds (measured here
+    when not given)."""
+    step, packed = _step(rows, "train step"), _step(rows, "packed train step")
+    if step is None:
         return None
     synthetic = trains_on_synthetic(config)
     if row_ms is None:
         row_ms = host_cost.row_ms(augment.spec_from_config(config.classify), synthetic)
-    images_per_s = config.classify.batch_size / step["bound_s"] / hosts
-    return {"images_per_s": images_per_s, "row_ms": row_ms, "cores": images_per_s * row_ms / 1e3,
-            "synthetic": synthetic}
+    rate = lambda row: config.classify.batch_size / row["bound_s"] / hosts  # noqa: E731
+    return {"images_per_s": rate(step), "row_ms": row_ms, "cores": rate(step) * row_ms / 1e3, "synthetic": synthetic,
+            "packed": None if packed is None else {"points": packed["points"], "images_per_s": rate(packed),
+                                                   "cores": rate(packed) * row_ms / 1e3}}
 
 
 def line(config, f: dict, hosts: int) -> str:
@@ -45,6 +53,10 @@ def line(config, f: dict, hosts: int) -> str:
     cap = input_lib.MAX_WORKERS
     short = (f"; more than the {cap} input workers classify.input_workers=-1 starts: set it to "
              f"{int(f['cores']) + 1} or the input bounds the step") if f["cores"] > cap else ""
+    packed = f["packed"]
+    packs = (f"; a pack of {packed['points']} sweep points reads one stream: {packed['images_per_s']:,.0f} images/s, "
+             f"{packed['cores']:.1f} cores per host") if packed else ""
     return (f"classify host input: {config.classify.batch_size} images a step at the train step's bound over "
             f"{hosts} host(s): {f['images_per_s']:,.0f} images/s per host; the config's {what} takes "
-            f"{f['row_ms']:.2f} ms per image on one core of this machine: {f['cores']:.1f} cores per host{short}")
+            f"{f['row_ms']:.2f} ms per image on one core of this machine: {f['cores']:.1f} cores per host{short}"
+            f"{packs}")

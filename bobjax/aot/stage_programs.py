@@ -30,6 +30,7 @@ class Program:
     calls: int | None  # per run of the config; None where the dataset's sizes are unknown
     work: str  # what one call does, for the table
     loop: tuple | None = None  # (lower the loop body, times more it runs): XLA's cost analysis counts a body once
+    points: int = 1  # Sweep points one call trains or evaluates (a packed classifier program: classify.packed)
 
 
 def _class_names(config, data) -> tuple[list[str], str]:
@@ -75,11 +76,25 @@ def generate(config, mesh) -> list[Program]:
                     loop=(lambda: sampler.lower_denoise(batch), steps - 1))]
 
 
-def classify(config, mesh) -> list[Program]:
-    """The classifier's prepare, update and evaluation programs (``classify.stage.run``), for BOB's lambda batch
-    layout (or the config's own)."""
-    from bobjax.classify import input as input_lib
-    from bobjax.classify import programs
+@dataclasses.dataclass
+class _Classifier:
+    """What the classify stage builds before its programs (``classify.stage.setup``), on abstract values."""
+    names: list
+    steps: int | None
+    evals: int | None
+    graph: object
+    eval_graph: object
+    params: object
+    stats: object
+    frozen: object
+    mean: object
+    std: object
+    dropout: float
+    dtype: object
+    work: str
+
+
+def _classifier(config, mesh) -> _Classifier:
     from bobjax.classify import step as step_lib
 
     cfg, data = config.classify, counts.dataset(config)
@@ -88,27 +103,97 @@ def classify(config, mesh) -> list[Program]:
     model, eval_graph, trainable, mean, std, dropout = abstract.classifier(cfg, names, descriptor, dtype)
     graph, params, stats, frozen = nnx.split(model, trainable, nnx.BatchStat, ...)
     steps, evals = counts.classifier_steps(config, data) if data else (None, None)
-    tx, _ = programs.optimizer(cfg, params, max(1, (steps or 1) // max(cfg.epochs, 1)), max(steps or 1, 1))
-    state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "stats": stats,
-             "opt_state": jax.eval_shape(tx.init, params)}
+    work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"
+    return _Classifier(names, steps, evals, graph, eval_graph, params, stats, frozen, mean, std, dropout, dtype,
+                       work)
+
+
+def _replicated(mesh, tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), tree)
+
+
+def _batch_images(cfg, mesh, classes: int):
+    from bobjax.classify import step as step_lib
+
+    images = step_lib.batch_shapes(cfg, classes)[0]["image"]
+    return jax.ShapeDtypeStruct(images.shape, images.dtype, sharding=parallel.batch_sharding(mesh, cfg.batch_size))
+
+
+def classify(config, mesh) -> list[Program]:
+    """The classifier's prepare, update and evaluation programs (``classify.stage.run``), for BOB's lambda batch
+    layout (or the config's own)."""
+    from bobjax.classify import input as input_lib
+    from bobjax.classify import programs
+    from bobjax.classify import step as step_lib
+
+    cfg, c = config.classify, _classifier(config, mesh)
+    tx, _ = programs.optimizer(cfg, c.params, max(1, (c.steps or 1) // max(cfg.epochs, 1)), max(c.steps or 1, 1))
+    state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": c.params, "stats": c.stats,
+             "opt_state": jax.eval_shape(tx.init, c.params)}
     kind = cfg.mixing  # The batch layout of BOB's lambda phase, or the config's own.
     prepare, train_step = programs.train_programs(
-        cfg, mesh, graph, parts=input_lib.batch_parts(kind, cfg.batch_size), kind=kind, tx=tx, state=state,
-        frozen=frozen, mean=mean, std=std, lora_dropout=dropout, dtype=dtype, seed=config.seed, num_classes=len(names))
-    eval_step = step_lib.make_eval_step(eval_graph, mesh, mean=mean, std=std, dtype=dtype)
-    batch, (images, targets, labels) = step_lib.batch_shapes(cfg, len(names), realmix=cfg.mixing == "realmix")
-    shard = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,  # noqa: E731
-                                           sharding=parallel.batch_sharding(mesh, cfg.batch_size))
-    replicate = lambda tree: jax.tree.map(  # noqa: E731
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), tree)
-    work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"
+        cfg, mesh, c.graph, parts=input_lib.batch_parts(kind, cfg.batch_size), kind=kind, tx=tx, state=state,
+        frozen=c.frozen, mean=c.mean, std=c.std, lora_dropout=c.dropout, dtype=c.dtype, seed=config.seed,
+        num_classes=len(c.names))
+    eval_step = step_lib.make_eval_step(c.eval_graph, mesh, mean=c.mean, std=c.std, dtype=c.dtype)
+    batch, (images, targets, labels) = step_lib.batch_shapes(cfg, len(c.names), realmix=cfg.mixing == "realmix")
     return [
-        Program("classify", "prepare", lambda: prepare.lower(state["step"], batch), steps,
+        Program("classify", "prepare", lambda: prepare.lower(state["step"], batch), c.steps,
                 "MixUp/CutMix (augmentation: on the host)"),
-        Program("classify", "train step", lambda: train_step.update.lower(state, frozen, images, targets, labels),
-                steps, work),
+        Program("classify", "train step", lambda: train_step.update.lower(state, c.frozen, images, targets, labels),
+                c.steps, c.work),
         Program("classify", "eval step", lambda: eval_step.lower(
-            replicate(params), replicate(stats), replicate(frozen), shard(batch["image"])), evals, work),
+            *_replicated(mesh, (c.params, c.stats, c.frozen)), _batch_images(cfg, mesh, len(c.names))), c.evals,
+            c.work),
+    ]
+
+
+def pack_size(config) -> int:
+    """The most sweep points one packed classifier program would hold (``classify.packed``): the largest group
+    ``compare.packs`` forms, by the configs; 0 when nothing packs (no comparison, no sweep, ``pack_points`` off)."""
+    from bobjax import compare
+
+    if not compare.is_comparison(config):
+        return 0
+    return max(map(len, compare.packs(compare.runs(config, "."), linked=False)), default=0)
+
+
+def classify_packed(config, mesh, points: int) -> list[Program]:
+    """The packed train and evaluation steps (``classify.packed``) of ``points`` sweep points: the first ``points``
+    of the largest pack's, their values stacked; calls: one run of the sweep's short schedule. A pack's MixUp/CutMix
+    is the lone ``prepare``, run once for all its points."""
+    from bobjax import compare
+    from bobjax.classify import input as input_lib
+    from bobjax.classify import programs
+    from bobjax.classify import step as step_lib
+
+    groups = compare.packs(compare.runs(config, "."), linked=False)  # The config's own method's, if it packs.
+    group = max(groups, key=lambda g: (len(g), g[0].method == config.method))[:points]
+    first = group[0].config  # A point's own config: the sweep's schedule.
+    cfg, c = first.classify, _classifier(first, mesh)
+    kind = cfg.mixing
+    parts = input_lib.batch_parts(kind, cfg.batch_size)
+    hyper = programs.packed_hyper([run.config.classify for run in group], parts, kind)
+    steps = max(c.steps or 1, 1)
+    tx = programs.optimizer(cfg, c.params, max(1, steps // max(cfg.epochs, 1)), steps)[0]
+    stack = lambda tree: jax.tree.map(  # noqa: E731
+        lambda x: jax.ShapeDtypeStruct((points,) + x.shape, x.dtype), tree)
+    state = {"step": jax.ShapeDtypeStruct((), jnp.int32),
+             **stack({"params": c.params, "stats": c.stats, "opt_state": jax.eval_shape(tx.init, c.params)})}
+    _, train_step = programs.packed_train_programs(
+        cfg, mesh, c.graph, parts=parts, kind=kind, hyper=hyper, params=c.params,
+        steps_per_epoch=max(1, steps // max(cfg.epochs, 1)), total_steps=steps, state=state, frozen=c.frozen,
+        mean=c.mean, std=c.std, lora_dropout=c.dropout, dtype=c.dtype, seed=first.seed, num_classes=len(c.names))
+    eval_step = step_lib.make_eval_step(c.eval_graph, mesh, mean=c.mean, std=c.std, dtype=c.dtype, packed=True)
+    _, (images, targets, labels) = step_lib.batch_shapes(cfg, len(c.names), realmix=kind == "realmix")
+    work = f"{points} points, {c.work}"
+    return [
+        Program("classify", "packed train step",
+                lambda: train_step.update.lower(state, c.frozen, hyper, images, targets, labels), c.steps, work,
+                points=points),
+        Program("classify", "packed eval step", lambda: eval_step.lower(
+            *_replicated(mesh, (stack(c.params), stack(c.stats), c.frozen)), _batch_images(cfg, mesh, len(c.names))),
+            c.evals, work, points=points),
     ]
 
 

@@ -39,12 +39,13 @@ from bobjax.training import loop
 def pack_key(config, workdir) -> str:
     """Equal for runs that can train packed: the config but for ``classify``'s :data:`programs.PACKED_FIELDS`, and the
     folders of the synthetic set and the filter's choice it reads (a run may hold a copy of its own, made before
-    sharing)."""
+    sharing). ``workdir`` None: the config alone, as ``bobjax.aot`` counts packs before any folder exists (runs of
+    equal configs share those stages: ``bobjax.share``)."""
     fields = config.to_dict()
     for name in programs.PACKED_FIELDS:
         fields["classify"].pop(name)
     reads = [s for s, used in (("generate", config.classify.mixing != "real_only"),
-                               ("filter", config.filter.rule != "none")) if used]
+                               ("filter", config.filter.rule != "none")) if used and workdir is not None]
     return json.dumps([fields, [str(run_folder.stage_dir(workdir, s)) for s in reads]], sort_keys=True, default=str)
 
 
