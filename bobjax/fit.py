@@ -67,15 +67,22 @@ class DoesNotFit(ConfigError):
     change); a caller with a smaller program to try instead (packed grid points run one by one) catches it."""
 
 
-def check_device(compiled, what: str, setting: str, device) -> None:
+def refused(said: str, headroom: bool) -> bool:
+    """Whether a program of :func:`verdict` ``said`` is refused: one that does not fit, and with ``headroom`` (a size
+    bobjax chose itself, such as a pack of grid points, rather than the user's config) one that is tight too."""
+    return said == "does not fit" or (headroom and said == "tight")
+
+
+def check_device(compiled, what: str, setting: str, device, headroom: bool = False) -> None:
     """Stops a stage whose compiled step does not fit ``device`` (one line naming ``setting``), before its first step;
-    warns when it is tight. Silent where the device does not report its memory (CPU)."""
+    warns when it is tight (refuses it too with ``headroom``: :func:`refused`). Silent where the device does not
+    report its memory (CPU)."""
     usable = (device.memory_stats() or {}).get("bytes_limit")
     if not usable:
         return
     total = program_bytes(compiled.memory_analysis())
     line = describe(total, usable, what, device.device_kind, setting)
-    if verdict(total, usable) == "does not fit":
+    if refused(verdict(total, usable), headroom):
         raise DoesNotFit(line)
     if line:
         logging.warning("%s", line)
@@ -89,14 +96,14 @@ def device_to_check():
     return device if device.memory_stats() else None
 
 
-def program_to_run(jitted, lower: Callable, what: str, stage: str):
+def program_to_run(jitted, lower: Callable, what: str, stage: str, headroom: bool = False):
     """The program a stage runs for one step: on an accelerator (this process's device reports its memory),
-    ``lower()`` compiled, after :func:`check_device` with the stage's :data:`SETTINGS`, so a stage that cannot fit
-    stops before its first step and runs the program it compiled for the check (no second compile); on a CPU,
-    ``jitted`` itself."""
+    ``lower()`` compiled, after :func:`check_device` with the stage's :data:`SETTINGS` (and ``headroom``), so a stage
+    that cannot fit stops before its first step and runs the program it compiled for the check (no second compile);
+    on a CPU, ``jitted`` itself."""
     device = device_to_check()
     if device is None:
         return jitted
     compiled = lower().compile()
-    check_device(compiled, what, SETTINGS[stage], device)
+    check_device(compiled, what, SETTINGS[stage], device, headroom)
     return compiled

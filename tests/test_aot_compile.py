@@ -180,10 +180,11 @@ def _compile_grid(config, log=lambda line, **_: None):
 
 
 @pytest.fixture(scope="module")
-def grid_of_four(tiny_models):
+def grid_of_four():
     """A grid of 4 points that differ only in learning rate and weight decay (one pack), with its compiled lone train
-    step and packed steps."""
-    config = tiny_config(*tiny_models, backbone="resnet_tiny")
+    step and packed steps. The classifier alone: no SD or CLIP is built, so torch is not imported (torch importing
+    triton segfaulted in a worker that had run tests/test_classify_packed.py first; cause not looked into)."""
+    config = tiny_config("no SD: the classify stage alone", "no CLIP", backbone="resnet_tiny")
     config.compare.methods = "bob"
     config.compare.sweep = "classify.learning_rate=1e-4|1e-5;classify.weight_decay=5e-4|1e-4"
     return config, _compile_grid(config)
@@ -198,13 +199,14 @@ def test_a_packed_grid_compiles_its_points_in_one_program(grid_of_four):
 
 
 def test_a_pack_too_large_for_the_device_is_compiled_halved(grid_of_four, monkeypatch):
-    """As the stage halves a pack that does not fit: 4 points do not, 2 do."""
+    """As the stage halves a pack that does not fit with headroom: 4 points would fill 95 % of the device (tight: a
+    user's config would only be warned, a pack's size is bobjax's choice), 2 fit."""
     from bobjax.aot import compiled_figures
 
     config, (_, train, _) = grid_of_four
-    monkeypatch.setattr(compiled_figures, "usable_bytes", lambda target: train.total - 1)
+    monkeypatch.setattr(compiled_figures, "usable_bytes", lambda target: train.total / 0.95)
     logged = []
     halved = _compile_grid(config, log=lambda line, **_: logged.append(line))[1:]
     assert [(f.program, f.points) for f in halved] == [("packed train step", 2), ("packed eval step", 2)]
     assert halved[0].total < train.total
-    assert any("a pack of 4 points does not fit" in line for line in logged)
+    assert any("a pack of 4 points does not fit with 10% left" in line for line in logged)

@@ -45,6 +45,20 @@ def test_a_stage_stops_before_its_first_step_when_its_step_cannot_fit_the_device
     fit.check_device(compiled, "the fine-tuning step", "x", types.SimpleNamespace(memory_stats=lambda: None))
 
 
+def test_a_size_bobjax_chose_itself_is_refused_when_tight():
+    """A pack of grid points (classify.packed) is bobjax's choice, not the user's: tight is refused, so the pack is
+    halved rather than run with less than 10 % left."""
+    from bobjax import fit
+
+    assert [fit.refused(said, headroom=False) for said in ("fits", "tight", "does not fit")] == [False, False, True]
+    assert [fit.refused(said, headroom=True) for said in ("fits", "tight", "does not fit")] == [False, True, True]
+    compiled = _compiled(6, 1, 1, 9)  # 15 GiB: tight on 16.
+    fit.check_device(compiled, "a packed step", "x", _device(16))
+    with pytest.raises(fit.DoesNotFit, match="less than 10% left"):
+        fit.check_device(compiled, "a packed step", "x", _device(16), headroom=True)
+    fit.check_device(compiled, "a packed step", "x", _device(20), headroom=True)  # 75 %: fits
+
+
 def test_the_compile_tool_gives_a_target_the_verdict_a_stage_gives_its_device():
     from bobjax import fit, targets
     from bobjax.aot import compiled_figures

@@ -40,8 +40,8 @@ def _with_xla_attention(config):
 def compile_stage(stage: str, config, target_name: str, log=print, only=None) -> tuple[object, list]:
     """(target, compiled_figures.Figures of each program of ``stage``, or of those named in ``only``), compiled one
     by one. The classifier of a sweep whose points pack (``classify.packed``) adds its packed programs at the largest
-    pack's size, halved while the packed train step does not fit the target, as the stage splits a pack on the
-    device; none when not even two points fit (they train alone)."""
+    pack's size, halved while the packed train step does not fit the target with headroom (``bobjax.fit.refused``),
+    as the stage splits a pack on the device; none when not even two points fit (they train alone)."""
     from bobjax import fit
     from bobjax.aot import compiled_figures, stage_programs
 
@@ -60,11 +60,12 @@ def compile_stage(stage: str, config, target_name: str, log=print, only=None) ->
             break
         train = compile_one(packed[0], packed[0])
         usable = compiled_figures.usable_bytes(target)
-        if usable is None or fit.verdict(train.total, usable) != "does not fit":
+        if usable is None or not fit.refused(fit.verdict(train.total, usable), headroom=True):
             results += [train] + [compile_one(p, p) for p in packed[1:]]
             break
-        log(f"[aot] {target_name} classify: a pack of {points} points does not fit "
-            f"({train.total / compiled_figures.GiB:.2f} GiB per device); the stage splits it in halves", flush=True)
+        gib = compiled_figures.GiB
+        log(f"[aot] {target_name} classify: a pack of {points} points does not fit with {fit.HEADROOM:.0%} left "
+            f"({train.total / gib:.2f} GiB of {usable / gib:.2f} per device); the stage halves it", flush=True)
         points //= 2
     return target, results
 

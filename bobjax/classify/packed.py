@@ -16,9 +16,10 @@ layout, so a killed pack resumes packed or one point at a time (``config.compare
 be rerun alone. Points whose checkpoints stand at different epochs (a kill between two points' saves) train as
 separate packs. Memory: the stacked state (parameters, AdamW's two moments, the best weights so far) and each point's
 activations grow with the points, the frozen weights do not (docs/pipeline.md gives the sizes); on an accelerator the
-packed step is compiled and checked against the device's memory before the first step, and a pack that cannot fit is
-split in halves until its packs fit (logged); points that fit no pack of two are left to run alone (whose own check
-then names the setting to change if one point cannot fit either).
+packed step is compiled and checked against the device's memory before the first step, and a pack that cannot fit
+with the headroom a config is advised to leave (``bobjax.fit.HEADROOM``: bobjax chose the pack's size, so it does
+not run it tight) is split in halves until its packs fit (logged); points that fit no pack of two are left to run
+alone (whose own check then names the setting to change if one point cannot fit either).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def _train(built: stage.Setup, points, compiled: dict) -> dict:
                 lora_dropout=built.classifier.lora_dropout, dtype=built.dtype, seed=config.seed,
                 num_classes=built.num_classes)
             compiled[phase.kind, count] = prepare, stage.checked_update(
-                train_step, (state, frozen, hyper, *built.update_inputs(cfg)))
+                train_step, (state, frozen, hyper, *built.update_inputs(cfg)), headroom=True)
         train_steps[phase.kind] = (*compiled[phase.kind, count], hyper)
     eval_step = built.eval_step(packed=True)
 

@@ -139,11 +139,12 @@ def setup(config, workdir: str) -> Setup:
     return Setup(mesh, splits, data, classifier, dtype, graph, params, stats, frozen)
 
 
-def checked_update(train_step, lower_args: tuple):
+def checked_update(train_step, lower_args: tuple, headroom: bool = False):
     """``train_step`` with the update it will run: compiled and checked against the device's memory first on an
-    accelerator (``bobjax.fit``), so a step that cannot fit stops the stage before its first step."""
+    accelerator (``bobjax.fit``), so a step that cannot fit stops the stage before its first step (``headroom``:
+    :func:`bobjax.fit.refused`)."""
     update = fit.program_to_run(train_step.update, lambda: train_step.update.lower(*lower_args),
-                                "the classifier's train step", "classify")
+                                "the classifier's train step", "classify", headroom)
     return dataclasses.replace(train_step, update=update)
 
 
