@@ -5,9 +5,11 @@ to keep its chips fed (``python -m bobjax.aot`` prints them beside the train ste
 A row of a training batch is the config's augmentation (``bobjax.classify.augment``) of an image already at the
 classifier's size; a method with synthetic images adds half a synthetic image's decode (a 512 px PNG decoded, resized
 and centre-cropped): a mixed batch is half synthetic, decoded each time it is drawn, and half real, decoded once and
-kept (``bobjax.classify.input``). Timed in CPU time (``time.process_time``): what an input worker costs a core, less
-disturbed by other work on the machine than the wall clock. The images are smooth colour fields with noise, which
-PNG compresses about as poorly as photographs.
+kept (``bobjax.classify.input``). Timed in the calling thread's CPU time (``time.thread_time``; the work is
+single-threaded): what an input worker costs a core, less disturbed by other work on the machine than the wall
+clock, and blind to other threads of the process (``python -m bobjax.aot`` measures beside a TPU or GPU client's
+threads, which the process's CPU time charged: 11 to 26 ms a BOB row where the benchmark measured 12). The images
+are smooth colour fields with noise, which PNG compresses about as poorly as photographs.
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ def decode(data: bytes, image_size: int) -> np.ndarray:
 
 def per_image_ms(work: Callable[[int], object], count: int) -> float:
     """CPU milliseconds per call of ``work(i)`` over ``count`` calls."""
-    start = time.process_time()
+    start = time.thread_time()
     for i in range(count):
         work(i)
-    return (time.process_time() - start) / count * 1e3
+    return (time.thread_time() - start) / count * 1e3
 
 
 def row_ms(spec: augment.AugmentSpec, synthetic: bool, count: int = 16) -> float:
