@@ -55,13 +55,13 @@ def cell_bound(config, rows: list[dict], slice_shape: tuple[int, int] = (1, 1)) 
         total["seconds"] += bounds[(stage, program)] * calls
         total["by_stage"][stage] = total["by_stage"].get(stage, 0.0) + bounds[(stage, program)] * calls
 
+    chosen = sweep.points(config)[0]  # The final run's point: any counts alike.
     for method in compare.methods(config):
         for seed in range(config.seed, config.seed + config.compare.seeds):
             phase = [run for run in points if (run.method, run.seed) == (method, seed)]
             if compare.two_phase(config):
-                phase.append(compare.Run(method, seed, None, compare.run_config(config, method, seed, sweep.points(
-                    config)[0]), final=True))
-            packed_done = set()
+                phase.append(compare.Run(method, seed, None, compare.run_config(config, method, seed, chosen),
+                                         final=True))
             for k, run in enumerate(phase):
                 total["runs"] += 1
                 group = packed_of.get(id(run))
@@ -71,8 +71,7 @@ def cell_bound(config, rows: list[dict], slice_shape: tuple[int, int] = (1, 1)) 
                     if stage == "classify" and group is not None:
                         continue  # Its pack's programs, below.
                     add(stage, program, calls(run.config, data, slice_shape))
-                if group is not None and id(group) not in packed_done:
-                    packed_done.add(id(group))
+                if group is not None and group[0] is run:  # A pack's programs, once, at its first point.
                     steps, evals = counts.classifier_steps(run.config, data)
                     packs = -(-len(group) // pack_size)
                     total["packs"] += packs

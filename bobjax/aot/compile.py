@@ -53,15 +53,15 @@ def compile_stage(stage: str, config, target_name: str, log=print, only=None) ->
     attention = config.model.attention if stage in _SD_STAGES else "auto"
     compile_one = functools.partial(_compile, mesh=mesh, attention=attention, target_name=target_name, log=log)
     results = [compile_one(program, counted[program.name]) for program in programs if wanted(program)]
-    points = stage_programs.pack_size(config) if stage == "classify" else 0
+    packed_wanted = only is None or {"packed train step", "packed eval step"} & set(only)
+    points = stage_programs.pack_size(config) if stage == "classify" and packed_wanted else 0
     while points > 1:
-        packed = [p for p in stage_programs.classify_packed(config, mesh, points) if wanted(p)]
-        if not packed:
-            break
-        train = compile_one(packed[0], packed[0])
+        train_step, eval_step = stage_programs.classify_packed(config, mesh, points)
+        train = compile_one(train_step, train_step)  # It sizes the pack, as on the device, even when not wanted.
         usable = compiled_figures.usable_bytes(target)
         if usable is None or not fit.refused(fit.verdict(train.total, usable), headroom=True):
-            results += [train] + [compile_one(p, p) for p in packed[1:]]
+            results += [train] if wanted(train_step) else []
+            results += [compile_one(eval_step, eval_step)] if wanted(eval_step) else []
             break
         gib = compiled_figures.GiB
         log(f"[aot] {target_name} classify: a pack of {points} points does not fit with {fit.HEADROOM:.0%} left "

@@ -92,9 +92,13 @@ class _Classifier:
     dropout: float
     dtype: object
     work: str
+    schedule: tuple  # (steps per epoch, total steps) of the learning-rate schedule
+    tx: object  # The lone run's AdamW
+    state: dict  # The lone run's training state: step, params, stats, opt_state
 
 
 def _classifier(config, mesh) -> _Classifier:
+    from bobjax.classify import programs
     from bobjax.classify import step as step_lib
 
     cfg, data = config.classify, counts.dataset(config)
@@ -104,8 +108,13 @@ def _classifier(config, mesh) -> _Classifier:
     graph, params, stats, frozen = nnx.split(model, trainable, nnx.BatchStat, ...)
     steps, evals = counts.classifier_steps(config, data) if data else (None, None)
     work = f"{cfg.backbone} {cfg.image_size}px batch {cfg.batch_size}, {len(names)} classes, {jnp.dtype(dtype).name}"
+    total = max(steps or 1, 1)
+    schedule = (max(1, total // max(cfg.epochs, 1)), total)
+    tx, _ = programs.optimizer(cfg, params, *schedule)
+    state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "stats": stats,
+             "opt_state": jax.eval_shape(tx.init, params)}
     return _Classifier(names, steps, evals, graph, eval_graph, params, stats, frozen, mean, std, dropout, dtype,
-                       work)
+                       work, schedule, tx, state)
 
 
 def _replicated(mesh, tree):
@@ -127,12 +136,10 @@ def classify(config, mesh) -> list[Program]:
     from bobjax.classify import step as step_lib
 
     cfg, c = config.classify, _classifier(config, mesh)
-    tx, _ = programs.optimizer(cfg, c.params, max(1, (c.steps or 1) // max(cfg.epochs, 1)), max(c.steps or 1, 1))
-    state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": c.params, "stats": c.stats,
-             "opt_state": jax.eval_shape(tx.init, c.params)}
+    state = c.state
     kind = cfg.mixing  # The batch layout of BOB's lambda phase, or the config's own.
     prepare, train_step = programs.train_programs(
-        cfg, mesh, c.graph, parts=input_lib.batch_parts(kind, cfg.batch_size), kind=kind, tx=tx, state=state,
+        cfg, mesh, c.graph, parts=input_lib.batch_parts(kind, cfg.batch_size), kind=kind, tx=c.tx, state=state,
         frozen=c.frozen, mean=c.mean, std=c.std, lora_dropout=c.dropout, dtype=c.dtype, seed=config.seed,
         num_classes=len(c.names))
     eval_step = step_lib.make_eval_step(c.eval_graph, mesh, mean=c.mean, std=c.std, dtype=c.dtype)
@@ -174,15 +181,12 @@ def classify_packed(config, mesh, points: int) -> list[Program]:
     kind = cfg.mixing
     parts = input_lib.batch_parts(kind, cfg.batch_size)
     hyper = programs.packed_hyper([run.config.classify for run in group], parts, kind)
-    steps = max(c.steps or 1, 1)
-    tx = programs.optimizer(cfg, c.params, max(1, steps // max(cfg.epochs, 1)), steps)[0]
     stack = lambda tree: jax.tree.map(  # noqa: E731
         lambda x: jax.ShapeDtypeStruct((points,) + x.shape, x.dtype), tree)
-    state = {"step": jax.ShapeDtypeStruct((), jnp.int32),
-             **stack({"params": c.params, "stats": c.stats, "opt_state": jax.eval_shape(tx.init, c.params)})}
+    state = {"step": c.state["step"], **stack({k: v for k, v in c.state.items() if k != "step"})}
     _, train_step = programs.packed_train_programs(
         cfg, mesh, c.graph, parts=parts, kind=kind, hyper=hyper, params=c.params,
-        steps_per_epoch=max(1, steps // max(cfg.epochs, 1)), total_steps=steps, state=state, frozen=c.frozen,
+        steps_per_epoch=c.schedule[0], total_steps=c.schedule[1], state=state, frozen=c.frozen,
         mean=c.mean, std=c.std, lora_dropout=c.dropout, dtype=c.dtype, seed=first.seed, num_classes=len(c.names))
     eval_step = step_lib.make_eval_step(c.eval_graph, mesh, mean=c.mean, std=c.std, dtype=c.dtype, packed=True)
     _, (images, targets, labels) = step_lib.batch_shapes(cfg, len(c.names), realmix=kind == "realmix")
