@@ -210,3 +210,15 @@ def test_a_pack_too_large_for_the_device_is_compiled_halved(grid_of_four, monkey
     assert [(f.program, f.points) for f in halved] == [("packed train step", 2), ("packed eval step", 2)]
     assert halved[0].total < train.total
     assert any("a pack of 4 points does not fit with 10% left" in line for line in logged)
+
+
+def test_a_pack_is_sized_by_its_train_step_when_only_its_eval_step_is_asked_for(grid_of_four, monkeypatch):
+    """The evaluation step of 4 points is far smaller than the train step that does not fit: the pack is still
+    halved, as the stage would run it."""
+    from bobjax.aot import compiled_figures
+    from bobjax.aot.compile import compile_stage
+
+    config, (_, train, _) = grid_of_four
+    monkeypatch.setattr(compiled_figures, "usable_bytes", lambda target: train.total / 0.95)
+    _, only_eval = compile_stage("classify", config, "cpu", log=lambda *a, **k: None, only=("packed eval step",))
+    assert [(f.program, f.points) for f in only_eval] == [("packed eval step", 2)]
