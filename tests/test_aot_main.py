@@ -82,3 +82,10 @@ def test_rows_from_another_target_are_refused_by_name(tmp_path):
     result = aot("--target=v5e:2x4", "--stages=", f"--rows_from={other}")
     assert result.returncode != 0
     assert f"--rows_from {other} is for target h100, not v5e:2x4" in result.stderr
+
+
+def test_an_unknown_program_is_refused_by_name():
+    result = aot("--target=v5e:2x4", "--stages=classify", "--programs=packed train stepp")
+    assert result.returncode != 0
+    assert "--programs: unknown ['packed train stepp'] for --stages=classify" in result.stderr
+    assert "'packed train step'" in result.stderr  # the names it knows

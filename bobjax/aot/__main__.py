@@ -70,6 +70,11 @@ def _compile_and_report() -> None:
     unknown = [s for s in _STAGES.value if s not in stage_programs.STAGES]
     if unknown:
         raise app.UsageError(f"--stages: unknown {unknown}; expected some of {stage_programs.STAGES}")
+    known = [name for stage in _STAGES.value for name in stage_programs.PROGRAMS[stage]]
+    unknown = [name for name in _PROGRAMS.value if name not in known]
+    if unknown:
+        raise app.UsageError(f"--programs: unknown {unknown} for --stages={','.join(_STAGES.value)}; expected some of "
+                             f"{known}")
     rows, problems = [], []
     for path in _ROWS_FROM.value:
         with open(path) as f:

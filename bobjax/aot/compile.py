@@ -76,9 +76,11 @@ def _compile(program, twin, *, mesh, attention: str, target_name: str, log):
     configured kernel the traced calls are summarised against."""
     import jax
 
-    from bobjax.aot import compiled_figures, kernels
+    from bobjax.aot import compiled_figures, kernels, stage_programs
     from bobjax.models import attention_choice
 
+    if program.name not in stage_programs.PROGRAMS[program.stage]:
+        raise ValueError(f"{program.stage} program {program.name!r} is missing from stage_programs.PROGRAMS")
     log(f"[aot] {target_name} {program.stage} {program.name}: compiling ({program.work})", flush=True)
     start = time.perf_counter()
     with jax.set_mesh(mesh), attention_choice.recorded_choices() as calls:

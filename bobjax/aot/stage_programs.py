@@ -20,6 +20,11 @@ from bobjax import meshes, parallel
 from bobjax.aot import abstract, counts
 
 STAGES = ("finetune", "generate", "classify", "quality")
+# Each stage's program names, as the table prints them (``python -m bobjax.aot --programs``); the compile checks that
+# every program built is named here.
+PROGRAMS = {"finetune": ("LoRA step",), "generate": ("sampler call",),
+            "classify": ("prepare", "train step", "eval step", "packed train step", "packed eval step"),
+            "quality": ("CLIP image encoder",)}
 
 
 @dataclasses.dataclass
